@@ -1,0 +1,3 @@
+from batchscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny configs and a helper that runs the workflow in a temporary directory."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+TINY_STUDY = {
+    "dataset": {"name": "digits"},
+    "model": {"name": "linear"},
+    "eta0": 0.05,
+    "base_batch": 32,
+    "optimizer": {"momentum": 0.9},
+    "strategies": ["blr"],
+    "epochs": 2,
+    "batch_sizes": [32, 64],
+    "seeds": [0],
+    "evaluation": {"points_per_decade": 4, "train_subset": 256},
+    "device": "cpu",
+}
+
+
+def tiny_config(**study_overrides) -> dict:
+    study = copy.deepcopy(TINY_STUDY)
+    study.update(study_overrides)
+    return {"studies": {"tiny": study}}
+
+
+def tiny_run(**overrides) -> dict:
+    """A resolved run config of the tiny study (blr, batch 32, seed 0), with overrides."""
+    from batchscale.config import RunKey, load_config, run_config
+
+    config = load_config(tiny_config())
+    run = run_config(config, RunKey("tiny", "blr", 32, 0))
+    run.update(overrides)
+    return run
+
+
+def workflow_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # rules call `python -m batchscale`
+    env.pop("SNAKEMAKE_PROFILE", None)
+    return env
+
+
+def copy_workflow(target: Path) -> Path:
+    """A runnable copy of the workflow (Snakefile, rules, schema, report captions) in `target`."""
+    shutil.copy(REPO / "Snakefile", target / "Snakefile")
+    shutil.copytree(REPO / "workflow", target / "workflow")
+    shutil.copytree(REPO / "profiles", target / "profiles")
+    return target
+
+
+def snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", check: bool = True,
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    command = [str(VENV_BIN / "snakemake"), "--configfile", configfile, *args]
+    result = subprocess.run(command, cwd=workdir, env=workflow_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def workflow_dir(tmp_path) -> Path:
+    return copy_workflow(tmp_path)
