@@ -1,0 +1,137 @@
+"""Datasets: a registry of named datasets, each returning `Splits` of CPU tensors.
+
+A dataset factory is `factory(*, seed, data_root, download, **options) -> Splits`. Register one with
+`@register_dataset("name")`, or name `package.module:callable` in a study's `dataset.name`.
+Real datasets also register a `check` that verifies their files exist before any job starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+
+from batchscale.config import ConfigError
+
+TASKS = ("classification", "regression", "language_model", "segmentation")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data to build its input and output layers."""
+
+    task: str  # one of TASKS
+    input_shape: tuple  # shape of one example, e.g. (64,), (3, 32, 32), (bptt,)
+    num_classes: int  # classes, vocabulary size (language_model) or 1 (regression)
+    ignore_index: int | None = None  # label ignored by the loss (segmentation)
+
+
+@dataclass
+class Splits:
+    """Train and test tensors on the CPU; the engine moves them to the device once."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    spec: DataSpec
+    # Optional per-channel normalisation applied on the device (lets images travel as uint8).
+    mean: tuple | None = None
+    std: tuple | None = None
+    info: dict = field(default_factory=dict)  # provenance, recorded in the trace
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    factory: Callable[..., Splits]
+    check: Callable[[str, dict], None] | None = None  # check(data_root, options) raises ConfigError
+    real: bool = False
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+DOWNLOADABLE = ("cifar10", "cifar100", "mnist", "svhn")
+
+
+def register_dataset(name: str, check: Callable | None = None, real: bool = False):
+    def decorator(factory):
+        DATASETS[name] = DatasetEntry(factory, check, real)
+        return factory
+
+    return decorator
+
+
+def _ensure_builtin_registered() -> None:
+    # Importing the modules runs their @register_dataset decorators.
+    from batchscale.data import embedded, real, text, segmentation  # noqa: F401
+
+
+def resolve_dataset(name: str, key: str = "dataset.name") -> DatasetEntry:
+    _ensure_builtin_registered()
+    if name in DATASETS:
+        return DATASETS[name]
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            return DatasetEntry(getattr(module, attr))
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"config key {key}: cannot import {name!r} ({err})") from None
+    raise ConfigError(
+        f"config key {key}: unknown dataset {name!r}; allowed values: {', '.join(sorted(DATASETS))} "
+        f"or package.module:callable")
+
+
+def check_dataset(dataset: dict, data_root: str, download: bool, key: str) -> None:
+    """Fail early on an unknown name or option, or (for real data) missing files."""
+    entry = resolve_dataset(dataset["name"], f"{key}.name")
+    parameters = inspect.signature(entry.factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        allowed = [n for n in parameters if n not in ("seed", "data_root", "download")]
+        for option in dataset.get("options", {}):
+            if option not in allowed:
+                raise ConfigError(
+                    f"config key {key}.options.{option}: unknown option for dataset {dataset['name']!r}; "
+                    f"allowed options: {', '.join(allowed) or '(none)'}")
+    # torchvision can fetch these when `download: true`; WikiText-2 and Cityscapes never download
+    if entry.check is not None and not (download and dataset["name"] in DOWNLOADABLE):
+        entry.check(data_root, dataset.get("options", {}))
+
+
+def stratified_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of a seeded subset keeping `fraction` of each class (at least one per class)."""
+    generator = torch.Generator().manual_seed(seed)
+    keep = []
+    flat = labels if labels.dim() == 1 else None
+    if flat is None:  # no class labels per example (LM, segmentation): plain seeded subset
+        count = max(1, int(round(fraction * labels.shape[0])))
+        return torch.randperm(labels.shape[0], generator=generator)[:count].sort().values
+    for cls in torch.unique(flat):
+        members = torch.nonzero(flat == cls).flatten()
+        count = max(1, int(round(fraction * members.numel())))
+        keep.append(members[torch.randperm(members.numel(), generator=generator)[:count]])
+    return torch.cat(keep).sort().values
+
+
+def load_dataset(dataset: dict, data_root: str = "data", download: bool = False) -> Splits:
+    """Build a study's splits: factory, then `fraction`, then the example caps."""
+    entry = resolve_dataset(dataset["name"])
+    splits = entry.factory(seed=dataset.get("split_seed", 0), data_root=data_root, download=download,
+                           **dataset.get("options", {}))
+    fraction = dataset.get("fraction", 1.0)
+    if fraction < 1.0:
+        index = stratified_subset(splits.train_y, fraction, dataset.get("split_seed", 0) + 1)
+        splits = replace(splits, train_x=splits.train_x[index], train_y=splits.train_y[index])
+    cap = dataset.get("max_examples")
+    if cap is not None and cap < splits.num_train:
+        splits = replace(splits, train_x=splits.train_x[:cap], train_y=splits.train_y[:cap])
+    test_cap = dataset.get("max_test_examples")
+    if test_cap is not None and test_cap < splits.test_x.shape[0]:
+        splits = replace(splits, test_x=splits.test_x[:test_cap], test_y=splits.test_y[:test_cap])
+    return splits
