@@ -1,0 +1,144 @@
+"""Command line: `python -m batchscale <stage> ...`; every Snakemake rule calls one of these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(args) -> None:
+    from batchscale.engine.train import train_run
+    from batchscale.traces import write_trace
+
+    run = json.loads(args.run_json)
+    result = train_run(run, threads=args.threads, checkpoint_path=args.checkpoint, progress=not args.quiet)
+    write_trace(result, args.output)
+    if args.checkpoint:
+        Path(args.checkpoint).unlink(missing_ok=True)  # the trace is complete; the checkpoint is spent
+    print(f"{result.status}: {result.steps_total} steps in {result.wall_seconds:.1f} s "
+          f"(evaluation {result.eval_seconds:.1f} s) -> {args.output}", file=sys.stderr)
+
+
+def _cube(args) -> None:
+    from batchscale.cube import build_cube, write_cube
+
+    study_config = json.loads(args.study_json)
+    cube = build_cube(args.traces, args.study, study_config)
+    write_cube(cube, args.output)
+    print(f"cube {dict(cube.sizes)} -> {args.output}", file=sys.stderr)
+
+
+def _validate(args) -> None:
+    from batchscale.config import iter_runs, load_config
+
+    config = load_config(args.config)
+    runs = list(iter_runs(config))
+    print(f"{args.config}: valid; {len(config['studies'])} studies, {len(runs)} training runs")
+
+
+def _tables(args) -> None:
+    from batchscale.analysis.tables import write_study_tables
+
+    write_study_tables(args.cube, json.loads(args.study_json), args.out)
+
+
+def _figures(args) -> None:
+    from batchscale.figures import draw_study_figures
+
+    draw_study_figures(args.cube, json.loads(args.study_json), args.out, args.speedup)
+
+
+def _compare(args) -> None:
+    from batchscale.figures import draw_comparison
+
+    draw_comparison(args.cubes, json.loads(args.spec_json), json.loads(args.studies_json), args.out, args.name)
+
+
+def _plan(args) -> None:
+    from batchscale.plan import print_plan
+
+    print_plan(args.config, gpu_tflops=args.gpu_tflops, utilisation=args.utilisation)
+
+
+def _analyze(args) -> None:
+    from batchscale.analysis.external import analyze_external
+
+    analyze_external(args.csv, args.out, threshold_rule=json.loads(args.threshold) if args.threshold.startswith("{")
+                     else args.threshold, base_batch=args.base_batch)
+    print(f"wrote analysis of {args.csv} to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchscale", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one run of the grid and write its HDF5 trace")
+    train.add_argument("--run-json", required=True, help="the resolved run config (JSON)")
+    train.add_argument("--output", required=True)
+    train.add_argument("--threads", type=int, default=1)
+    train.add_argument("--checkpoint", default=None, help="checkpoint file for resuming after a kill")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(handler=_train)
+
+    cube = sub.add_parser("cube", help="aggregate a study's traces into an xarray cube")
+    cube.add_argument("--study", required=True)
+    cube.add_argument("--study-json", required=True)
+    cube.add_argument("--output", required=True)
+    cube.add_argument("traces", nargs="+")
+    cube.set_defaults(handler=_cube)
+
+    validate = sub.add_parser("validate", help="validate a config file")
+    validate.add_argument("config")
+    validate.set_defaults(handler=_validate)
+
+    tables = sub.add_parser("tables", help="speedup, critical batch and accuracy tables of a study")
+    tables.add_argument("--cube", required=True)
+    tables.add_argument("--study-json", required=True)
+    tables.add_argument("--out", required=True)
+    tables.set_defaults(handler=_tables)
+
+    figures = sub.add_parser("figures", help="draw a study's figures")
+    figures.add_argument("--cube", required=True)
+    figures.add_argument("--speedup", required=True, help="the study's speedup.csv")
+    figures.add_argument("--study-json", required=True)
+    figures.add_argument("--out", required=True)
+    figures.set_defaults(handler=_figures)
+
+    compare = sub.add_parser("compare", help="overlay speedup curves of a group of studies")
+    compare.add_argument("--name", required=True)
+    compare.add_argument("--spec-json", required=True)
+    compare.add_argument("--studies-json", required=True)
+    compare.add_argument("--out", required=True)
+    compare.add_argument("cubes", nargs="+")
+    compare.set_defaults(handler=_compare)
+
+    plan = sub.add_parser("plan", help="jobs, steps and compute a config will cost, before running it")
+    plan.add_argument("config")
+    plan.add_argument("--gpu-tflops", type=float, default=400.0,
+                      help="sustained accelerator rate assumed for GPU-hours (default 400 TFLOP/s, bf16 H100-class)")
+    plan.add_argument("--utilisation", type=float, default=0.4, help="fraction of that rate achieved (default 0.4)")
+    plan.set_defaults(handler=_plan)
+
+    analyze = sub.add_parser("analyze", help="analyse a sweep run elsewhere, from a CSV")
+    analyze.add_argument("csv")
+    analyze.add_argument("--out", required=True)
+    analyze.add_argument("--threshold", default="lower_quartile_of_largest",
+                         help='lower_quartile_of_largest, or JSON like {"fixed": 0.1} / {"quantile_of_largest": 0.5}')
+    analyze.add_argument("--base-batch", type=int, default=None)
+    analyze.set_defaults(handler=_analyze)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from batchscale.config import ConfigError
+    from batchscale.traces import TraceError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ConfigError, TraceError) as err:
+        print(f"batchscale: error: {err}", file=sys.stderr)
+        return 2
+    return 0

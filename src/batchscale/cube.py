@@ -1,0 +1,91 @@
+"""Aggregate a study's traces into one xarray cube (strategy x batch_size x seed x step)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from batchscale.traces import read_trace
+
+PER_RUN = ("steps_total", "lr_peak", "epochs", "wall_seconds", "linear_approx_error",
+           "final_train_loss", "final_test_loss", "final_test_acc")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) -> xr.Dataset:
+    """Stack traces onto the union of their evaluation steps; NaN where a run has no point."""
+    traces = [(Path(p), read_trace(p)) for p in trace_paths]
+    strategies = [s for s in study_config.get("strategies", []) if any(t["attrs"]["strategy"] == s for _, t in traces)]
+    strategies += sorted({t["attrs"]["strategy"] for _, t in traces} - set(strategies))
+    batch_sizes = sorted({int(t["attrs"]["batch_size"]) for _, t in traces})
+    seeds = sorted({int(t["attrs"]["seed"]) for _, t in traces})
+    steps = sorted({int(s) for _, t in traces for s in t["points"]["step"]})
+    point_names = sorted({name for _, t in traces for name in t["points"]} - {"step"})
+    shape = (len(strategies), len(batch_sizes), len(seeds), len(steps))
+    step_index = {s: i for i, s in enumerate(steps)}
+    point_arrays = {name: np.full(shape, np.nan) for name in point_names}
+    run_arrays = {name: np.full(shape[:3], np.nan) for name in PER_RUN}
+    status = np.full(shape[:3], "missing", dtype=object)
+    provenance = []
+    for path, trace in traces:
+        attrs = trace["attrs"]
+        where = (strategies.index(attrs["strategy"]), batch_sizes.index(int(attrs["batch_size"])),
+                 seeds.index(int(attrs["seed"])))
+        columns = [step_index[int(s)] for s in trace["points"]["step"]]
+        for name, values in trace["points"].items():
+            if name != "step":
+                point_arrays[name][where + (columns,)] = values
+        status[where] = attrs["status"]
+        last = {name: trace["points"][name][-1] for name in ("train_loss", "test_loss", "test_acc")}
+        values = {"steps_total": attrs["steps_total"], "lr_peak": attrs["lr"], "epochs": attrs["epochs"],
+                  "wall_seconds": attrs["wall_seconds"],
+                  "linear_approx_error": trace["scalars"].get("linear_approx_error", np.nan),
+                  "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
+                  "final_test_acc": last["test_acc"]}
+        for name, value in values.items():
+            run_arrays[name][where] = value
+        provenance.append({"path": str(path), "config_hash": attrs["config_hash"], "sha256": _sha256(path),
+                           "status": attrs["status"], "device": attrs["device"]})
+    dims = ("strategy", "batch_size", "seed", "step")
+    data_vars = {name: (dims, array) for name, array in point_arrays.items()}
+    data_vars.update({name: (dims[:3], array) for name, array in run_arrays.items()})
+    data_vars["status"] = (dims[:3], status.astype(str))
+    first = traces[0][1]["attrs"] if traces else {}
+    cube = xr.Dataset(
+        data_vars,
+        coords={"strategy": strategies, "batch_size": np.asarray(batch_sizes, dtype=np.int64),
+                "seed": np.asarray(seeds, dtype=np.int64), "step": np.asarray(steps, dtype=np.int64)},
+        attrs={"study": study, "study_config_json": json.dumps(study_config, sort_keys=True),
+               "base_batch": int(study_config.get("base_batch", batch_sizes[0] if batch_sizes else 1)),
+               "eta0": float(study_config.get("eta0", np.nan)), "task": first.get("task", ""),
+               "dataset": first.get("dataset", ""), "model": first.get("model", ""),
+               "provenance_json": json.dumps(provenance, sort_keys=True)},
+    )
+    cube["steps_total"].attrs["units"] = "steps"
+    cube["wall_seconds"].attrs["units"] = "s"
+    cube["step"].attrs["long_name"] = "weight updates"
+    return cube
+
+
+def write_cube(cube: xr.Dataset, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    cube.to_netcdf(temporary, engine="h5netcdf")
+    temporary.replace(path)
+
+
+def open_cube(path: str | Path) -> xr.Dataset:
+    with xr.open_dataset(path, engine="h5netcdf") as cube:
+        return cube.load()
