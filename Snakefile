@@ -1,0 +1,23 @@
+# batchscale: how does SGD training speed scale with the batch size?
+#   snakemake --cores 2                      the default study (config.yaml), on the CPU
+#   snakemake --cores 2 --configfile presets/paper-smoke.yaml
+#   snakemake --profile profiles/slurm --configfile presets/paper.yaml   on a SLURM GPU cluster
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/cube.smk"
+include: "workflow/rules/analyze.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,1 @@
+# analysis rules: added with the analysis stage

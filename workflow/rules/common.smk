@@ -1,0 +1,81 @@
+# Helpers shared by the rules: config validation (JSON schema + semantic checks) and the run grid.
+import json
+import sys
+
+from batchscale.config import ConfigError, RunKey, iter_runs, load_config, run_config
+
+try:
+    # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study.
+    BATCHSCALE = load_config(config)
+except ConfigError as err:
+    # One line naming the key, before any job starts; no traceback.
+    print(f"batchscale: error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+STUDIES = BATCHSCALE["studies"]
+COMPARISONS = BATCHSCALE.get("comparisons", {})
+RUNS = list(iter_runs(BATCHSCALE))
+
+
+wildcard_constraints:
+    study="|".join(sorted(STUDIES)) or "NONE",
+    strategy="blr|lsr|srsr|longer",
+    batch_size=r"\d+",
+    seed=r"\d+",
+    comparison="|".join(sorted(COMPARISONS)) or "NONE",
+
+
+def run_key(wildcards):
+    return RunKey(wildcards.study, wildcards.strategy, int(wildcards.batch_size), int(wildcards.seed))
+
+
+def run_json(wildcards):
+    """The resolved config of one run; as a rule param, any change to it reruns exactly that run."""
+    return json.dumps(run_config(BATCHSCALE, run_key(wildcards)), sort_keys=True)
+
+
+def train_threads(wildcards):
+    """One thread below the cut-off: on small batches thread start-up costs more than it saves."""
+    settings = BATCHSCALE["train_threads"]
+    if int(wildcards.batch_size) < settings["single_thread_below"]:
+        return 1
+    return settings["max"]
+
+
+def study_traces(wildcards):
+    return [key.trace_path for key in RUNS if key.study == wildcards.study]
+
+
+def study_json(wildcards):
+    return json.dumps(STUDIES[wildcards.study], sort_keys=True)
+
+
+def comparison_cubes(wildcards):
+    return [f"results/{study}/cube.nc" for study in COMPARISONS[wildcards.comparison]["studies"]]
+
+
+def comparison_json(wildcards):
+    return json.dumps(COMPARISONS[wildcards.comparison], sort_keys=True)
+
+
+def comparison_studies_json(wildcards):
+    names = COMPARISONS[wildcards.comparison]["studies"]
+    return json.dumps({name: STUDIES[name] for name in names}, sort_keys=True)
+
+
+STUDY_TABLES = ["speedup.csv", "critical_batch.json", "accuracy.csv", "accuracy.md"]
+STUDY_FIGURES = [
+    "fig1_train_loss_contours",
+    "fig5_test_loss_contours",
+    "fig2_speedup",
+    "fig2_accuracy_linear_error",
+    "steps_vs_examples",
+    "loss_curves",
+]
+
+
+def all_outputs():
+    outputs = []
+    for study in STUDIES:
+        outputs.append(f"results/{study}/cube.nc")
+    return outputs

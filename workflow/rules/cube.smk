@@ -1,0 +1,12 @@
+rule cube:
+    input:
+        study_traces,
+    output:
+        "results/{study}/cube.nc",
+    log:
+        "logs/{study}/cube.log",
+    params:
+        study=study_json,
+    shell:
+        "python -m batchscale cube --study {wildcards.study} --study-json {params.study:q} "
+        "--output {output} {input} 2> {log}"

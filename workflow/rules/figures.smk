@@ -1,0 +1,1 @@
+# figure rules: added with the figures stage
