@@ -1,0 +1,195 @@
+"""`batchscale analyze` for sweeps run elsewhere: the same tables from a CSV.
+
+Two CSV layouts are accepted (column order free, extra columns ignored):
+
+- traces: ``batch_size, step, loss`` and optionally ``seed``, ``strategy`` -- one row per evaluation
+  point. k(m; eps) is measured exactly as for a study cube (log-step interpolation, threshold rule).
+- steps-to-target: ``batch_size, steps`` and optionally ``seed``, ``strategy`` -- k measured already;
+  ``inf`` in ``steps`` means the target was never reached.
+
+Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv and
+critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
+traces, ``steps`` for steps-to-target, whose threshold is empty and threshold_rule ``given``).
+
+A bad file raises `AnalysisInputError` (a `ConfigError`, so the CLI prints it as one line) naming the file
+and the problem: unreadable, missing columns, non-numeric or non-positive values, duplicated rows, fewer
+than two batch sizes, or a base batch size that is not in the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from batchscale.analysis import measurements as ms
+from batchscale.analysis import tables
+from batchscale.config import ConfigError
+
+TRACE_COLUMNS = ("batch_size", "step", "loss")
+STEPS_COLUMNS = ("batch_size", "steps")
+DEFAULT_STRATEGY = "external"
+
+
+class AnalysisInputError(ConfigError):
+    """A bad external CSV; the message is one line naming the file and the problem."""
+
+
+def _fail(path, message: str):
+    raise AnalysisInputError(f"{path}: {message}")
+
+
+def _numeric(df: pd.DataFrame, column: str, path) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        _fail(path, f"column {column!r} has non-numeric value {df[column][bad].iloc[0]!r}")
+    return values
+
+
+def load_external_csv(path) -> tuple[str, pd.DataFrame]:
+    """Read and check an external CSV; returns (kind, DataFrame) with kind ``traces`` or ``steps``.
+
+    The DataFrame has columns strategy (str), batch_size (int), seed (int) and either step (float) and
+    loss (float; NaN allowed, ignored) or steps (float > 0, inf = never reached).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        _fail(path, "cannot read the file: it does not exist")
+    except pd.errors.EmptyDataError:
+        _fail(path, "cannot read the file: it is empty")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        _fail(path, f"cannot read the file as CSV: {first}")
+    df.columns = [str(c).strip() for c in df.columns]
+    if "step" in df.columns or "loss" in df.columns:
+        kind, needed = "traces", TRACE_COLUMNS
+    elif "steps" in df.columns:
+        kind, needed = "steps", STEPS_COLUMNS
+    else:
+        kind, needed = None, None
+    if kind is None:
+        _fail(path, "missing columns: a traces CSV needs batch_size, step, loss; a steps-to-target CSV needs "
+                    f"batch_size, steps (optional: seed, strategy); found {', '.join(df.columns) or 'none'}")
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        _fail(path, f"missing column(s) {', '.join(missing)} for a {kind} CSV (needs {', '.join(needed)}; "
+                    "optional: seed, strategy)")
+    if df.empty:
+        _fail(path, "the file has a header but no rows")
+
+    out = pd.DataFrame(index=df.index)
+    out["strategy"] = (df["strategy"].astype(str).str.strip() if "strategy" in df.columns
+                       else DEFAULT_STRATEGY)
+    sizes = _numeric(df, "batch_size", path)
+    if sizes.isna().any():
+        _fail(path, "column 'batch_size' has empty values")
+    if (sizes <= 0).any() or not np.isfinite(sizes).all():
+        _fail(path, f"column 'batch_size' must be positive, got {sizes[(sizes <= 0) | ~np.isfinite(sizes)].iloc[0]:g}")
+    if (sizes != np.round(sizes)).any():
+        _fail(path, f"column 'batch_size' must hold integers, got {sizes[sizes != np.round(sizes)].iloc[0]:g}")
+    out["batch_size"] = sizes.astype(np.int64)
+    if "seed" in df.columns:
+        seeds = _numeric(df, "seed", path)
+        if seeds.isna().any() or (seeds != np.round(seeds)).any():
+            _fail(path, "column 'seed' must hold integers")
+        out["seed"] = seeds.astype(np.int64)
+    else:
+        out["seed"] = 0
+    if kind == "traces":
+        steps = _numeric(df, "step", path)
+        if steps.isna().any() or not np.isfinite(steps).all():
+            _fail(path, "column 'step' has empty or infinite values")
+        if (steps < 0).any():
+            _fail(path, f"column 'step' must be >= 0, got {steps[steps < 0].iloc[0]:g}")
+        out["step"] = steps.astype(float)
+        out["loss"] = _numeric(df, "loss", path).astype(float)
+        keys = ["strategy", "batch_size", "seed", "step"]
+    else:
+        steps = _numeric(df, "steps", path)
+        if steps.isna().any():
+            _fail(path, "column 'steps' has empty values (write inf for a target never reached)")
+        if (steps <= 0).any():
+            _fail(path, f"column 'steps' must be positive (inf = never reached), got {steps[steps <= 0].iloc[0]:g}")
+        out["steps"] = steps.astype(float)
+        keys = ["strategy", "batch_size", "seed"]
+    duplicated = out.duplicated(keys)
+    if duplicated.any():
+        row = out[duplicated].iloc[0]
+        _fail(path, "duplicated rows for " + ", ".join(f"{k}={row[k]}" for k in keys))
+    for strategy, group in out.groupby("strategy"):
+        count = group["batch_size"].nunique()
+        if count < 2:
+            _fail(path, f"needs at least 2 batch sizes to measure a speedup; strategy {strategy!r} has {count}")
+    return kind, out.reset_index(drop=True)
+
+
+def traces_to_cube(df: pd.DataFrame):
+    """A cube (strategy, batch_size, seed, step) with one variable ``loss`` from a traces DataFrame."""
+    indexed = df.set_index(["strategy", "batch_size", "seed", "step"])["loss"]
+    return indexed.to_xarray().to_dataset(name="loss")
+
+
+def _steps_curves(df: pd.DataFrame):
+    for strategy, group in df.groupby("strategy", sort=False):
+        grid = group.pivot(index="batch_size", columns="seed", values="steps").sort_index()
+        yield str(strategy), grid.index.to_numpy(dtype=int), grid.to_numpy(dtype=float)
+
+
+def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch: int | None = None,
+                     regimes: dict | None = None, bootstrap: dict | None = None,
+                     figure_hook: Callable | None = None) -> dict:
+    """Build speedup.csv and critical_batch.json in `out_dir` from an external CSV.
+
+    `threshold_rule` as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``; ignored for a
+    steps-to-target CSV); `base_batch` defaults to the smallest batch size in the file; `regimes` and
+    `bootstrap` override the study defaults. `figure_hook(result, out_dir)`, when given, is called last
+    (for figures). Returns ``{"kind", "speedup": DataFrame, "critical_batch": dict, "paths"}``.
+    """
+    kind, df = load_external_csv(path)
+    sizes = sorted(df["batch_size"].unique().tolist())
+    base = int(base_batch) if base_batch is not None else int(sizes[0])
+    for strategy, group in df.groupby("strategy"):
+        if base not in set(group["batch_size"].tolist()):
+            _fail(path, f"base batch size {base} is not among the batch sizes of strategy {strategy!r}: "
+                        f"{sorted(group['batch_size'].unique().tolist())}")
+    study = {
+        "base_batch": base,
+        "threshold": threshold_rule,
+        "metrics": ["loss"],
+        "regimes": {**tables.DEFAULT_STUDY["regimes"], **(regimes or {})},
+        "bootstrap": {**tables.DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
+    }
+    if kind == "traces":
+        try:
+            ms.parse_threshold_rule(threshold_rule)
+        except ValueError as err:
+            raise AnalysisInputError(str(err)) from None
+        cube = traces_to_cube(df)
+        speedup, critical = tables._analyse(cube, study)
+    else:
+        study = tables._resolve_study(None, study)
+        frames, summary = [], {}
+        for strategy, batch_sizes, k in _steps_curves(df):
+            status = np.where(np.isnan(k), "missing", "completed").astype(object)
+            rows = tables.speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
+            rows.insert(0, "strategy", strategy)
+            rows.insert(2, "metric", "steps")
+            rows.insert(3, "threshold", np.nan)
+            rows.insert(4, "threshold_rule", "given")
+            rows.insert(5, "threshold_batch_size", pd.array([None] * len(rows), dtype="Int64"))
+            frames.append(rows)
+            entry = tables.critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"])
+            summary[strategy] = {"steps": {"threshold": None, "threshold_batch_size": None, **entry}}
+        speedup = pd.concat(frames, ignore_index=True)[list(tables.SPEEDUP_COLUMNS)]
+        critical = tables.critical_document(study, "given", None, summary)
+    critical = {"source": str(path), "kind": kind, **critical}
+    paths = tables.write_tables(out_dir, speedup, critical)
+    result = {"kind": kind, "speedup": speedup, "critical_batch": critical, "paths": paths}
+    if figure_hook is not None:
+        figure_hook(result, Path(out_dir))
+    return result

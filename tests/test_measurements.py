@@ -1,0 +1,268 @@
+"""Unit tests of batchscale.analysis.measurements against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from batchscale.analysis import measurements as ms
+
+STEPS = [0, 10, 100, 1000]
+TRACE = [3.0, 2.0, 1.5, 0.5]
+
+
+# ------------------------------------------------------------------ iterations to threshold
+
+
+def test_log_interpolation_between_positive_steps():
+    # bracket (100, 1.5) -> (1000, 0.5); t = (1.5 - 1.0) / (1.5 - 0.5) = 0.5
+    # log10 k = 2 + 0.5 * (3 - 2) = 2.5  ->  k = 10 ** 2.5
+    assert ms.iterations_to_threshold(STEPS, TRACE, 1.0) == pytest.approx(10 ** 2.5, rel=1e-12)
+    # bracket (10, 2.0) -> (100, 1.5); t = (2.0 - 1.8) / 0.5 = 0.4  ->  k = 10 ** 1.4
+    assert ms.iterations_to_threshold(STEPS, TRACE, 1.8) == pytest.approx(10 ** 1.4, rel=1e-12)
+
+
+def test_bracket_from_step_zero_is_linear_in_step():
+    # bracket (0, 3) -> (10, 2); t = 0.5 -> k = 0 + 0.5 * 10
+    assert ms.iterations_to_threshold(STEPS, TRACE, 2.5) == pytest.approx(5.0)
+
+
+def test_exact_hit_start_and_never():
+    assert ms.iterations_to_threshold(STEPS, TRACE, 1.5) == 100.0
+    assert ms.iterations_to_threshold(STEPS, TRACE, 3.0) == 0.0
+    assert ms.iterations_to_threshold(STEPS, TRACE, 5.0) == 0.0
+    assert ms.iterations_to_threshold(STEPS, TRACE, 0.1) == math.inf
+    # the first finite point is already below: its step, no earlier point to interpolate from
+    assert ms.iterations_to_threshold([0, 10, 100], [np.nan, 0.2, 0.1], 1.0) == 10.0
+
+
+def test_nan_points_are_ignored():
+    # NaN at step 10: bracket (0, 3) -> (100, 1.5), linear in step: t = (3 - 2) / 1.5 = 2/3
+    assert ms.iterations_to_threshold(STEPS, [3.0, np.nan, 1.5, 0.5], 2.0) == pytest.approx(200.0 / 3.0)
+    # bracket (10, 2) -> (1000, 0.5), t = 1 / 1.5 = 2/3: log10 k = 1 + (2/3) * 2
+    assert ms.iterations_to_threshold(STEPS, [np.nan, 2.0, np.nan, 0.5], 1.0) == pytest.approx(10 ** (1 + 4 / 3))
+    assert math.isnan(ms.iterations_to_threshold(STEPS, [np.nan] * 4, 1.0))
+
+
+def test_unsorted_steps_are_sorted():
+    assert ms.iterations_to_threshold(STEPS[::-1], TRACE[::-1], 1.0) == pytest.approx(10 ** 2.5)
+
+
+def test_diverged_run_never_reaches_threshold_below_last_finite_value():
+    steps = [0, 10, 100, 1000]
+    values = [3.0, 0.5, 9.0, np.nan]  # dipped below 1.0, then blew up to 9.0
+    assert ms.k_for_run(steps, values, 1.0, "diverged") == math.inf
+    # completed: bracket (0, 3) -> (10, 0.5), t = 2 / 2.5 = 0.8, linear from step 0 -> 8
+    assert ms.k_for_run(steps, values, 1.0, "completed") == pytest.approx(8.0)
+    # a threshold at or above the last finite value: read from the trace
+    assert ms.k_for_run(steps, [3.0, 2.0, np.nan, np.nan], 2.5, "diverged") == pytest.approx(5.0)
+    assert math.isnan(ms.k_for_run(steps, values, 1.0, "missing"))
+
+
+def test_k_per_run_over_a_cube_variable():
+    values = np.array([
+        [[TRACE, [3.0, 2.0, 1.2, 0.9]]],          # blr, bs 16, seeds 0 and 1
+        [[TRACE, [3.0, np.nan, np.nan, np.nan]]],  # lsr, bs 16, seed 1 diverged
+    ])
+    da = xr.DataArray(values, dims=("strategy", "batch_size", "seed", "step"),
+                      coords={"strategy": ["blr", "lsr"], "batch_size": [16], "seed": [0, 1], "step": STEPS})
+    status = xr.DataArray([[["completed", "completed"]], [["completed", "diverged"]]],
+                          dims=("strategy", "batch_size", "seed"))
+    k = ms.k_per_run(da, 1.0, status)
+    assert k.dims == ("strategy", "batch_size", "seed")
+    assert k.sel(strategy="blr", seed=0).item() == pytest.approx(10 ** 2.5)
+    # bracket (100, 1.2) -> (1000, 0.9): t = 0.2 / 0.3
+    assert k.sel(strategy="blr", seed=1).item() == pytest.approx(10 ** (2 + 2 / 3))
+    assert k.sel(strategy="lsr", seed=1).item() == math.inf
+    # a threshold per strategy broadcasts
+    thr = xr.DataArray([1.5, 2.0], dims="strategy", coords={"strategy": ["blr", "lsr"]})
+    k2 = ms.k_per_run(da, thr)
+    assert k2.sel(strategy="blr", seed=0).item() == 100.0
+    assert k2.sel(strategy="lsr", seed=0).item() == 10.0
+
+
+# ------------------------------------------------------------------ thresholds
+
+
+LARGEST = np.array([[4, 2, 1, 0.8, 0.6, 0.5, 0.4],
+                    [4, 3, np.nan, np.nan, np.nan, np.nan, np.nan]])
+# the 9 finite values sorted: 0.4 0.5 0.6 0.8 1 2 3 4 4
+
+
+def test_lower_quartile_of_largest():
+    # position (9 - 1) * 0.25 = 2 -> 0.6
+    assert ms.threshold_from_rule(LARGEST, "lower_quartile_of_largest") == pytest.approx(0.6)
+
+
+def test_quantile_of_largest():
+    # q = 0.5: position 4 -> 1.0; q = 0.1: position 0.8 -> 0.4 + 0.8 * (0.5 - 0.4) = 0.48
+    assert ms.threshold_from_rule(LARGEST, {"quantile_of_largest": 0.5}) == pytest.approx(1.0)
+    assert ms.threshold_from_rule(LARGEST, {"quantile_of_largest": 0.1}) == pytest.approx(0.48)
+    assert ms.threshold_from_rule(LARGEST, "quantile_of_largest:0.1") == pytest.approx(0.48)
+
+
+def test_fixed_threshold_and_bad_rules():
+    assert ms.threshold_from_rule(LARGEST, {"fixed": 0.7}) == 0.7
+    assert ms.threshold_from_rule(np.array([]), "fixed:0.7") == 0.7
+    assert math.isnan(ms.threshold_from_rule(np.array([np.nan]), "lower_quartile_of_largest"))
+    for bad in ("median", {"quantile_of_largest": 1.5}, {"fixed": "x"}, {"fixed": 1, "quantile_of_largest": 0.2}):
+        with pytest.raises(ValueError, match="threshold rule"):
+            ms.threshold_from_rule(LARGEST, bad)
+    assert ms.describe_threshold_rule("lower_quartile_of_largest") == "lower_quartile_of_largest"
+    assert ms.describe_threshold_rule({"quantile_of_largest": 0.1}) == "quantile_of_largest:0.1"
+    assert ms.describe_threshold_rule({"fixed": 0.5}) == "fixed:0.5"
+
+
+# ------------------------------------------------------------------ speedup, efficiency
+
+
+def test_speedup_ideal_and_efficiency():
+    np.testing.assert_allclose(ms.speedup([100.0, 50.0, 25.0], 100.0), [1.0, 2.0, 4.0])
+    assert ms.speedup(math.inf, 100.0) == 0.0
+    assert ms.speedup(50.0, math.inf) == math.inf
+    assert math.isnan(ms.speedup(math.inf, math.inf))
+    assert ms.ideal_speedup(128, 16) == 8.0
+    assert ms.efficiency(50.0, 100.0, 32, 16) == pytest.approx(1.0)
+    # speedup 100 / 40 = 2.5 against ideal 64 / 16 = 4
+    assert ms.efficiency(40.0, 100.0, 64, 16) == pytest.approx(0.625)
+    assert ms.efficiency(math.inf, 100.0, 64, 16) == 0.0
+
+
+# ------------------------------------------------------------------ regimes
+
+SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def mcc(m, s_min=100.0, b_crit=200.0):
+    return s_min * (1.0 + b_crit / np.asarray(m, dtype=float))
+
+
+def test_regimes_on_known_boundaries():
+    # k = 100 (1 + 200/m), m0 = 16: efficiency = (16 + 200) / (m + 200) >= 0.8 iff m <= 70 -> 16, 32, 64 linear.
+    # k(2m)/k(m) = (2m + 200) / (2m + 400) > 0.9 iff m > 800 -> the doubling 1024 -> 2048 stagnates.
+    k = list(mcc(SIZES[:-1])) + [math.inf]
+    labels = ms.regimes(SIZES, k, 16)
+    assert labels == ["linear"] * 3 + ["diminishing"] * 4 + ["stagnation"] * 2 + ["not_reached"]
+    assert ms.regime_boundaries(SIZES, labels) == {"largest_linear": 64, "first_stagnation": 2048}
+
+
+def test_regimes_per_doubling_ratio_when_sizes_are_skipped():
+    sizes = [16, 64, 256, 1024, 4096]
+    # 64: efficiency 216 / 264 = 0.818 -> linear; 256: 216 / 456 = 0.47 -> not linear,
+    # per-doubling ratio sqrt(k(256)/k(64)) = sqrt(1.78125 / 4.125) = 0.657 -> diminishing;
+    # sqrt(k(1024)/k(256)) = sqrt(1.1953 / 1.78125) = 0.819 -> diminishing;
+    # sqrt(k(4096)/k(1024)) = sqrt(1.04883 / 1.19531) = 0.9367 > 0.9 -> stagnation.
+    assert ms.regimes(sizes, mcc(sizes), 16) == ["linear", "linear", "diminishing", "diminishing", "stagnation"]
+
+
+def test_regimes_stagnation_is_sticky_and_cutoffs_are_parameters():
+    sizes = [16, 32, 64, 128, 256, 512]
+    k = [800, 400, 200, 190, 100, 90]
+    # 128: efficiency (800/190)/8 = 0.53, and 190/200 = 0.95 > 0.9 -> stagnation from there on
+    assert ms.regimes(sizes, k, 16) == ["linear"] * 3 + ["stagnation"] * 3
+    # a looser stagnation cut-off (4%): 128 is diminishing, 256 too (ratio 0.53), 512: 0.9 -> diminishing
+    assert ms.regimes(sizes, k, 16, stagnation_gain=0.04) == ["linear"] * 3 + ["diminishing"] * 3
+    # a strict linear cut-off: 32 (efficiency 1.0) stays linear, nothing passes 1.01 after 16
+    assert ms.regimes(sizes, k, 16, linear_efficiency=1.01)[:2] == ["diminishing", "diminishing"]
+
+
+def test_regimes_input_order_missing_and_unreached_base():
+    assert ms.regimes([64, 16, 32], [200, 800, 400], 16) == ["linear", "linear", "linear"]
+    assert ms.regimes([16, 32, 64], [800, np.nan, 200], 16) == ["linear", "missing", "linear"]
+    assert ms.regimes([16, 32], [math.inf, 400], 16) == ["not_reached", "diminishing"]
+    assert ms.regimes([16, 32, 64], [0.0, 0.0, 100.0], 16) == ["trivial", "trivial", "diminishing"]
+    with pytest.raises(ValueError, match="base batch"):
+        ms.regimes([16, 32], [1, 2], 8)
+
+
+# ------------------------------------------------------------------ critical batch size
+
+
+FIT_SIZES = 2.0 ** np.arange(4, 15)  # 16 .. 16384
+
+
+def test_fit_recovers_exact_parameters():
+    fit = ms.fit_critical_batch(FIT_SIZES, mcc(FIT_SIZES, 100.0, 300.0))
+    assert fit["S_min"] == pytest.approx(100.0, rel=1e-9)
+    assert fit["B_crit"] == pytest.approx(300.0, rel=1e-9)
+    assert fit["E_min"] == pytest.approx(30000.0, rel=1e-9)
+    assert fit["n_points"] == 11
+    plain = ms.fit_critical_batch(FIT_SIZES, mcc(FIT_SIZES, 100.0, 300.0), relative=False)
+    assert plain["B_crit"] == pytest.approx(300.0, rel=1e-9)
+
+
+def noisy_k(seeds=8, sigma=0.1, seed=1):
+    rng = np.random.default_rng(seed)
+    return mcc(FIT_SIZES, 100.0, 300.0)[:, None] * np.exp(rng.normal(0.0, sigma, (FIT_SIZES.size, seeds)))
+
+
+def test_fit_recovers_parameters_from_noisy_seeds_within_5_percent():
+    k = noisy_k()
+    fit = ms.fit_critical_batch(FIT_SIZES, ms.seed_mean(k, axis=1))
+    assert fit["S_min"] == pytest.approx(100.0, rel=0.05)
+    assert fit["B_crit"] == pytest.approx(300.0, rel=0.05)
+    assert fit["E_min"] == pytest.approx(30000.0, rel=0.05)
+
+
+def test_fit_edge_cases():
+    # fewer than 3 finite points
+    fit = ms.fit_critical_batch([16, 32, 64], [100.0, 50.0, math.inf])
+    assert fit["n_points"] == 2 and all(math.isnan(fit[k]) for k in ("S_min", "B_crit", "E_min"))
+    # perfectly linear scaling (k = 6400 / m): no plateau, B_crit infinite
+    fit = ms.fit_critical_batch([16, 32, 64], [400.0, 200.0, 100.0])
+    assert fit["S_min"] == pytest.approx(0.0, abs=1e-9) and fit["B_crit"] == math.inf
+    # flat k: B_crit 0
+    fit = ms.fit_critical_batch([16, 32, 64], [50.0, 50.0, 50.0])
+    assert fit["S_min"] == pytest.approx(50.0) and fit["B_crit"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bootstrap_critical_batch_contains_truth():
+    result = ms.bootstrap_critical_batch(FIT_SIZES, noisy_k(), samples=300, confidence=0.9, seed=0)
+    assert result["B_crit_low"] <= 300.0 <= result["B_crit_high"]
+    assert result["S_min_low"] <= 100.0 <= result["S_min_high"]
+    assert result["E_min_low"] <= 30000.0 <= result["E_min_high"]
+    assert result["B_crit_low"] < result["B_crit"] < result["B_crit_high"]
+    assert result["n_resamples"] == 300
+
+
+# ------------------------------------------------------------------ bootstrap
+
+
+def test_bootstrap_interval_contains_the_mean():
+    values = 10.0 + np.random.default_rng(3).normal(0.0, 1.0, 20)
+    estimate, low, high = ms.bootstrap_interval(values, samples=2000, confidence=0.95, seed=0)
+    assert estimate == pytest.approx(values.mean())
+    assert low < 10.0 < high and low < estimate < high
+    # deterministic for a given seed
+    assert ms.bootstrap_interval(values, samples=2000, confidence=0.95, seed=0) == (estimate, low, high)
+
+
+def test_bootstrap_interval_hand_cases():
+    assert ms.bootstrap_interval([5.0, 5.0, 5.0]) == (5.0, 5.0, 5.0)
+    assert ms.bootstrap_interval([7.0]) == (7.0, 7.0, 7.0)
+    # two seeds 100 and 200: a resample is 100, 150 or 200 (probability 1/4, 1/2, 1/4)
+    assert ms.bootstrap_interval([100.0, 200.0], confidence=0.9) == (150.0, 100.0, 200.0)
+    # NaN (missing run) is dropped
+    assert ms.bootstrap_interval([100.0, np.nan, 200.0], confidence=0.9) == (150.0, 100.0, 200.0)
+    assert all(math.isnan(v) for v in ms.bootstrap_interval([np.nan]))
+
+
+def test_bootstrap_interval_with_an_infinite_seed():
+    estimate, low, high = ms.bootstrap_interval([1.0, 2.0, math.inf], confidence=0.9)
+    assert estimate == math.inf and high == math.inf
+    assert math.isfinite(low) and 1.0 <= low <= 2.0
+
+
+def test_bootstrap_speedup_is_paired():
+    k_base = np.array([400.0, 380.0, 420.0])
+    assert ms.bootstrap_speedup(k_base, k_base) == (1.0, 1.0, 1.0)
+    # every seed exactly twice as fast: paired resampling keeps the ratio at 2
+    assert ms.bootstrap_speedup(k_base / 2, k_base) == (2.0, 2.0, 2.0)
+    estimate, low, high = ms.bootstrap_speedup([200.0, math.inf], [400.0, 400.0])
+    assert estimate == 0.0 and low == 0.0 and high == 2.0
+
+
+def test_bootstrap_interval_with_a_statistic_without_axis():
+    estimate, low, high = ms.bootstrap_interval([100.0, 200.0], statistic=lambda v: float(np.median(v)))
+    assert (estimate, low, high) == (150.0, 100.0, 200.0)

@@ -1,0 +1,267 @@
+"""Tables from a small synthetic cube, and the external-CSV backend, against hand-computed values."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from batchscale.analysis import tables
+from batchscale.analysis.external import AnalysisInputError, analyze_external, load_external_csv
+from batchscale.config import ConfigError
+
+STEPS = [0, 25, 50, 100, 200, 400, 800]
+NAN = np.nan
+# train_loss traces; with eps = 1.0 the hits are exact evaluation points
+K400 = [4, 3, 2.5, 2, 1.5, 1.0, 0.5]
+K200 = [4, 3, 2, 1.5, 1.0, 0.7, 0.5]
+K100 = [4, 2, 1.5, 1.0, 0.8, 0.6, 0.5]
+K50 = [4, 2, 1, 0.8, 0.6, 0.5, 0.4]
+DIVERGED = [4, 3, NAN, NAN, NAN, NAN, NAN]
+NEVER = [4, 3, 2, 1.5, 1.2, 1.1, 1.05]
+
+TRACES = {  # strategy -> batch size -> (seed 0, seed 1)
+    "blr": {16: (K400, K400), 32: (K200, K200), 64: (K100, K200), 128: (K50, DIVERGED)},
+    "lsr": {16: (K400, K400), 32: (K200, K200), 64: (K100, K100), 128: (NEVER, NEVER)},
+}
+FINAL_ACC = {
+    "blr": {16: (0.93, 0.95), 32: (0.92, 0.92), 64: (0.90, 0.91), 128: (0.50, 0.10)},
+    "lsr": {16: (0.93, 0.95), 32: (0.93, 0.93), 64: (0.92, 0.92), 128: (0.80, 0.82)},
+}
+STUDY = {
+    "base_batch": 16,
+    "threshold": {"fixed": 1.0},
+    "metrics": ["train_loss", "test_loss", "test_error"],
+    "regimes": {"linear_efficiency": 0.8, "stagnation_gain": 0.1},
+    "bootstrap": {"samples": 200, "confidence": 0.9},
+}
+
+
+def make_cube() -> xr.Dataset:
+    strategies, sizes, seeds = ["blr", "lsr"], [16, 32, 64, 128], [0, 1]
+    loss = np.array([[[TRACES[s][m][i] for i in range(2)] for m in sizes] for s in strategies], dtype=float)
+    acc = np.array([[[FINAL_ACC[s][m][i] for i in range(2)] for m in sizes] for s in strategies], dtype=float)
+    status = np.full(acc.shape, "completed", dtype=object)
+    status[0, 3, 1] = "diverged"
+    run_dims = ("strategy", "batch_size", "seed")
+    dims = run_dims + ("step",)
+    cube = xr.Dataset(
+        {
+            "train_loss": (dims, loss),
+            "test_loss": (dims, loss + 0.1),
+            "test_acc": (dims, 1.0 - loss / 5.0),
+            "status": (run_dims, status),
+            "final_test_acc": (run_dims, acc),
+        },
+        coords={"strategy": strategies, "batch_size": np.array(sizes, dtype=np.int64),
+                "seed": np.array(seeds, dtype=np.int64), "step": np.array(STEPS, dtype=np.int64)},
+        attrs={"study": "toy", "base_batch": 16, "study_config_json": json.dumps(STUDY)},
+    )
+    return cube
+
+
+def row(df, strategy, size, metric="train_loss"):
+    match = df[(df.strategy == strategy) & (df.batch_size == size) & (df.metric == metric)]
+    assert len(match) == 1
+    return match.iloc[0]
+
+
+def test_speedup_table_fixed_threshold():
+    df = tables.speedup_table(make_cube(), STUDY)
+    assert list(df.columns) == list(tables.SPEEDUP_COLUMNS)
+    assert len(df) == 2 * 4 * 3  # strategy x batch size x metric, diverged and not-reached rows kept
+
+    r = row(df, "blr", 16)
+    assert (r.k_mean, r.speedup, r.efficiency, r.regime, r.status) == (400.0, 1.0, 1.0, "linear", "completed")
+    assert (r.threshold, r.threshold_rule, r.n_seeds, r.n_reached) == (1.0, "fixed:1", 2, 2)
+    assert pd.isna(r.threshold_batch_size)
+    r = row(df, "blr", 32)
+    assert (r.k_mean, r.speedup, r.ideal_speedup, r.efficiency, r.regime) == (200.0, 2.0, 2.0, 1.0, "linear")
+    assert (r.speedup_low, r.speedup_high) == (2.0, 2.0)
+    r = row(df, "blr", 64)  # seeds 100 and 200
+    assert r.k_mean == 150.0 and (r.k_low, r.k_high) == (100.0, 200.0)
+    assert r.speedup == pytest.approx(400 / 150) and r.efficiency == pytest.approx(400 / 150 / 4)
+    assert r.examples_to_threshold == 64 * 150.0
+    assert r.regime == "diminishing"  # efficiency 0.67 < 0.8; 150/200 = 0.75: not stagnating
+    r = row(df, "blr", 128)  # seed 0 k = 50, seed 1 diverged
+    assert r.status == "diverged" and r.regime == "not_reached"
+    assert (r.n_seeds, r.n_reached, r.n_diverged) == (2, 1, 1)
+    assert r.k_mean == math.inf and r.speedup == 0.0 and r.efficiency == 0.0
+
+    assert [row(df, "lsr", m).regime for m in (16, 32, 64)] == ["linear"] * 3
+    r = row(df, "lsr", 128)
+    assert (r.status, r.regime, r.n_seeds, r.n_reached, r.n_diverged) == ("not_reached", "not_reached", 2, 0, 0)
+    # test_error = loss / 5 starts at 0.8 <= 1.0: met at step 0 everywhere except the diverged seed
+    r = row(df, "lsr", 32, "test_error")
+    assert (r.k_mean, r.regime) == (0.0, "trivial")
+
+
+def test_speedup_table_lower_quartile_per_strategy():
+    study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"])
+    df = tables.speedup_table(make_cube(), study)
+    # blr, bs 128: finite values 4 2 1 0.8 0.6 0.5 0.4 (seed 0) and 4 3 (seed 1): position 8 * 0.25 -> 0.6
+    r = row(df, "blr", 128)
+    assert r.threshold == pytest.approx(0.6) and r.threshold_batch_size == 128
+    assert r.threshold_rule == "lower_quartile_of_largest"
+    assert r.n_reached == 1 and r.k_mean == math.inf  # seed 0 hits 0.6 at step 200; seed 1 diverged
+    # lsr, bs 128: 14 values, position 13 * 0.25 = 3.25 between 1.1 and 1.2 -> 1.125;
+    # bracket (200, 1.2) -> (400, 1.1), t = 0.75 -> k = 200 * 2 ** 0.75
+    r = row(df, "lsr", 128)
+    assert r.threshold == pytest.approx(1.125)
+    assert r.k_mean == pytest.approx(200 * 2 ** 0.75) and r.status == "completed"
+    # lsr, bs 16 at eps 1.125: bracket (200, 1.5) -> (400, 1.0), t = 0.75 -> 200 * 2 ** 0.75 as well
+    assert row(df, "lsr", 16).k_mean == pytest.approx(200 * 2 ** 0.75)
+    assert row(df, "lsr", 128).regime == "stagnation"
+    # pooled over strategies instead: one eps for both
+    pooled = tables.speedup_table(make_cube(), study, threshold_scope="study")
+    assert pooled.threshold.nunique() == 1
+
+
+def test_critical_batch_summary_is_json_safe():
+    summary = tables.critical_batch_summary(make_cube(), STUDY)
+    text = json.dumps(summary, allow_nan=False)
+    assert summary["study"] == "toy" and summary["base_batch"] == 16
+    lsr = summary["strategies"]["lsr"]["train_loss"]
+    # lsr: k = 400, 200, 100 = 6400 / m exactly: S_min = 0, B_crit infinite -> null with a note
+    assert lsr["B_crit"]["estimate"] is None and "note" in lsr
+    assert lsr["S_min"]["estimate"] == pytest.approx(0.0, abs=1e-6)
+    assert lsr["E_min"]["estimate"] == pytest.approx(6400.0)
+    assert lsr["largest_linear_batch_size"] == 64 and lsr["first_stagnation_batch_size"] is None
+    blr = summary["strategies"]["blr"]["train_loss"]
+    assert blr["n_points"] == 3 and blr["largest_linear_batch_size"] == 32
+    assert blr["B_crit"]["estimate"] is not None and blr["B_crit"]["estimate"] > 0
+    assert "null" in summary and "NaN" not in text and "Infinity" not in text
+
+
+def test_critical_batch_summary_needs_three_points():
+    cube = make_cube().sel(batch_size=[16, 32])
+    summary = tables.critical_batch_summary(cube, STUDY)
+    entry = summary["strategies"]["blr"]["train_loss"]
+    assert entry["n_points"] == 2 and entry["B_crit"] == {"estimate": None, "low": None, "high": None}
+    assert "needs 3" in entry["note"]
+
+
+def test_accuracy_table_and_markdown():
+    acc = tables.accuracy_table(make_cube())
+    assert list(acc.columns) == list(tables.ACCURACY_COLUMNS)
+    r = acc[(acc.strategy == "blr") & (acc.batch_size == 16)].iloc[0]
+    assert r.test_acc_mean_pct == pytest.approx(94.0) and r.test_acc_sd_pct == pytest.approx(math.sqrt(2))
+    r = acc[(acc.strategy == "blr") & (acc.batch_size == 128)].iloc[0]
+    assert r.test_acc_mean_pct == pytest.approx(30.0) and (r.n_seeds, r.n_diverged) == (2, 1)
+    md = tables.accuracy_markdown(acc)
+    assert "| batch size | blr | lsr |" in md
+    assert "| 128 | 30.00 ± 28.28 (diverged 1/2) | 81.00 ± 1.41 |" in md
+    assert "| 32 | 92.00 ± 0.00 | 93.00 ± 0.00 |" in md
+
+
+def test_write_study_tables_roundtrip(tmp_path):
+    cube_path = tmp_path / "cube.nc"
+    make_cube().to_netcdf(cube_path, engine="h5netcdf")
+    result = tables.write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "critical_batch.json",
+                                                    "speedup.csv"]
+    speed = pd.read_csv(out / "speedup.csv")
+    assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS) and len(speed) == 24
+    r = row(speed, "blr", 128)
+    assert r.k_mean == math.inf and r.status == "diverged"
+    assert row(speed, "blr", 64).k_mean == 150.0
+    critical = json.loads((out / "critical_batch.json").read_text())
+    assert critical["strategies"]["lsr"]["train_loss"]["B_crit"]["estimate"] is None
+    assert "(diverged 1/2)" in (out / "accuracy.md").read_text()
+    assert len(pd.read_csv(out / "accuracy.csv")) == 8
+    assert result["speedup"].shape == (24, len(tables.SPEEDUP_COLUMNS))
+
+
+# ------------------------------------------------------------------ external CSV
+
+
+def write_traces_csv(path, with_optional=True):
+    rows = []
+    for m, pair in TRACES["lsr"].items():
+        for seed, trace in enumerate(pair):
+            for step, loss in zip(STEPS, trace):
+                rows.append({"strategy": "lsr", "seed": seed, "batch_size": m, "step": step, "loss": loss})
+    df = pd.DataFrame(rows)
+    if not with_optional:
+        df = df[df.seed == 0].drop(columns=["strategy", "seed"])
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_external_traces_happy_path(tmp_path):
+    path = write_traces_csv(tmp_path / "traces.csv")
+    kind, df = load_external_csv(path)
+    assert kind == "traces" and len(df) == 4 * 2 * len(STEPS)
+    result = analyze_external(path, tmp_path / "out", {"fixed": 1.0})
+    speed = pd.read_csv(tmp_path / "out" / "speedup.csv")
+    assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS)
+    assert speed.k_mean.tolist() == [400.0, 200.0, 100.0, math.inf]
+    assert speed.speedup.tolist() == [1.0, 2.0, 4.0, 0.0]
+    assert speed.regime.tolist() == ["linear", "linear", "linear", "not_reached"]
+    assert set(speed.metric) == {"loss"}
+    critical = json.loads((tmp_path / "out" / "critical_batch.json").read_text())
+    assert critical["kind"] == "traces" and "lsr" in critical["strategies"]
+    assert result["kind"] == "traces"
+
+
+def test_external_traces_without_seed_and_strategy(tmp_path):
+    path = write_traces_csv(tmp_path / "traces.csv", with_optional=False)
+    hooked = []
+    result = analyze_external(path, tmp_path / "out", "fixed:1.0", base_batch=32,
+                              figure_hook=lambda res, out: hooked.append(out))
+    speed = result["speedup"]
+    assert set(speed.strategy) == {"external"} and (speed.n_seeds == 1).all()
+    assert speed.speedup.tolist()[:3] == [0.5, 1.0, 2.0]  # relative to m0 = 32
+    assert hooked == [tmp_path / "out"]
+
+
+def test_external_steps_to_target_recovers_critical_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = 2 ** np.arange(4, 14)
+    rows = [{"batch_size": m, "seed": s, "steps": 100 * (1 + 300 / m) * math.exp(rng.normal(0, 0.05))}
+            for m in sizes for s in range(4)]
+    path = tmp_path / "steps.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    result = analyze_external(path, tmp_path / "out", bootstrap={"samples": 200})
+    entry = result["critical_batch"]["strategies"]["external"]["steps"]
+    assert entry["B_crit"]["estimate"] == pytest.approx(300, rel=0.05)
+    assert entry["B_crit"]["low"] <= 300 <= entry["B_crit"]["high"]
+    speed = pd.read_csv(tmp_path / "out" / "speedup.csv")
+    assert len(speed) == len(sizes) and (speed.threshold_rule == "given").all()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("batch_size,step\n16,0\n32,0\n", "missing column(s) loss"),
+    ("batch_size,value\n16,1\n", "missing columns"),
+    ("batch_size,step,loss\n0,0,1.0\n32,0,1.0\n", "'batch_size' must be positive"),
+    ("batch_size,step,loss\n16,-5,1.0\n32,0,1.0\n", "'step' must be >= 0"),
+    ("batch_size,steps\n16,100\n32,-1\n", "'steps' must be positive"),
+    ("batch_size,steps\n16,100\n16,90\n", "duplicated rows"),
+    ("batch_size,seed,steps\n16,0,100\n16,1,90\n", "at least 2 batch sizes"),
+    ("batch_size,step,loss\n16,0,abc\n32,0,1.0\n", "non-numeric value 'abc'"),
+    ("batch_size,steps\n", "no rows"),
+    ("", "it is empty"),
+    ('batch_size,steps\n16,100\n"32,1\n', "cannot read the file as CSV"),
+])
+def test_external_bad_files(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(AnalysisInputError) as info:
+        analyze_external(path, tmp_path / "out")
+    text = str(info.value)
+    assert message in text and str(path) in text and "\n" not in text
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, ValueError)
+
+
+def test_external_unreadable_and_bad_base(tmp_path):
+    with pytest.raises(AnalysisInputError, match="does not exist"):
+        load_external_csv(tmp_path / "absent.csv")
+    path = tmp_path / "steps.csv"
+    path.write_text("batch_size,steps\n16,100\n32,60\n64,40\n")
+    with pytest.raises(AnalysisInputError, match="base batch size 8 is not among"):
+        analyze_external(path, tmp_path / "out", base_batch=8)
+    with pytest.raises(AnalysisInputError, match="threshold rule"):
+        analyze_external(write_traces_csv(tmp_path / "t.csv"), tmp_path / "out", "median")
