@@ -266,3 +266,19 @@ def test_bootstrap_speedup_is_paired():
 def test_bootstrap_interval_with_a_statistic_without_axis():
     estimate, low, high = ms.bootstrap_interval([100.0, 200.0], statistic=lambda v: float(np.median(v)))
     assert (estimate, low, high) == (150.0, 100.0, 200.0)
+
+
+def test_resample_uniform_in_steps_weights_training_evenly():
+    from batchscale.analysis.measurements import resample_uniform_in_steps
+
+    # log grid: 4 of 5 points in the first 10% of training; uniformly resampled, half the values are
+    # from the second half of training
+    steps = [0, 1, 10, 100, 1000]
+    values = [4.0, 3.0, 2.0, 1.0, 0.0]
+    resampled = resample_uniform_in_steps(steps, values, points=1001)
+    assert resampled[0] == 4.0 and resampled[-1] == 0.0
+    assert resampled[500] == pytest.approx(1.0 - 400 / 900)  # step 500 between (100, 1) and (1000, 0)
+    # after step 100 the curve is (1000 - s) / 900; the lowest quarter of steps is 750..1000
+    assert np.quantile(resampled, 0.25) == pytest.approx(250 / 900, abs=1e-3)
+    assert resample_uniform_in_steps([5], [2.0]).tolist() == [2.0]
+    assert resample_uniform_in_steps([0, 1], [np.nan, np.nan]).size == 0

@@ -99,6 +99,26 @@ def threshold_from_rule(largest_batch_values: np.ndarray, rule) -> float:
     return float(np.quantile(values, parsed["value"]))
 
 
+def resample_uniform_in_steps(steps, values, points: int = 1000) -> np.ndarray:
+    """A traced curve as values at `points` equally spaced steps from its first to its last finite point.
+
+    Traces are evaluated on a log-spaced grid, which puts most points early in training; the paper's
+    quantile of "loss values traced" weights every stretch of training alike, so quantiles are taken
+    over the curve interpolated (linearly in step) onto a uniform grid.
+    """
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    keep = np.isfinite(steps) & np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    if steps.size == 0:
+        return np.array([])
+    if steps.size == 1 or steps[-1] == steps[0]:
+        return values[-1:]
+    order = np.argsort(steps)
+    grid = np.linspace(steps[order][0], steps[order][-1], points)
+    return np.interp(grid, steps[order], values[order])
+
+
 # --------------------------------------------------------------------------------------------
 # Iterations to threshold
 

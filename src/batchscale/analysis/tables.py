@@ -37,8 +37,9 @@ Not-reached and diverged rows are kept, never dropped: pandas reads ``inf`` back
 empty cells as NaN. Intervals are percentile bootstraps over seeds with numpy seed 0 (deterministic), at
 the study's ``bootstrap.confidence``.
 
-Threshold choice: the quantile rules are applied per strategy and metric, to the finite values that
-strategy traced at its largest batch size (the largest with any data), as in the paper, where each speedup
+Threshold choice: the quantile rules are applied per strategy and metric, to the values that strategy
+traced at its largest batch size with a completed (not diverged) run, each curve resampled uniformly in
+steps (the evaluation grid is log-spaced; the paper weights every stretch of training alike), as in the paper, where each speedup
 curve's eps comes from its own largest batch. A pooled per-study threshold would make k comparable across
 strategies, but one strategy that fails at the largest batch (LSR diverging) or trains for many more steps
 there (``longer``) would then move eps for every other strategy; per strategy keeps each curve
@@ -148,24 +149,41 @@ def _resolve_study(cube, study) -> dict:
 def study_thresholds(cube, metric: str, rule, scope: str = "strategy") -> dict:
     """eps per strategy: ``{strategy: (threshold, source batch size or None)}``.
 
-    Quantile rules use every finite value traced at the largest batch size with any data, per strategy
-    (`scope` ``"strategy"``) or pooled over the strategies' own largest batch sizes (``"study"``).
+    Quantile rules use the largest batch size with at least one completed (not diverged) run, per
+    strategy (`scope` ``"strategy"``) or pooled over the strategies' own largest batch sizes
+    (``"study"``). The pool is every completed run of that batch size, each curve resampled uniformly in
+    steps (`measurements.resample_uniform_in_steps`), so the log-spaced grid does not overweight the
+    first steps.
     """
     values = metric_values(cube, metric)
+    status = run_status(cube)
     parsed = ms.parse_threshold_rule(rule)
     strategies = [str(s) for s in cube["strategy"].values]
     if parsed["kind"] == "fixed":
         return {s: (float(parsed["value"]), None) for s in strategies}
+    steps = cube["step"].values
     pools, sources = {}, {}
     for strategy in strategies:
         per_strategy = values.sel(strategy=strategy)
-        finite = np.isfinite(per_strategy).any([d for d in per_strategy.dims if d != "batch_size"])
-        sizes = per_strategy["batch_size"].values[finite.values]
+        completed = (status.sel(strategy=strategy) == "completed")
+        usable = completed.any("seed") if "seed" in completed.dims else completed
+        sizes = per_strategy["batch_size"].values[np.asarray(usable.values, dtype=bool)]
         if sizes.size == 0:
             pools[strategy], sources[strategy] = np.array([]), None
             continue
         largest = int(sizes.max())
-        pools[strategy] = np.asarray(per_strategy.sel(batch_size=largest).values, dtype=float).ravel()
+        curves = per_strategy.sel(batch_size=largest)
+        runs_ok = completed.sel(batch_size=largest)
+        seeds = curves["seed"].values if "seed" in curves.dims else [None]
+        pool = []
+        for seed in seeds:
+            if seed is None:
+                curve, ok = curves, bool(runs_ok)
+            else:
+                curve, ok = curves.sel(seed=seed), bool(runs_ok.sel(seed=seed))
+            if ok:
+                pool.append(ms.resample_uniform_in_steps(steps, np.asarray(curve.values, dtype=float)))
+        pools[strategy] = np.concatenate(pool) if pool else np.array([])
         sources[strategy] = largest
     if scope == "study":
         pooled = np.concatenate([p for p in pools.values()]) if pools else np.array([])
