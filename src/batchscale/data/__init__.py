@@ -67,13 +67,18 @@ def register_dataset(name: str, check: Callable | None = None, real: bool = Fals
     return decorator
 
 
-def _ensure_builtin_registered() -> None:
-    # Importing the modules runs their @register_dataset decorators.
-    from batchscale.data import embedded, real, text, segmentation  # noqa: F401
+# Built-in datasets and the module defining each, imported on first use.
+BUILTIN_DATASETS = {
+    "digits": "embedded", "teacher": "embedded", "least_squares": "embedded", "synthetic_images": "embedded",
+    "text_corpus": "text", "synthetic_segmentation": "segmentation",
+    "cifar10": "real", "cifar100": "real", "mnist": "real", "svhn": "real", "wikitext2": "real",
+    "cityscapes": "real",
+}
 
 
 def resolve_dataset(name: str, key: str = "dataset.name") -> DatasetEntry:
-    _ensure_builtin_registered()
+    if name in BUILTIN_DATASETS and name not in DATASETS:
+        importlib.import_module(f"batchscale.data.{BUILTIN_DATASETS[name]}")
     if name in DATASETS:
         return DATASETS[name]
     if ":" in name:
@@ -84,8 +89,8 @@ def resolve_dataset(name: str, key: str = "dataset.name") -> DatasetEntry:
         except (ImportError, AttributeError) as err:
             raise ConfigError(f"config key {key}: cannot import {name!r} ({err})") from None
     raise ConfigError(
-        f"config key {key}: unknown dataset {name!r}; allowed values: {', '.join(sorted(DATASETS))} "
-        f"or package.module:callable")
+        f"config key {key}: unknown dataset {name!r}; allowed values: "
+        f"{', '.join(sorted(set(BUILTIN_DATASETS) | set(DATASETS)))} or package.module:callable")
 
 
 def check_dataset(dataset: dict, data_root: str, download: bool, key: str) -> None:

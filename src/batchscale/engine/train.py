@@ -31,6 +31,7 @@ from batchscale.data import Splits, load_dataset
 from batchscale.engine import tasks
 from batchscale.engine.grid import evaluation_steps
 from batchscale.engine.schedule import learning_rate
+from batchscale.engine.sgd import SGD
 from batchscale.models import build_model
 
 POINT_FIELDS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time")
@@ -221,8 +222,8 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
     model = build_model(run["model"], data.spec).to(device)
     if run.get("channels_last") and device.type == "cuda" and len(data.spec.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=run["lr_peak"], momentum=run["optimizer"]["momentum"],
-                                nesterov=run["optimizer"]["nesterov"], weight_decay=run["optimizer"]["weight_decay"])
+    optimizer = SGD(model.parameters(), momentum=run["optimizer"]["momentum"],
+                    nesterov=run["optimizer"]["nesterov"], weight_decay=run["optimizer"]["weight_decay"])
     batch_generator = torch.Generator().manual_seed(seed)
 
     state = {"step": 0, "perm": None, "position": 0, "elapsed": 0.0, "eval_seconds": 0.0,
@@ -290,16 +291,14 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
             index = state["perm"][state["position"]:state["position"] + m].to(device, non_blocking=True)
             lr = learning_rate(state["step"], eta0=run["eta0"], lr_peak=run["lr_peak"], warmup_steps=warmup_steps,
                                schedule=run["schedule"], total_steps=steps_total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             try:
                 batch_loss = accumulate_gradient(model, data, index, run.get("micro_batch"), autocast)
             except torch.OutOfMemoryError:
                 raise MicroBatchTooLarge(
                     f"out of device memory at a micro-batch of {min(run.get('micro_batch') or m, m)} examples; "
                     f"lower `micro_batch` in study {run['study']!r}") from None
-            optimizer.step()
+            optimizer.step(lr)
             state["step"] += 1
             state["position"] += m
             bar.update(1)

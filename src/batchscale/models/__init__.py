@@ -27,12 +27,18 @@ def register_model(name: str):
     return decorator
 
 
-def _ensure_builtin_registered() -> None:
-    from batchscale.models import small, vision, language, segmentation  # noqa: F401
+# Built-in models and the module defining each; a module is imported only when one of its models is
+# used (torchvision alone takes seconds to import, which every small train job would pay).
+BUILTIN_MODELS = {
+    "linear": "small", "mlp": "small", "cnn": "small", "cnn_bn": "small",
+    "resnet18": "vision", "resnet34": "vision", "vgg16_bn": "vision", "alexnet": "vision",
+    "mobilenetv2": "vision", "lstm": "language", "drn_d_22": "segmentation",
+}
 
 
 def resolve_model(name: str, key: str = "model.name") -> Callable[..., torch.nn.Module]:
-    _ensure_builtin_registered()
+    if name in BUILTIN_MODELS and name not in MODELS:
+        importlib.import_module(f"batchscale.models.{BUILTIN_MODELS[name]}")
     if name in MODELS:
         return MODELS[name]
     if ":" in name:
@@ -42,7 +48,7 @@ def resolve_model(name: str, key: str = "model.name") -> Callable[..., torch.nn.
         except (ImportError, AttributeError) as err:
             raise ConfigError(f"config key {key}: cannot import {name!r} ({err})") from None
     raise ConfigError(
-        f"config key {key}: unknown model {name!r}; allowed values: {', '.join(sorted(MODELS))} "
+        f"config key {key}: unknown model {name!r}; allowed values: {', '.join(sorted(set(BUILTIN_MODELS) | set(MODELS)))} "
         f"or package.module:callable")
 
 
