@@ -64,9 +64,11 @@ def _plan(args) -> None:
 
 def _analyze(args) -> None:
     from batchscale.analysis.external import analyze_external
+    from batchscale.figures import draw_external_figures
 
-    analyze_external(args.csv, args.out, threshold_rule=json.loads(args.threshold) if args.threshold.startswith("{")
-                     else args.threshold, base_batch=args.base_batch)
+    rule = json.loads(args.threshold) if args.threshold.startswith("{") else args.threshold
+    analyze_external(args.csv, args.out, threshold_rule=rule, base_batch=args.base_batch,
+                     figure_hook=draw_external_figures)
     print(f"wrote analysis of {args.csv} to {args.out}")
 
 

@@ -26,7 +26,12 @@ wildcard_constraints:
 
 
 def run_key(wildcards):
-    return RunKey(wildcards.study, wildcards.strategy, int(wildcards.batch_size), int(wildcards.seed))
+    return RunKey(
+        wildcards.study,
+        wildcards.strategy,
+        int(wildcards.batch_size),
+        int(wildcards.seed),
+    )
 
 
 def run_json(wildcards):
@@ -51,7 +56,10 @@ def study_json(wildcards):
 
 
 def comparison_cubes(wildcards):
-    return [f"results/{study}/cube.nc" for study in COMPARISONS[wildcards.comparison]["studies"]]
+    return [
+        f"results/{study}/cube.nc"
+        for study in COMPARISONS[wildcards.comparison]["studies"]
+    ]
 
 
 def comparison_json(wildcards):
@@ -78,4 +86,25 @@ def all_outputs():
     outputs = []
     for study in STUDIES:
         outputs.append(f"results/{study}/cube.nc")
+        outputs += [f"results/{study}/{name}" for name in STUDY_TABLES]
+        outputs += [
+            f"results/{study}/figures/{name}.{ext}"
+            for name in STUDY_FIGURES
+            for ext in ("png", "svg")
+        ]
+    for comparison in COMPARISONS:
+        outputs += [
+            f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("png", "svg")
+        ]
     return outputs
+
+
+def study_figure_png(name):
+    """A study figure's PNG, marked for `snakemake --report` with its caption (workflow/report/<name>.rst)."""
+    return report(
+        f"results/{{study}}/figures/{name}.png",
+        caption=f"../report/{name}.rst",
+        category="{study}",
+        subcategory="figures",
+        labels={"study": "{study}", "figure": name},
+    )

@@ -5,6 +5,8 @@ rule cube:
         "results/{study}/cube.nc",
     log:
         "logs/{study}/cube.log",
+    conda:
+        "../../envs/batchscale.yaml"
     params:
         study=study_json,
     shell:

@@ -1,1 +1,49 @@
-# figure rules: added with the figures stage
+# Figures: one rule per study (the six figures of STUDY_FIGURES, PNG for the report + SVG) and one per
+# named comparison of studies (overlaid speedup curves, paper Figs. 3 and 4). All drawing lives in
+# batchscale.figures; these rules only call the CLI.
+
+
+rule figures:
+    input:
+        cube="results/{study}/cube.nc",
+        speedup="results/{study}/speedup.csv",
+    output:
+        png=[study_figure_png(name) for name in STUDY_FIGURES],
+        svg=[f"results/{{study}}/figures/{name}.svg" for name in STUDY_FIGURES],
+    log:
+        "logs/{study}/figures.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        study=study_json,
+    shell:
+        "python -m batchscale figures --cube {input.cube} --speedup {input.speedup} "
+        "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
+
+
+rule compare:
+    input:
+        comparison_cubes,
+    output:
+        png=report(
+            "results/comparisons/{comparison}/speedup.png",
+            caption="../report/comparison_speedup.rst",
+            category="comparisons",
+            subcategory="{comparison}",
+            labels={"comparison": "{comparison}", "figure": "speedup"},
+        ),
+        svg="results/comparisons/{comparison}/speedup.svg",
+    log:
+        "logs/comparisons/{comparison}.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        spec=comparison_json,
+        studies=comparison_studies_json,
+    shell:
+        "python -m batchscale compare --name {wildcards.comparison} --spec-json {params.spec:q} "
+        "--studies-json {params.studies:q} --out results/comparisons/{wildcards.comparison} {input} 2> {log}"
