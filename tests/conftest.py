@@ -58,6 +58,7 @@ def copy_workflow(target: Path) -> Path:
     shutil.copy(REPO / "Snakefile", target / "Snakefile")
     shutil.copytree(REPO / "workflow", target / "workflow")
     shutil.copytree(REPO / "profiles", target / "profiles")
+    shutil.copytree(REPO / "envs", target / "envs")  # every rule names its conda env; Snakemake reads it
     return target
 
 

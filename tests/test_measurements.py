@@ -156,13 +156,20 @@ def test_regimes_per_doubling_ratio_when_sizes_are_skipped():
     assert ms.regimes(sizes, mcc(sizes), 16) == ["linear", "linear", "diminishing", "diminishing", "stagnation"]
 
 
-def test_regimes_stagnation_is_sticky_and_cutoffs_are_parameters():
+def test_regimes_stagnation_is_a_suffix_and_cutoffs_are_parameters():
     sizes = [16, 32, 64, 128, 256, 512]
+    # 128: efficiency (800/190)/8 = 0.53; per-doubling ratios 190/200 = 0.95, 185/190 = 0.97, 180/185 = 0.97,
+    # all above 1 - 0.1 -> stagnation from 128 on
+    assert ms.regimes(sizes, [800, 400, 200, 190, 185, 180], 16) == ["linear"] * 3 + ["stagnation"] * 3
+    # one flat doubling (128) followed by a real gain (256: 100/190 = 0.53) is not stagnation; 512 (90/100
+    # = 0.9, not above 0.9) is not either
     k = [800, 400, 200, 190, 100, 90]
-    # 128: efficiency (800/190)/8 = 0.53, and 190/200 = 0.95 > 0.9 -> stagnation from there on
-    assert ms.regimes(sizes, k, 16) == ["linear"] * 3 + ["stagnation"] * 3
-    # a looser stagnation cut-off (4%): 128 is diminishing, 256 too (ratio 0.53), 512: 0.9 -> diminishing
-    assert ms.regimes(sizes, k, 16, stagnation_gain=0.04) == ["linear"] * 3 + ["diminishing"] * 3
+    assert ms.regimes(sizes, k, 16) == ["linear"] * 3 + ["diminishing"] * 3
+    # a flat tail: 512 at 99/100 -> stagnation there only
+    assert ms.regimes(sizes, [800, 400, 200, 190, 100, 99], 16)[3:] == ["diminishing", "diminishing", "stagnation"]
+    # a looser stagnation cut-off (4%): 128's ratio 0.95 is a 5% gain (diminishing); 0.974 and 0.973 are not
+    assert ms.regimes(sizes, [800, 400, 200, 190, 185, 180], 16, stagnation_gain=0.04) == \
+        ["linear"] * 3 + ["diminishing", "stagnation", "stagnation"]
     # a strict linear cut-off: 32 (efficiency 1.0) stays linear, nothing passes 1.01 after 16
     assert ms.regimes(sizes, k, 16, linear_efficiency=1.01)[:2] == ["diminishing", "diminishing"]
 

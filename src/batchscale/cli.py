@@ -13,6 +13,8 @@ def _train(args) -> None:
     from batchscale.traces import write_trace
 
     run = json.loads(args.run_json)
+    for stale in Path(args.output).parent.glob(Path(args.output).name + ".tmp*"):
+        stale.unlink()  # left by a job killed while writing its trace
     result = train_run(run, threads=args.threads, checkpoint_path=args.checkpoint, progress=not args.quiet)
     write_trace(result, args.output)
     if args.checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +31,8 @@ def software_versions() -> dict:
     import torch
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": batchscale.__version__}
+                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": batchscale.__version__,
+                "engine_source": source_fingerprint()}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).parent)
@@ -39,6 +41,21 @@ def software_versions() -> dict:
     except (OSError, subprocess.SubprocessError):
         pass
     return versions
+
+
+def source_fingerprint(parts=("engine", "models", "data", "traces.py")) -> str:
+    """sha256 (16 hex digits) of the package sources that determine a trace: engine, models, data, format.
+
+    Any edit there, a comment included, changes it; analysis and figure code are left out, since they
+    never change a trace.
+    """
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for part in parts:
+        path = root / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def write_trace(result, path: str | Path) -> None:

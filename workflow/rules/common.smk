@@ -3,6 +3,7 @@ import json
 import sys
 
 from batchscale.config import ConfigError, RunKey, iter_runs, load_config, run_config
+from batchscale.traces import source_fingerprint
 
 try:
     # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study.
@@ -15,6 +16,9 @@ except ConfigError as err:
 STUDIES = BATCHSCALE["studies"]
 COMPARISONS = BATCHSCALE.get("comparisons", {})
 RUNS = list(iter_runs(BATCHSCALE))
+# A hash of the package code that produces traces: a param of the train rule, so an edit to the engine
+# reruns training (Snakemake's code trigger sees only the text of a shell: command).
+ENGINE_SOURCE = source_fingerprint()
 
 
 wildcard_constraints:

@@ -10,6 +10,7 @@ rule train:
         mem_mb=2000,
     params:
         run=run_json,
+        engine=ENGINE_SOURCE,
         # outside the declared outputs, so Snakemake never deletes it after a kill
         checkpoint="results/{study}/checkpoints/{strategy}/bs{batch_size}/seed{seed}.pt",
     shell:

@@ -339,10 +339,12 @@ def regimes(batch_sizes, k, base_batch, linear_efficiency: float = 0.8,
     - ``linear``: the prefix of sizes whose efficiency e(m) = (k(m0)/k(m)) / (m/m0) is >= `linear_efficiency`;
       the first size below the cut-off ends it for good (the regimes are successive phases). No size is
       linear when k(base_batch) is not finite and positive.
-    - ``stagnation``: from the first size after the linear prefix at which doubling the batch cuts k by
-      less than `stagnation_gain`, and every reached size above it. With m_p the previous reached size,
-      the per-doubling ratio is r = (k(m)/k(m_p)) ** (1 / log2(m/m_p)) (so skipped sizes in the grid are
-      accounted for), and stagnation starts when r > 1 - stagnation_gain, i.e. k(2m) > (1 - gain) k(m).
+    - ``stagnation``: the sizes after the linear prefix from which on doubling the batch never again cuts
+      k by `stagnation_gain` or more. With m_p the previous reached size, the per-doubling ratio is
+      r = (k(m)/k(m_p)) ** (1 / log2(m/m_p)) (so skipped sizes in the grid are accounted for); a size is
+      stagnation when its r and the r of every larger reached size exceed 1 - stagnation_gain, i.e.
+      k(2m) > (1 - gain) k(m) from there on. (A suffix rule: one noisy flat step followed by real gains is
+      not stagnation.)
     - ``diminishing``: every other reached size (after the linear prefix, before stagnation).
 
     `base_batch` must be one of `batch_sizes`.
@@ -359,8 +361,8 @@ def regimes(batch_sizes, k, base_batch, linear_efficiency: float = 0.8,
         eff = np.asarray(efficiency(k, k_base, m, float(base_batch)), dtype=float)
     labels: list[str] = [""] * m.size
     in_linear = bool(np.isfinite(k_base) and k_base > 0)
-    stagnating = False
     previous = None
+    flat: list[tuple[int, bool]] = []  # (index, doubling gained less than the cut-off) after the linear prefix
     for i in np.argsort(m, kind="stable"):
         if np.isnan(k[i]):
             labels[i] = "missing"
@@ -377,11 +379,17 @@ def regimes(batch_sizes, k, base_batch, linear_efficiency: float = 0.8,
             previous = i
             continue
         in_linear = False
-        if not stagnating and previous is not None and m[i] > m[previous]:
+        small_gain = False
+        if previous is not None and m[i] > m[previous]:
             ratio = (k[i] / k[previous]) ** (1.0 / math.log2(m[i] / m[previous]))
-            stagnating = bool(ratio > 1.0 - stagnation_gain)
-        labels[i] = "stagnation" if stagnating else "diminishing"
+            small_gain = bool(ratio > 1.0 - stagnation_gain)
+        labels[i] = "diminishing"
+        flat.append((i, small_gain))
         previous = i
+    for i, small_gain in reversed(flat):  # stagnation is the longest all-flat suffix
+        if not small_gain:
+            break
+        labels[i] = "stagnation"
     return labels
 
 

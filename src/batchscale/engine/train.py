@@ -34,6 +34,7 @@ from batchscale.engine.schedule import learning_rate
 from batchscale.engine.sgd import SGD
 from batchscale.models import build_model
 
+CHECKPOINT_FORMAT = 2  # bump when what a checkpoint holds changes (2: batchscale.engine.sgd.SGD buffers)
 POINT_FIELDS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time")
 
 
@@ -55,6 +56,27 @@ class RunResult:
     wall_seconds: float = 0.0
     eval_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+
+
+class _TerminationFlag:
+    """Records SIGTERM instead of dying, so the loop can checkpoint at the next step boundary."""
+
+    def __init__(self):
+        import signal
+
+        self.requested = False
+        self._signal = signal
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            self._signal.signal(self._signal.SIGTERM, self._previous)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -232,21 +254,24 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
     checkpoint = Path(checkpoint_path) if checkpoint_path else None
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved.get("config_hash") == run_hash:
+        if saved.get("config_hash") == run_hash and saved.get("format") == CHECKPOINT_FORMAT:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            batch_generator.set_state(saved["batch_generator"])
-            data.augment_generator.set_state(saved["augment_generator"].to(data.augment_generator.get_state().device))
-            torch.set_rng_state(saved["cpu_rng"])
+            # RNG states must be CPU byte tensors, whatever map_location did to them
+            batch_generator.set_state(saved["batch_generator"].cpu())
+            data.augment_generator.set_state(saved["augment_generator"].cpu())
+            torch.set_rng_state(saved["cpu_rng"].cpu())
             if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"])
+                torch.cuda.set_rng_state(saved["cuda_rng"].cpu())
             state = saved["state"]
             print(f"resumed from {checkpoint} at step {state['step']}", file=sys.stderr)
+        else:
+            print(f"ignoring {checkpoint}: written for another run config or engine version", file=sys.stderr)
 
     def save_checkpoint():
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         temporary = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
-        torch.save({"config_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        torch.save({"format": CHECKPOINT_FORMAT, "config_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "batch_generator": batch_generator.get_state(),
                     "augment_generator": data.augment_generator.get_state(), "cpu_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
@@ -282,9 +307,15 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
     bar = tqdm(total=steps_total, initial=state["step"], file=sys.stderr, disable=not progress,
                mininterval=5.0, desc=f"{run['study']} {run['strategy']} bs{m} seed{seed}")
     last_checkpoint = time.perf_counter()
+    terminate = _TerminationFlag() if checkpoint is not None else None
     model.train()
     try:
         while state["step"] < steps_total:
+            if terminate is not None and terminate.requested:
+                # SLURM preemption / scancel sends SIGTERM first: save what we have, then stop
+                state["elapsed"] = time.perf_counter() - start_time
+                save_checkpoint()
+                raise SystemExit(f"terminated at step {state['step']}; checkpoint saved to {checkpoint}")
             if state["perm"] is None or state["position"] + m > n:
                 state["perm"] = torch.randperm(n, generator=batch_generator)
                 state["position"] = 0
@@ -320,6 +351,8 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
                 last_checkpoint = time.perf_counter()
     finally:
         bar.close()
+        if terminate is not None:
+            terminate.restore()
 
     scalars = {}
     if status == "completed":

@@ -1,0 +1,388 @@
+"""`batchscale plan CONFIG`: what a config will cost, before anything runs.
+
+For every study: the number of training jobs, the training steps and examples they process, and an
+estimate of the compute (FLOPs, and GPU-hours at a stated sustained rate). Nothing is trained and no real
+data is read: a user who has not downloaded CIFAR or Cityscapes yet can still see what the paper preset
+costs.
+
+How the numbers are counted:
+
+- Config: validated exactly as `load_config` does (schema, defaults, semantic checks, dataset and model
+  names, dataset options), except that the check that real data files exist is skipped.
+- Dataset sizes: real datasets from their published sizes (`REAL_DATASETS`; the files are never opened),
+  with the study's options (`train_examples`, SVHN `extra`, WikiText-2 `bptt`, Cityscapes `size` and
+  `test_split`), then `fraction`, `max_examples` and `max_test_examples` applied as `load_dataset` does.
+  `fraction` keeps round(fraction x n) examples; the real subset is stratified per class, so it can differ
+  by up to one example per class (exact for CIFAR, whose classes are equal). Embedded and custom datasets
+  are built (they are small and fast), so their sizes are exact.
+- Steps of a run: floor(n / m) x epochs (the `longer` strategy's multiplied, capped epochs), capped at
+  `max_steps`; exactly what `config.run_config` and the engine do.
+- Forward FLOPs per example: `models.flops.forward_flops_per_example` (2 x multiply-accumulates of the
+  Conv2d, Linear and LSTM layers) on the model built with the study's options and data shape, on PyTorch's
+  meta device (no memory, no arithmetic). An example is an image, a window of `bptt` tokens, or a
+  segmentation image.
+- Training FLOPs: 3 x forward FLOPs per example x examples processed (forward + backward, the backward
+  costing about twice the forward).
+- Evaluation FLOPs: forward FLOPs x (training subset + test split) at every evaluation point of the run
+  (its share of the study's log-spaced grid, step 0 and the final step included), plus the end-of-run
+  linear-approximation measurement (one gradient of a batch of m: 3 x forward; two passes over the
+  training subset: 1 x forward each).
+- Every run is assumed to complete; a run that diverges stops early and costs less.
+- GPU-hours: total FLOPs / (gpu_tflops x utilisation) / 3600. The default, 400 TFLOP/s x 0.4, is a
+  sustained 160 TFLOP/s: roughly what bf16 training of these small-image networks reaches on an H100-class
+  card (dense bf16 peak 989 TFLOP/s; `benchmarks/bench_gpu.py` measures it on your card).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import textwrap
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from batchscale.config import ConfigError, iter_runs, load_config, run_config
+
+# Published sizes of the real datasets (train / test examples before any option), so that a plan never
+# needs the files. WikiText-2 counts tokens (with <eos> after every line, as `read_tokens` builds them).
+REAL_DATASETS = {
+    "cifar10": {"train": 50_000, "test": 10_000, "classes": 10},
+    "cifar100": {"train": 50_000, "test": 10_000, "classes": 100},
+    "mnist": {"train": 60_000, "test": 10_000, "classes": 10},
+    "svhn": {"train": 73_257, "extra": 531_131, "test": 26_032, "classes": 10},
+    "wikitext2": {"train_tokens": 2_088_628, "test_tokens": 245_569, "valid_tokens": 217_646, "vocab": 33_278},
+    "cityscapes": {"train": 2_975, "val": 500, "test": 1_525, "classes": 19},
+}
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the plan needs to know about a study's data: the model's spec and the split sizes."""
+
+    spec: object  # batchscale.data.DataSpec
+    n_train: int
+    n_test: int
+    source: str  # "published sizes" or "built"
+
+
+@dataclass
+class RunCost:
+    study: str
+    strategy: str
+    batch_size: int
+    seed: int
+    epochs: int
+    steps: int
+    examples: int
+    eval_points: int
+    train_flops: float
+    eval_flops: float
+    problem: str | None = None  # why the run would fail (batch larger than the training split)
+
+    @property
+    def flops(self) -> float:
+        return self.train_flops + self.eval_flops
+
+
+@dataclass
+class StudyPlan:
+    name: str
+    dataset: str
+    model: str
+    data: DataShape
+    forward_flops: float
+    runs: list[RunCost] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.runs)
+
+    @property
+    def steps(self) -> int:
+        return sum(r.steps for r in self.runs)
+
+    @property
+    def examples(self) -> int:
+        return sum(r.examples for r in self.runs)
+
+    @property
+    def flops(self) -> float:
+        return sum(r.flops for r in self.runs)
+
+    @property
+    def eval_flops(self) -> float:
+        return sum(r.eval_flops for r in self.runs)
+
+
+@dataclass
+class Plan:
+    config_path: str
+    studies: list[StudyPlan]
+    comparisons: int
+    gpu_tflops: float
+    utilisation: float
+
+    @property
+    def sustained_flops(self) -> float:
+        return self.gpu_tflops * 1e12 * self.utilisation
+
+    def gpu_hours(self, flops: float) -> float:
+        return flops / self.sustained_flops / 3600.0
+
+
+# --------------------------------------------------------------------------------------------------
+# config without the data-file check
+
+
+@contextlib.contextmanager
+def _skip_data_files():
+    """Within the block, a real dataset's `check` still rejects bad options but not missing files.
+
+    The checks raise their option errors before looking at files, and a missing file is always a
+    `ConfigError` on `data_root` (see data/real.py `_missing`), so exactly that error is dropped.
+    """
+    from batchscale import data as data_module
+
+    for name in REAL_DATASETS:  # registers them (their modules load lazily)
+        data_module.resolve_dataset(name)
+    originals = {name: entry for name, entry in data_module.DATASETS.items() if entry.check is not None}
+
+    def lenient(check):
+        def wrapped(data_root, options):
+            try:
+                check(data_root, options)
+            except ConfigError as err:
+                if not str(err).startswith("config key data_root:"):
+                    raise
+
+        return wrapped
+
+    for name, entry in originals.items():
+        data_module.DATASETS[name] = replace(entry, check=lenient(entry.check))
+    try:
+        yield
+    finally:
+        # put back only what was wrapped: datasets registered meanwhile (lazy imports) stay registered
+        data_module.DATASETS.update(originals)
+
+
+def load_config_without_data(source) -> dict:
+    """`load_config` (schema, defaults, semantic and registry checks) minus the data-files-present check."""
+    with _skip_data_files():
+        return load_config(source)
+
+
+# --------------------------------------------------------------------------------------------------
+# data sizes
+
+
+def _positive_option(options: dict, key: str, default):
+    value = options.get(key, default)
+    return None if value is None else int(value)
+
+
+def _real_shape(name: str, options: dict):
+    """(spec, n_train, n_test) of a real dataset from its published sizes and the study's options."""
+    from batchscale.data import DataSpec
+    from batchscale.data.real import _cityscapes_size
+
+    sizes = REAL_DATASETS[name]
+    if name in ("cifar10", "cifar100"):
+        return DataSpec("classification", (3, 32, 32), sizes["classes"]), sizes["train"], sizes["test"]
+    if name == "mnist":
+        side = 32 if options.get("pad", True) else 28
+        n = sizes["train"]
+        cap = _positive_option(options, "train_examples", None)
+        return DataSpec("classification", (1, side, side), 10), min(n, cap or n), sizes["test"]
+    if name == "svhn":
+        n = sizes["train"] + (sizes["extra"] if options.get("extra", False) else 0)
+        cap = _positive_option(options, "train_examples", None)
+        return DataSpec("classification", (3, 32, 32), 10), min(n, cap or n), sizes["test"]
+    if name == "wikitext2":
+        bptt = _positive_option(options, "bptt", 35)
+        test_tokens = sizes["valid_tokens" if options.get("test_split", "test") == "valid" else "test_tokens"]
+        # non-overlapping windows of bptt tokens, as data.real.windows cuts them
+        return (DataSpec("language_model", (bptt,), sizes["vocab"]), (sizes["train_tokens"] - 1) // bptt,
+                (test_tokens - 1) // bptt)
+    if name == "cityscapes":
+        height, width = _cityscapes_size(options.get("size", (256, 512)))
+        test = sizes[options.get("test_split", "val")]
+        return DataSpec("segmentation", (3, height, width), 19, ignore_index=255), sizes["train"], test
+    raise KeyError(name)
+
+
+def data_shape(dataset: dict, data_root: str = "data", download: bool = False) -> DataShape:
+    """A study's data spec and split sizes after fraction and caps, without reading real data files."""
+    name = dataset["name"]
+    if name in REAL_DATASETS:
+        spec, n_train, n_test = _real_shape(name, dataset.get("options", {}))
+        fraction = dataset.get("fraction", 1.0)
+        if fraction < 1.0:
+            n_train = max(1, int(round(fraction * n_train)))
+        cap = dataset.get("max_examples")
+        if cap is not None:
+            n_train = min(n_train, cap)
+        test_cap = dataset.get("max_test_examples")
+        if test_cap is not None:
+            n_test = min(n_test, test_cap)
+        return DataShape(spec, n_train, n_test, "published sizes")
+    from batchscale.data import load_dataset
+
+    splits = load_dataset(dataset, data_root, download)  # embedded or custom: small, built in seconds
+    return DataShape(splits.spec, splits.num_train, int(splits.test_x.shape[0]), "built")
+
+
+def forward_flops(model: dict, spec) -> float:
+    """Forward FLOPs per example of the study's model, built on the meta device (no memory, no arithmetic)."""
+    import torch
+
+    from batchscale.models import build_model
+    from batchscale.models.flops import forward_flops_per_example
+
+    try:
+        with torch.device("meta"):
+            net = build_model(model, spec)
+        return forward_flops_per_example(net, spec)
+    except (NotImplementedError, RuntimeError):  # a custom layer without a meta kernel: count on the CPU
+        return forward_flops_per_example(build_model(model, spec), spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# steps and FLOPs
+
+
+def run_cost(run: dict, data: DataShape, fwd: float) -> RunCost:
+    """Steps, examples and FLOPs of one run, counted as the engine will run it."""
+    from batchscale.engine.grid import evaluation_steps
+
+    m, n = run["batch_size"], data.n_train
+    base = dict(study=run["study"], strategy=run["strategy"], batch_size=m, seed=run["seed"], epochs=run["epochs"])
+    if m > n:
+        return RunCost(**base, steps=0, examples=0, eval_points=0, train_flops=0.0, eval_flops=0.0,
+                       problem=f"batch size {m} is larger than the {n} training examples: the run would fail")
+    steps = (n // m) * run["epochs"]
+    if run.get("max_steps"):
+        steps = min(steps, run["max_steps"])
+    examples = steps * m
+    points = len(evaluation_steps(run["evaluation"]["points_per_decade"], steps))
+    subset = min(run["evaluation"]["train_subset"], n)
+    evaluated = points * (subset + data.n_test) + 2 * subset  # grid evaluations + the two approx-error passes
+    eval_flops = fwd * evaluated + 3.0 * fwd * min(m, n)  # + the approx-error batch gradient
+    return RunCost(**base, steps=steps, examples=examples, eval_points=points, train_flops=3.0 * fwd * examples,
+                   eval_flops=eval_flops)
+
+
+def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Plan:
+    """Validate a config (without the data-file check) and count every study's jobs, steps and FLOPs."""
+    if gpu_tflops <= 0:
+        raise ConfigError(f"plan: --gpu-tflops must be > 0, got {gpu_tflops}")
+    if not 0 < utilisation <= 1:
+        raise ConfigError(f"plan: --utilisation must be in (0, 1], got {utilisation}")
+    config = load_config_without_data(source)
+    shapes: dict[str, DataShape] = {}
+    flops: dict[str, float] = {}
+    studies: dict[str, StudyPlan] = {}
+    for name, study in config["studies"].items():
+        data_key = json.dumps(study["dataset"], sort_keys=True)
+        if data_key not in shapes:
+            shapes[data_key] = data_shape(study["dataset"], config["data_root"], config["download"])
+        data = shapes[data_key]
+        model_key = json.dumps([study["model"], data.spec.__dict__], sort_keys=True, default=str)
+        if model_key not in flops:
+            flops[model_key] = forward_flops(study["model"], data.spec)
+        studies[name] = StudyPlan(name, study["dataset"]["name"], study["model"]["name"], data, flops[model_key])
+    for key in iter_runs(config):
+        plan = studies[key.study]
+        plan.runs.append(run_cost(run_config(config, key), plan.data, plan.forward_flops))
+    return Plan(str(source) if isinstance(source, (str, Path)) else "(config)", list(studies.values()),
+                len(config.get("comparisons", {})), gpu_tflops, utilisation)
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+
+
+def _count(value: float) -> str:
+    """Compact count: 1,234 / 12.3 k / 4.56 M / 7.89 G."""
+    for threshold, scale, suffix in ((1e9, 1e9, " G"), (1e6, 1e6, " M"), (1e4, 1e3, " k")):
+        if value >= threshold:
+            return f"{value / scale:.3g}{suffix}" if value / scale < 1000 else f"{value / scale:,.0f}{suffix}"
+    return f"{int(value):,}"
+
+
+def _number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 0.01:
+        return f"{value:.3g}"
+    return f"{value:.1e}"
+
+
+def format_plan(plan: Plan) -> str:
+    header = ["study", "dataset", "model", "train n", "jobs", "steps", "examples", "GFLOP/ex", "PFLOP",
+              "eval %", "GPU-h", "max GPU-h/job"]
+    rows = []
+    for s in plan.studies:
+        longest = max((r.flops for r in s.runs), default=0.0)
+        rows.append([s.name, s.dataset, s.model, f"{s.data.n_train:,}", str(s.jobs), f"{s.steps:,}",
+                     _count(s.examples), f"{s.forward_flops / 1e9:.3g}", _number(s.flops / 1e15),
+                     f"{100 * s.eval_flops / s.flops:.1f}" if s.flops else "-",
+                     _number(plan.gpu_hours(s.flops)), _number(plan.gpu_hours(longest))])
+    total_flops = sum(s.flops for s in plan.studies)
+    total_eval = sum(s.eval_flops for s in plan.studies)
+    longest_all = max((r.flops for s in plan.studies for r in s.runs), default=0.0)
+    rows.append(["total", "", "", "", str(sum(s.jobs for s in plan.studies)), f"{sum(s.steps for s in plan.studies):,}",
+                 _count(sum(s.examples for s in plan.studies)), "", _number(total_flops / 1e15),
+                 f"{100 * total_eval / total_flops:.1f}" if total_flops else "-", _number(plan.gpu_hours(total_flops)),
+                 _number(plan.gpu_hours(longest_all))])
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    left = {0, 1, 2}
+
+    def line(row):
+        return "  ".join(cell.ljust(w) if i in left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    jobs = sum(s.jobs for s in plan.studies)
+    sustained = plan.gpu_tflops * plan.utilisation
+    lines = [
+        f"plan for {plan.config_path}: {len(plan.studies)} studies, {jobs} training jobs "
+        f"(+ per-study cube/analysis/figure jobs and {plan.comparisons} comparison(s), CPU, minutes each)",
+        f"GPU-hours at {plan.gpu_tflops:g} TFLOP/s x {plan.utilisation:g} utilisation = {sustained:g} TFLOP/s "
+        f"sustained (set with --gpu-tflops and --utilisation)",
+        "",
+        line(header),
+        rule,
+        *[line(row) for row in rows[:-1]],
+        rule,
+        line(rows[-1]),
+    ]
+    notes = (
+        "train n: training examples after fraction and caps (language models: windows of bptt tokens). "
+        "steps: floor(n/m) x epochs, capped at max_steps, summed over the study's jobs; examples: steps x m. "
+        "FLOPs = 2 x multiply-accumulates of the Conv2d, Linear and LSTM layers (models/flops.py); training = "
+        "3 x forward FLOPs x examples; evaluation (eval %) = forward passes over the training subset and the "
+        "test split at every point of the run's log-spaced grid, plus the end-of-run linear-approximation "
+        "measurement. Every run is assumed to complete (a diverged run stops early and costs less)."
+    )
+    lines += [""] + textwrap.wrap(notes, 110)
+    by_source: dict[str, list[str]] = {}
+    for s in plan.studies:
+        names = by_source.setdefault(s.data.source, [])
+        if s.dataset not in names:
+            names.append(s.dataset)
+    described = "; ".join(f"{source}: {', '.join(names)}" for source, names in sorted(by_source.items()))
+    lines += textwrap.wrap(f"data sizes ({described}); real data files are not read.", 110)
+    problems = [r for s in plan.studies for r in s.runs if r.problem]
+    if problems:
+        lines.append("")
+        lines.append(f"WARNING: {len(problems)} run(s) cannot run as configured:")
+        for r in problems:
+            lines.append(f"  {r.study} {r.strategy} bs{r.batch_size} seed{r.seed}: {r.problem}")
+    return "\n".join(lines)
+
+
+def print_plan(config_path, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> None:
+    """Print the plan of a config (the `batchscale plan` command)."""
+    print(format_plan(make_plan(config_path, gpu_tflops=gpu_tflops, utilisation=utilisation)))

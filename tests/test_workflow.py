@@ -1,0 +1,90 @@
+"""The whole workflow on a tiny config in a temporary directory: every output, then the report."""
+
+import json
+import re
+import zipfile
+
+import h5py
+import pandas as pd
+import pytest
+import xarray as xr
+
+from conftest import snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+FIGURES = ["fig1_train_loss_contours", "fig5_test_loss_contours", "fig2_speedup", "fig2_accuracy_linear_error",
+           "steps_vs_examples", "loss_curves"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    config = tiny_config(strategies=["blr", "lsr"], batch_sizes=[16, 32, 64], seeds=[0, 1])
+    config["studies"]["tiny_mlp"] = dict(config["studies"]["tiny"], model={"name": "mlp", "options": {"hidden": [32]}},
+                                         strategies=["blr"])
+    config["comparisons"] = {"models": {"studies": ["tiny", "tiny_mlp"], "labels": ["linear", "MLP"]}}
+    config["studies"]["tiny"]["base_batch"] = 16
+    config["studies"]["tiny_mlp"]["base_batch"] = 16
+    write_config(workdir / "config.yaml", config)
+    dry = snakemake(workdir, "-n")
+    run = snakemake(workdir, "--cores", "2")
+    again = snakemake(workdir, "-n")
+    return workdir, dry, run, again
+
+
+def _job_counts(output: str) -> dict:
+    table = output[output.index("Job stats"):]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_dry_run_lists_one_job_per_run_and_per_study(finished):
+    _, dry, _, again = finished
+    counts = _job_counts(dry.stdout)
+    # tiny: 2 strategies x 3 batch sizes x 2 seeds; tiny_mlp: 1 x 3 x 2
+    assert counts["train"] == 12 + 6
+    assert counts["cube"] == counts["analyze"] == counts["figures"] == 2
+    assert counts["compare"] == 1
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_every_output_of_every_study(finished):
+    workdir = finished[0]
+    for study, strategies in (("tiny", ["blr", "lsr"]), ("tiny_mlp", ["blr"])):
+        root = workdir / "results" / study
+        for strategy in strategies:
+            for batch in (16, 32, 64):
+                for seed in (0, 1):
+                    with h5py.File(root / "traces" / strategy / f"bs{batch}" / f"seed{seed}.h5") as trace:
+                        assert trace.attrs["batch_size"] == batch and trace.attrs["strategy"] == strategy
+        cube = xr.open_dataset(root / "cube.nc", engine="h5netcdf")
+        assert dict(cube.sizes)["strategy"] == len(strategies) and list(cube.batch_size.values) == [16, 32, 64]
+        table = pd.read_csv(root / "speedup.csv")
+        assert len(table) == len(strategies) * 3 * 3  # strategy x batch size x metric
+        assert set(table.metric) == {"train_loss", "test_loss", "test_error"}
+        base = table[table.batch_size == 16]
+        assert (base.speedup.dropna() == 1.0).all()
+        critical = json.loads((root / "critical_batch.json").read_text())
+        assert set(critical["strategies"]) == set(strategies)
+        accuracy = pd.read_csv(root / "accuracy.csv")
+        assert len(accuracy) == len(strategies) * 3
+        assert (root / "accuracy.md").read_text().count("\n") >= 4
+        for name in FIGURES:
+            for ext in ("png", "svg"):
+                assert (root / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    assert (workdir / "results" / "comparisons" / "models" / "speedup.png").stat().st_size > 1000
+
+
+def test_report_holds_every_figure_and_table(finished):
+    workdir = finished[0]
+    snakemake(workdir, "--report", "report.zip")
+    with zipfile.ZipFile(workdir / "report.zip") as archive:
+        names = archive.namelist()
+    for study in ("tiny", "tiny_mlp"):
+        for name in FIGURES:
+            assert any(n.endswith(f"results/{study}/figures/{name}.png") for n in names), (study, name)
+        for table in ("speedup.csv", "critical_batch.json", "accuracy.csv"):
+            assert any(n.endswith(f"results/{study}/{table}") for n in names), (study, table)
+    assert any(n.endswith("results/comparisons/models/speedup.png") for n in names)
