@@ -82,9 +82,13 @@ def test_report_holds_every_figure_and_table(finished):
     snakemake(workdir, "--report", "report.zip")
     with zipfile.ZipFile(workdir / "report.zip") as archive:
         names = archive.namelist()
-    for study in ("tiny", "tiny_mlp"):
-        for name in FIGURES:
-            assert any(n.endswith(f"results/{study}/figures/{name}.png") for n in names), (study, name)
-        for table in ("speedup.csv", "critical_batch.json", "accuracy.csv"):
-            assert any(n.endswith(f"results/{study}/{table}") for n in names), (study, table)
-    assert any(n.endswith("results/comparisons/models/speedup.png") for n in names)
+        page = archive.read(next(n for n in names if n.endswith("report.html"))).decode()
+    # the archive stores each file as report/data/raw/<hash>/<basename>: one per study
+    basenames = [n.rsplit("/", 1)[-1] for n in names if "/data/raw/" in n]
+    for name in FIGURES:
+        assert basenames.count(f"{name}.png") == 2, name
+    for table in ("speedup.csv", "critical_batch.json", "accuracy.csv"):
+        assert basenames.count(table) == 2, table
+    assert basenames.count("speedup.png") == 1  # the comparison
+    for caption_fragment in ("Fig. 1", "tiny_mlp", "models"):
+        assert caption_fragment in page
