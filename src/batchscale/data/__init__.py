@@ -7,14 +7,12 @@ Real datasets also register a `check` that verifies their files exist before any
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from batchscale.config import ConfigError
+from batchscale.registry import check_options, lookup
 
 TASKS = ("classification", "regression", "language_model", "segmentation")
 
@@ -77,33 +75,15 @@ BUILTIN_DATASETS = {
 
 
 def resolve_dataset(name: str, key: str = "dataset.name") -> DatasetEntry:
-    if name in BUILTIN_DATASETS and name not in DATASETS:
-        importlib.import_module(f"batchscale.data.{BUILTIN_DATASETS[name]}")
-    if name in DATASETS:
-        return DATASETS[name]
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            return DatasetEntry(getattr(module, attr))
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"config key {key}: cannot import {name!r} ({err})") from None
-    raise ConfigError(
-        f"config key {key}: unknown dataset {name!r}; allowed values: "
-        f"{', '.join(sorted(set(BUILTIN_DATASETS) | set(DATASETS)))} or package.module:callable")
+    found = lookup(name, DATASETS, BUILTIN_DATASETS, "batchscale.data", "dataset", key)
+    return found if isinstance(found, DatasetEntry) else DatasetEntry(found)
 
 
 def check_dataset(dataset: dict, data_root: str, download: bool, key: str) -> None:
     """Fail early on an unknown name or option, or (for real data) missing files."""
     entry = resolve_dataset(dataset["name"], f"{key}.name")
-    parameters = inspect.signature(entry.factory).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        allowed = [n for n in parameters if n not in ("seed", "data_root", "download")]
-        for option in dataset.get("options", {}):
-            if option not in allowed:
-                raise ConfigError(
-                    f"config key {key}.options.{option}: unknown option for dataset {dataset['name']!r}; "
-                    f"allowed options: {', '.join(allowed) or '(none)'}")
+    check_options(entry.factory, dataset.get("options", {}), ("seed", "data_root", "download"), "dataset",
+                  dataset["name"], key)
     # torchvision can fetch these when `download: true`; WikiText-2 and Cityscapes never download
     if entry.check is not None and not (download and dataset["name"] in DOWNLOADABLE):
         entry.check(data_root, dataset.get("options", {}))

@@ -8,13 +8,11 @@ modelling, (B, classes, H, W) for segmentation. Register with `@register_model("
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from typing import Callable
 
 import torch
 
-from batchscale.config import ConfigError
+from batchscale.registry import check_options, lookup
 
 MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
 
@@ -37,33 +35,13 @@ BUILTIN_MODELS = {
 
 
 def resolve_model(name: str, key: str = "model.name") -> Callable[..., torch.nn.Module]:
-    if name in BUILTIN_MODELS and name not in MODELS:
-        importlib.import_module(f"batchscale.models.{BUILTIN_MODELS[name]}")
-    if name in MODELS:
-        return MODELS[name]
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"config key {key}: cannot import {name!r} ({err})") from None
-    raise ConfigError(
-        f"config key {key}: unknown model {name!r}; allowed values: {', '.join(sorted(set(BUILTIN_MODELS) | set(MODELS)))} "
-        f"or package.module:callable")
+    return lookup(name, MODELS, BUILTIN_MODELS, "batchscale.models", "model", key)
 
 
 def check_model(model: dict, key: str) -> None:
     """Fail early on an unknown model name or an option the builder does not take."""
     builder = resolve_model(model["name"], f"{key}.name")
-    parameters = inspect.signature(builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    allowed = [n for n in parameters if n != "spec"]
-    for option in model.get("options", {}):
-        if option not in allowed:
-            raise ConfigError(
-                f"config key {key}.options.{option}: unknown option for model {model['name']!r}; "
-                f"allowed options: {', '.join(allowed) or '(none)'}")
+    check_options(builder, model.get("options", {}), ("spec",), "model", model["name"], key)
 
 
 def build_model(model: dict, spec) -> torch.nn.Module:
