@@ -207,6 +207,12 @@ def test_plan_reports_a_bad_config_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "colour" in err
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    mismatch = tmp_path / "mismatch.yaml"  # an LSTM on images: found by building the model, before any job
+    mismatch.write_text("studies: {s: {dataset: {name: digits}, model: {name: lstm}, eta0: 0.1, base_batch: 8, "
+                        "epochs: 1, batch_sizes: [8]}}\n")
+    capsys.readouterr()
+    assert main(["plan", str(mismatch)]) == 2
+    assert "studies.s.model: lstm is a language model" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------

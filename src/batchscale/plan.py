@@ -285,11 +285,21 @@ def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Pl
     for name, study in config["studies"].items():
         data_key = json.dumps(study["dataset"], sort_keys=True)
         if data_key not in shapes:
-            shapes[data_key] = data_shape(study["dataset"], config["data_root"], config["download"])
+            try:
+                shapes[data_key] = data_shape(study["dataset"], config["data_root"], config["download"])
+            except (ValueError, TypeError) as err:  # ConfigError (a ValueError) passes through unchanged
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(f"config key studies.{name}.dataset: {err}") from None
         data = shapes[data_key]
         model_key = json.dumps([study["model"], data.spec.__dict__], sort_keys=True, default=str)
         if model_key not in flops:
-            flops[model_key] = forward_flops(study["model"], data.spec)
+            try:
+                flops[model_key] = forward_flops(study["model"], data.spec)
+            except (ValueError, TypeError) as err:  # e.g. an LSTM on images: the run would fail the same way
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(f"config key studies.{name}.model: {err}") from None
         studies[name] = StudyPlan(name, study["dataset"]["name"], study["model"]["name"], data, flops[model_key])
     for key in iter_runs(config):
         plan = studies[key.study]
