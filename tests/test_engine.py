@@ -110,3 +110,31 @@ def test_random_crop_flip_moves_pixels_but_keeps_shape_and_values():
         for c in range(3):
             values = set(out[b, c].flatten().tolist()) - {0.0}
             assert values <= set(images[b, c].flatten().tolist())
+
+
+def test_grad_clip_bounds_every_update():
+    """With the global gradient norm clipped to 1e-3, the momentum buffer's norm stays below
+    1e-3 / (1 - 0.9), so in S steps at lr 0.05 no weight moves more than S * 0.05 * 1e-2."""
+    import batchscale.engine.train as engine
+
+    run = tiny_run(epochs=1, lr_peak=0.05, eta0=0.05,
+                   optimizer={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": 1e-3})
+    torch.manual_seed(run["seed"])
+    splits = load_dataset(run["dataset"])
+    initial = build_model(run["model"], splits.spec)
+    moved = {}
+    original = engine.linear_approximation_error
+
+    def capture(model, *args, **kwargs):
+        moved["max"] = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), initial.parameters()))
+        return original(model, *args, **kwargs)
+
+    engine.linear_approximation_error = capture
+    try:
+        clipped = train_run(run, progress=False)
+    finally:
+        engine.linear_approximation_error = original
+    bound = clipped.steps_total * 0.05 * 1e-3 / (1 - 0.9)
+    assert moved["max"] < bound
+    free = train_run(dict(run, optimizer=dict(run["optimizer"], grad_clip=None)), progress=False)
+    assert clipped.points["train_loss"][-1] > free.points["train_loss"][-1] + 0.1

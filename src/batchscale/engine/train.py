@@ -9,7 +9,9 @@ The loop, in order, every trick named:
   full-batch gradient (BatchNorm then normalises per micro-batch: ghost batch norm of that size);
 - evaluation happens on the study's shared log-spaced grid plus the final step, in eval mode without
   gradients, on a fixed training subset and the test split;
-- a non-finite loss, or one above `divergence_factor` x the initial loss, stops the run as `diverged`;
+- a non-finite loss, or a training batch loss above `divergence_factor` x the initial loss, stops the run
+  as `diverged`;
+- `optimizer.grad_clip`, when set, rescales the accumulated gradient to at most that global norm;
 - state is checkpointed every `checkpoint_seconds` at a step boundary, and a restarted run resumes from
   it bit for bit (weights, optimizer, permutation, position, every RNG, the trace so far).
 """
@@ -329,6 +331,8 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
                 raise MicroBatchTooLarge(
                     f"out of device memory at a micro-batch of {min(run.get('micro_batch') or m, m)} examples; "
                     f"lower `micro_batch` in study {run['study']!r}") from None
+            if run["optimizer"].get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(optimizer.params, run["optimizer"]["grad_clip"])
             optimizer.step(lr)
             state["step"] += 1
             state["position"] += m
@@ -341,8 +345,10 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
                     break
             if pending and state["step"] == pending[0]:
                 pending.pop(0)
-                train_loss = record(state["step"])
-                if not math.isfinite(train_loss) or train_loss > run["divergence_factor"] * state["initial_loss"]:
+                # Only a non-finite evaluation loss counts here: early in training BatchNorm's running
+                # statistics lag the weights, so an eval-mode loss can spike while training is fine; the
+                # size check above uses the training-mode loss of the batch.
+                if not math.isfinite(record(state["step"])):
                     status = "diverged"
                     break
             if checkpoint is not None and time.perf_counter() - last_checkpoint > run["checkpoint_seconds"]:
