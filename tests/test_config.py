@@ -19,7 +19,7 @@ def test_defaults_are_filled_and_ranges_expanded():
     assert study["threshold"] == "lower_quartile_of_largest"
     assert study["evaluation"]["batch_size"] == 1024
     assert config["data_root"] == "data" and config["download"] is False
-    assert config["train_threads"] == {"single_thread_below": 128, "max": 2}
+    assert config["train_threads"] == {"single_thread_below": 256, "max": 2}
 
 
 def test_defaults_section_applies_to_every_study_and_studies_override_it():
