@@ -107,16 +107,17 @@ def main() -> None:
 
     batch = 1024
     layers = [(64, 128), (128, 10)]
-    step = best(engine_seconds_per_step, batch, 300, 2, splits)
-    achieved = mlp_step_flops(batch, layers) / step / 1e9
-    torch.set_num_threads(2)
-    same_shapes = matmul_gflops([(batch, 64, 128), (batch, 128, 10), (batch, 10, 128), (64, batch, 128),
-                                 (128, batch, 10)])
-    large = matmul_gflops([(1024, 1024, 1024)], repeats=20)
-    print(f"\n2. MLP training step at batch {batch}, 2 threads: {step * 1e3:.3f} ms, {achieved:.2f} GFLOP/s")
-    print(f"   plain fp32 matmuls of the step's shapes: {same_shapes:.2f} GFLOP/s -> "
-          f"{achieved / same_shapes:.0%} of it")
-    print(f"   a 1024x1024x1024 fp32 matmul:            {large:.2f} GFLOP/s -> {achieved / large:.0%} of it")
+    shapes = [(batch, 64, 128), (batch, 128, 10), (batch, 10, 128), (64, batch, 128), (128, batch, 10)]
+    print(f"\n2. MLP training step at batch {batch} against plain fp32 matmuls at the same thread count:")
+    for n_threads in (2, 1):
+        step = best(engine_seconds_per_step, batch, 300, n_threads, splits)
+        achieved = mlp_step_flops(batch, layers) / step / 1e9
+        torch.set_num_threads(n_threads)
+        same_shapes = matmul_gflops(shapes)
+        large = matmul_gflops([(1024, 1024, 1024)], repeats=20)
+        print(f"   {n_threads} thread(s): step {step * 1e3:.3f} ms = {achieved:.1f} GFLOP/s; matmuls of the step's "
+              f"shapes {same_shapes:.1f} GFLOP/s -> {achieved / same_shapes:.0%}; a 1024^3 matmul "
+              f"{large:.1f} GFLOP/s -> {achieved / large:.0%}")
 
     total_wall = total_eval = 0.0
     for batch in load_config(REPO / "config.yaml")["studies"]["digits_mlp"]["batch_sizes"]:
