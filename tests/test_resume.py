@@ -256,3 +256,32 @@ def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, capfd):
     again = train_run(run, threads=1, checkpoint_path=checkpoint, progress=False)
     assert "resumed from" in capfd.readouterr().err
     assert again.status == first.status and again.points["step"] == first.points["step"]
+
+
+def test_sigterm_checkpoints_at_the_next_step_then_the_rerun_resumes_bit_for_bit(tmp_path, reference):
+    """SLURM preemption and scancel send SIGTERM first: the job saves a checkpoint at the next step boundary
+    and stops; the rerun resumes from exactly that step."""
+    output, checkpoint = tmp_path / "trace.h5", tmp_path / "run.pt"
+    command = train_command(resume_run(), output, checkpoint)
+    process = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = bytearray()
+    reader = threading.Thread(target=lambda: [stderr.extend(chunk) for chunk in iter(
+        lambda: process.stderr.read1(4096), b"")], daemon=True)
+    reader.start()
+    began = time.perf_counter()
+    while f" 0/{STEPS} ".encode() not in stderr:
+        assert process.poll() is None and time.perf_counter() - began < 60, bytes(stderr).decode()[-2000:]
+        time.sleep(0.002)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    reader.join(timeout=30)
+    message = bytes(stderr).decode()
+    assert process.returncode != 0 and not output.exists()
+    assert "terminated at step" in message, message[-2000:]
+    stopped_at = int(message.split("terminated at step ")[1].split(";")[0])
+    assert 0 < stopped_at < STEPS and checkpoint_step(checkpoint) == stopped_at
+
+    done = run_to_completion(command)
+    assert f"resumed from {checkpoint} at step {stopped_at}" in done.stderr
+    assert_bit_identical(output, reference)
