@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import copy_workflow  # noqa: E402
 from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed  # noqa: E402
 
 pytestmark = pytest.mark.slurm
@@ -111,9 +111,7 @@ def test_sbatch_roundtrip(slurm_cluster, tmp_path):
 
 def _copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True)
-    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for sub in ("workflow", "profiles"):
-        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_workflow(dest)  # Snakefile, workflow/, profiles/, envs/
     # no config.yaml: the Snakefile's `configfile:` is skipped, so only the tiny config applies
     (dest / "tiny.yaml").write_text(yaml.safe_dump(TINY_CONFIG, sort_keys=False))
     return dest
