@@ -126,7 +126,8 @@ def test_grad_clip_bounds_every_update():
     original = engine.linear_approximation_error
 
     def capture(model, *args, **kwargs):
-        moved["max"] = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), initial.parameters()))
+        with torch.no_grad():
+            moved["max"] = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), initial.parameters()))
         return original(model, *args, **kwargs)
 
     engine.linear_approximation_error = capture
