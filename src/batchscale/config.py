@@ -26,6 +26,10 @@ class ConfigError(ValueError):
     """A bad config; the message is one line that names the key."""
 
 
+class DataMissingError(ConfigError):
+    """A real dataset's files are not under data_root (the message names the path and how to get them)."""
+
+
 def load_schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return yaml.safe_load(handle)
@@ -182,8 +186,11 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} epochs")
 
 
-def load_config(source) -> dict:
+def load_config(source, check_data: bool = True) -> dict:
     """Validate a config (a path or an already-loaded dict) and return it resolved.
+
+    `check_data=False` skips only the check that real datasets' files exist (`batchscale plan` is for
+    users who do not have the data yet); names and options are checked all the same.
 
     Each study comes back fully resolved: `defaults` merged in, every default filled,
     `batch_sizes` expanded to a sorted list.
@@ -226,17 +233,21 @@ def load_config(source) -> dict:
                     f"defined studies: {', '.join(sorted(studies))}")
         if "labels" in spec and len(spec["labels"]) != len(spec["studies"]):
             raise ConfigError(f"config key comparisons.{group}.labels: needs one label per study ({len(spec['studies'])})")
-    _check_registries(resolved)
+    _check_registries(resolved, check_data)
     return resolved
 
 
-def _check_registries(config: dict) -> None:
+def _check_registries(config: dict, check_data: bool = True) -> None:
     """Dataset and model names must resolve, and real data must be present, before any job starts."""
     from batchscale.data import check_dataset
     from batchscale.models import check_model
 
     for name, study in config["studies"].items():
-        check_dataset(study["dataset"], config["data_root"], config["download"], f"studies.{name}.dataset")
+        try:
+            check_dataset(study["dataset"], config["data_root"], config["download"], f"studies.{name}.dataset")
+        except DataMissingError:
+            if check_data:
+                raise
         check_model(study["model"], f"studies.{name}.model")
 
 

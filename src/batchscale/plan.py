@@ -35,10 +35,9 @@ How the numbers are counted:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import textwrap
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchscale.config import ConfigError, iter_runs, load_config, run_config
@@ -134,42 +133,9 @@ class Plan:
 # config without the data-file check
 
 
-@contextlib.contextmanager
-def _skip_data_files():
-    """Within the block, a real dataset's `check` still rejects bad options but not missing files.
-
-    The checks raise their option errors before looking at files, and a missing file is always a
-    `ConfigError` on `data_root` (see data/real.py `_missing`), so exactly that error is dropped.
-    """
-    from batchscale import data as data_module
-
-    for name in REAL_DATASETS:  # registers them (their modules load lazily)
-        data_module.resolve_dataset(name)
-    originals = {name: entry for name, entry in data_module.DATASETS.items() if entry.check is not None}
-
-    def lenient(check):
-        def wrapped(data_root, options):
-            try:
-                check(data_root, options)
-            except ConfigError as err:
-                if not str(err).startswith("config key data_root:"):
-                    raise
-
-        return wrapped
-
-    for name, entry in originals.items():
-        data_module.DATASETS[name] = replace(entry, check=lenient(entry.check))
-    try:
-        yield
-    finally:
-        # put back only what was wrapped: datasets registered meanwhile (lazy imports) stay registered
-        data_module.DATASETS.update(originals)
-
-
 def load_config_without_data(source) -> dict:
     """`load_config` (schema, defaults, semantic and registry checks) minus the data-files-present check."""
-    with _skip_data_files():
-        return load_config(source)
+    return load_config(source, check_data=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from batchscale.config import ConfigError
+from batchscale.config import ConfigError, DataMissingError
 from batchscale.data import DataSpec, Splits, register_dataset
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -82,8 +82,8 @@ def seeded_cap(count: int, cap: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(count, generator=generator)[:cap].sort().values
 
 
-def _missing(what: str, path: str, how: str) -> ConfigError:
-    return ConfigError(f"config key data_root: {what} not found at {path}; {how}")
+def _missing(what: str, path: str, how: str) -> DataMissingError:
+    return DataMissingError(f"config key data_root: {what} not found at {path}; {how}")
 
 
 def _first_missing(paths) -> str | None:
