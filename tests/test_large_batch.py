@@ -129,3 +129,15 @@ def test_gpu_benchmark_exits_cleanly_without_a_gpu():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "no CUDA GPU" in result.stdout
+
+
+def test_out_of_memory_in_evaluation_names_evaluation_batch_size(monkeypatch):
+    def evaluate_that_runs_out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    monkeypatch.setattr(engine, "evaluate", evaluate_that_runs_out_of_memory)
+    run = tiny_run(evaluation={"batch_size": 4096, "points_per_decade": 4, "train_subset": 256})
+    with pytest.raises(MicroBatchTooLarge) as raised:
+        train_run(run, progress=False)
+    message = str(raised.value)
+    assert "`evaluation.batch_size`" in message and "4096 examples" in message and "\n" not in message

@@ -137,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from batchscale.config import ConfigError
+    from batchscale.engine.train import MicroBatchTooLarge
     from batchscale.traces import TraceError
 
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, TraceError) as err:
+    except (ConfigError, TraceError, MicroBatchTooLarge) as err:
         print(f"batchscale: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -285,8 +285,13 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
 
     def record(step: int) -> float:
         began = time.perf_counter()
-        train = evaluate(model, data, eval_x, eval_y, run["evaluation"]["batch_size"], autocast)
-        test = evaluate(model, data, data.x_test, data.y_test, run["evaluation"]["batch_size"], autocast)
+        try:
+            train = evaluate(model, data, eval_x, eval_y, run["evaluation"]["batch_size"], autocast)
+            test = evaluate(model, data, data.x_test, data.y_test, run["evaluation"]["batch_size"], autocast)
+        except torch.OutOfMemoryError:
+            raise MicroBatchTooLarge(
+                f"out of device memory evaluating {run['evaluation']['batch_size']} examples at once; "
+                f"lower `evaluation.batch_size` in study {run['study']!r}") from None
         state["eval_seconds"] += time.perf_counter() - began
         values = {"step": step, "epoch": step / steps_per_epoch, "examples_seen": step * m,
                   "lr": learning_rate(max(step - 1, 0), eta0=run["eta0"], lr_peak=run["lr_peak"],
