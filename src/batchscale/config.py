@@ -104,23 +104,14 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
 def _first_error(validator, instance, prefix: str) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
-        # The deepest error inside a oneOf is usually the most precise; fall back to the shallowest.
+        # The shallowest error names the key; for a oneOf, _describe lists the allowed forms.
         error = errors[0]
         if error.validator == "oneOf" and error.context and isinstance(error.instance, list):
             # a list was given, so the list form was meant: report what is wrong with it
             list_errors = [e for e in error.context if e.schema_path and e.schema_path[0] == 0]
             if list_errors:
                 error = max(list_errors, key=lambda e: len(e.absolute_path))
-        elif error.validator == "oneOf" and error.context:
-            deepest = max(error.context, key=lambda e: len(e.absolute_path))
-            if len(deepest.absolute_path) > 0 and not _is_batch_or_threshold(error):
-                error = deepest
         raise ConfigError(_describe(error, prefix))
-
-
-def _is_batch_or_threshold(error) -> bool:
-    path = [str(p) for p in error.absolute_path]
-    return bool(path) and path[-1] in ("batch_sizes", "threshold")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -215,8 +206,7 @@ def load_config(source, check_data: bool = True) -> dict:
 
     study_schema = {"$defs": schema["$defs"], **schema["$defs"]["study_partial"]}
     resolved = copy.deepcopy(raw)
-    top_filler = _validator_with_defaults({k: v for k, v in schema.items() if k != "$defs"} | {"$defs": schema["$defs"]})
-    _first_error(top_filler, resolved, "")
+    _first_error(_validator_with_defaults(schema), resolved, "")
     shared = raw.get("defaults", {}) or {}
     studies = {}
     for name, study in raw["studies"].items():

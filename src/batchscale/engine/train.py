@@ -271,10 +271,11 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
             print(f"ignoring {checkpoint}: written for another run config or engine version", file=sys.stderr)
 
     def save_checkpoint():
+        state["elapsed"] = time.perf_counter() - start_time
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         temporary = checkpoint.with_name(checkpoint.name + f".tmp{os.getpid()}")
-        torch.save({"format": CHECKPOINT_FORMAT, "config_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "batch_generator": batch_generator.get_state(),
+        torch.save({"format": CHECKPOINT_FORMAT, "config_hash": run_hash, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "batch_generator": batch_generator.get_state(),
                     "augment_generator": data.augment_generator.get_state(), "cpu_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     "state": state}, temporary)
@@ -320,7 +321,6 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
         while state["step"] < steps_total:
             if terminate is not None and terminate.requested:
                 # SLURM preemption / scancel sends SIGTERM first: save what we have, then stop
-                state["elapsed"] = time.perf_counter() - start_time
                 save_checkpoint()
                 raise SystemExit(f"terminated at step {state['step']}; checkpoint saved to {checkpoint}")
             if state["perm"] is None or state["position"] + m > n:
@@ -357,7 +357,6 @@ def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = 
                     status = "diverged"
                     break
             if checkpoint is not None and time.perf_counter() - last_checkpoint > run["checkpoint_seconds"]:
-                state["elapsed"] = time.perf_counter() - start_time
                 save_checkpoint()
                 last_checkpoint = time.perf_counter()
     finally:
