@@ -20,6 +20,7 @@ from torch.func import functional_call, grad, vmap
 from batchscale.engine.adamw import PackedAdamW
 
 IN, HIDDEN, OUT, BATCH = 6, 8, 3, 16
+STEPS = 100  # every test draws its batches from the same 100 steps
 # Four runs with different hyperparameters; lr is the peak of a warm-up then decay, so it changes every step.
 RUNS = {"lr": [1e-2, 3e-3, 2e-2, 5e-3], "beta1": [0.9, 0.8, 0.95, 0.0], "beta2": [0.999, 0.99, 0.9, 0.98],
         "eps": [1e-8, 1e-6, 1e-3, 1e-10], "weight_decay": [0.0, 0.01, 0.1, 0.5]}
@@ -34,11 +35,11 @@ def lr_at(step: int, peak: float) -> float:
     return peak * min(1.0, (step + 1) / 10) * (1 - step / 200)
 
 
-def batches(runs: int, steps: int, seed: int = 0):
-    """A different random batch per run and step: inputs (steps, R, BATCH, IN), labels (steps, R, BATCH)."""
+def batches(runs: int, seed: int = 0):
+    """A different random batch per run and step: inputs (STEPS, R, BATCH, IN), labels (STEPS, R, BATCH)."""
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(steps, runs, BATCH, IN, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, OUT, (steps, runs, BATCH), generator=generator)
+    x = torch.randn(STEPS, runs, BATCH, IN, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, OUT, (STEPS, runs, BATCH), generator=generator)
     return x, y
 
 
@@ -66,16 +67,24 @@ def hyper(runs: int, key: str) -> list[float]:
     return RUNS[key][:runs]
 
 
-def train_packed(runs: int, steps: int, active=None):
-    modules = run_modules(runs)
-    params = stacked(modules)
-    optimizer = PackedAdamW(list(params.values()), beta1=hyper(runs, "beta1"), beta2=hyper(runs, "beta2"),
-                            eps=hyper(runs, "eps"), weight_decay=hyper(runs, "weight_decay"))
-    x, y = batches(runs, steps)
-    for step in range(steps):
+def packed_optimizer(params: dict, runs: int) -> PackedAdamW:
+    return PackedAdamW(list(params.values()), beta1=hyper(runs, "beta1"), beta2=hyper(runs, "beta2"),
+                       eps=hyper(runs, "eps"), weight_decay=hyper(runs, "weight_decay"))
+
+
+def train_steps(optimizer: PackedAdamW, params: dict, span, runs: int) -> None:
+    """Steps `span` of every run, each on its own batches at its own rate."""
+    template = mlp().double()
+    x, y = batches(runs)
+    for step in span:
         lr = torch.tensor([lr_at(step, peak) for peak in hyper(runs, "lr")], dtype=torch.float64)
-        mask = torch.ones(runs, dtype=torch.bool) if active is None else active(step)
-        optimizer.step(packed_grads(modules[0], params, x[step], y[step]), lr, mask)
+        optimizer.step(packed_grads(template, params, x[step], y[step]), lr, torch.ones(runs, dtype=torch.bool))
+
+
+def train_packed(runs: int, steps: int):
+    params = stacked(run_modules(runs))
+    optimizer = packed_optimizer(params, runs)
+    train_steps(optimizer, params, range(steps), runs)
     return params, optimizer
 
 
@@ -84,7 +93,7 @@ def train_reference(run: int, runs: int, steps: list[int]):
     module = run_modules(runs)[run]
     optimizer = torch.optim.AdamW(module.parameters(), lr=0.0, betas=(RUNS["beta1"][run], RUNS["beta2"][run]),
                                   eps=RUNS["eps"][run], weight_decay=RUNS["weight_decay"][run])
-    x, y = batches(runs, max(steps) + 1)
+    x, y = batches(runs)
     for step in steps:
         optimizer.param_groups[0]["lr"] = lr_at(step, RUNS["lr"][run])
         optimizer.zero_grad()
@@ -121,9 +130,8 @@ def test_inactive_run_is_not_updated_and_resumes_where_it_stopped():
 
     modules = run_modules(4)
     params = stacked(modules)
-    optimizer = PackedAdamW(list(params.values()), beta1=RUNS["beta1"], beta2=RUNS["beta2"], eps=RUNS["eps"],
-                            weight_decay=RUNS["weight_decay"])
-    x, y = batches(4, 40)
+    optimizer = packed_optimizer(params, 4)
+    x, y = batches(4)
     for step in range(40):
         lr = torch.tensor([lr_at(step, peak) for peak in RUNS["lr"]], dtype=torch.float64)
         grads = packed_grads(modules[0], params, x[step], y[step])
@@ -163,27 +171,17 @@ def test_run_inactive_from_the_start_stays_at_zero_steps():
 def test_state_dict_round_trip_continues_bit_identically(tmp_path):
     uninterrupted, _ = train_packed(4, 100)
 
-    modules = run_modules(4)
-    params = stacked(modules)
-    make = lambda p: PackedAdamW(list(p.values()), beta1=RUNS["beta1"], beta2=RUNS["beta2"], eps=RUNS["eps"],
-                                 weight_decay=RUNS["weight_decay"])
-    optimizer = make(params)
-    x, y = batches(4, 100)
-
-    def steps(optimizer, params, span):
-        for step in span:
-            lr = torch.tensor([lr_at(step, peak) for peak in RUNS["lr"]], dtype=torch.float64)
-            optimizer.step(packed_grads(modules[0], params, x[step], y[step]), lr, torch.ones(4, dtype=torch.bool))
-
-    steps(optimizer, params, range(50))
+    params = stacked(run_modules(4))
+    optimizer = packed_optimizer(params, 4)
+    train_steps(optimizer, params, range(50), 4)
     torch.save({"params": params, "optimizer": optimizer.state_dict()}, tmp_path / "state.pt")
-    steps(optimizer, params, range(50, 60))  # the saved state must not follow later steps
+    train_steps(optimizer, params, range(50, 60), 4)  # the saved state must not follow later steps
     saved = torch.load(tmp_path / "state.pt", weights_only=True)
     resumed_params = saved["params"]
-    resumed = make(resumed_params)
+    resumed = packed_optimizer(resumed_params, 4)
     resumed.load_state_dict(saved["optimizer"])
     assert resumed.steps.tolist() == [50] * 4
-    steps(resumed, resumed_params, range(50, 100))
+    train_steps(resumed, resumed_params, range(50, 100), 4)
     for name in uninterrupted:
         assert torch.equal(resumed_params[name], uninterrupted[name])
 
@@ -196,6 +194,24 @@ def test_load_state_dict_refuses_other_hyperparameters():
         other.load_state_dict(state)
 
 
+def test_importing_and_stepping_does_not_load_dynamo():
+    """torch.optim.AdamW's constructor imports torch._dynamo (about a second per train job); this must not."""
+    code = ("import sys, torch\n"
+            "from batchscale.engine.adamw import PackedAdamW\n"
+            "p = [torch.zeros(2, 3)]\n"
+            "PackedAdamW(p, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0).step([torch.ones(2, 3)], [0.1, 0.1], [True, True])\n"
+            "assert float(p[0][0, 0]) < 0\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+
+
 # --------------------------------------------------------------------------------------------------
 # Resume after SIGKILL: a process trains 50 steps, checkpoints, and is killed; a new process loads the
 # checkpoint and trains to step 100; a third trains 100 steps uninterrupted. The final weights must be equal
@@ -203,35 +219,28 @@ def test_load_state_dict_refuses_other_hyperparameters():
 
 def checkpointed_training(mode: str, checkpoint: Path, result: Path) -> None:
     torch.set_num_threads(1)
-    modules = run_modules(4)
-    x, y = batches(4, 100)
-    params = stacked(modules)
-    optimizer = PackedAdamW(list(params.values()), beta1=RUNS["beta1"], beta2=RUNS["beta2"], eps=RUNS["eps"],
-                            weight_decay=RUNS["weight_decay"])
+    params = stacked(run_modules(4))
+    optimizer = packed_optimizer(params, 4)
     start = 0
     if mode == "resume":
         saved = torch.load(checkpoint, weights_only=True)
-        params = saved["params"]
-        optimizer = PackedAdamW(list(params.values()), beta1=RUNS["beta1"], beta2=RUNS["beta2"], eps=RUNS["eps"],
-                                weight_decay=RUNS["weight_decay"])
+        params, start = saved["params"], saved["step"]
+        optimizer = packed_optimizer(params, 4)
         optimizer.load_state_dict(saved["optimizer"])
-        start = saved["step"]
-    for step in range(start, 100):
-        if mode == "killed" and step == 50:
-            partial = checkpoint.with_suffix(".partial")
-            torch.save({"params": params, "optimizer": optimizer.state_dict(), "step": step}, partial)
-            os.replace(partial, checkpoint)
-            os.kill(os.getpid(), signal.SIGKILL)
-        lr = torch.tensor([lr_at(step, peak) for peak in RUNS["lr"]], dtype=torch.float64)
-        optimizer.step(packed_grads(modules[0], params, x[step], y[step]), lr, torch.ones(4, dtype=torch.bool))
+    if mode == "killed":
+        train_steps(optimizer, params, range(50), 4)
+        partial = checkpoint.with_suffix(".partial")
+        torch.save({"params": params, "optimizer": optimizer.state_dict(), "step": 50}, partial)
+        os.replace(partial, checkpoint)
+        os.kill(os.getpid(), signal.SIGKILL)
+    train_steps(optimizer, params, range(start, 100), 4)
     torch.save(params, result)
 
 
 def run_stage(mode: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
-                                                         os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, __file__, mode, str(tmp_path / "checkpoint.pt"),
-                           str(tmp_path / f"{mode}.pt")], env=env, capture_output=True, text=True, timeout=300)
+                           str(tmp_path / f"{mode}.pt")], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):

@@ -91,7 +91,7 @@ class PackedAdamW:
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             if grad.shape != param.shape:
                 raise ValueError(f"PackedAdamW.step: gradient {i} has shape {tuple(grad.shape)}, parameter {tuple(param.shape)}")
-            keep = _over_trailing(active, param).bool()
+            keep = active.view(-1, *([1] * (param.ndim - 1)))
             exp_avg = self.exp_avg[i].lerp(grad, _over_trailing(1 - self.beta1, param))
             exp_avg_sq = self.exp_avg_sq[i] * _over_trailing(self.beta2, param)
             exp_avg_sq += _over_trailing(1 - self.beta2, param) * grad * grad  # (c * g) * g, as addcmul_ evaluates it
