@@ -87,6 +87,16 @@ def test_both_estimators_within_ten_percent_of_closed_form():
     assert np.std(single) > 0.1 * b_simple
 
 
+def test_draws_average_the_squared_norms():
+    x, y, w = least_squares_problem()
+    xt, yt, params = as_torch(x, y, w)
+    generator = torch.Generator().manual_seed(5)
+    singles = [noise.two_batch_noise(torch_loss, params, xt, yt, 8, 64, generator) for _ in range(3)]
+    averaged = noise.two_batch_noise(torch_loss, params, xt, yt, 8, 64, torch.Generator().manual_seed(5), draws=3)
+    assert averaged.g2_small == pytest.approx(np.mean([s.g2_small for s in singles]), rel=1e-12)
+    assert averaged.trace_sigma == pytest.approx(np.mean([s.trace_sigma for s in singles]), rel=1e-9)
+
+
 def test_mean_gradient_micro_batches_are_exactly_weighted():
     x, y, w = least_squares_problem()
     xt, yt, params = as_torch(x[:50], y[:50], w)

@@ -136,12 +136,21 @@ def draw_two_batches(n: int, batch_small: int, batch_big: int, generator: torch.
 
 
 def two_batch_noise(loss_fn: LossFn, params, x: torch.Tensor, y: torch.Tensor, batch_small: int, batch_big: int,
-                    generator: torch.Generator, micro_batch: int | None = None) -> TwoBatchNoise:
-    """One two-batch measurement on the evaluation subset (x, y), batches drawn with `generator` (CPU)."""
-    small, big = draw_two_batches(x.shape[0], batch_small, batch_big, generator)
-    small, big = small.to(x.device), big.to(x.device)
-    g2_small = float(squared_norm(mean_gradient(loss_fn, params, x[small], y[small], micro_batch)))
-    g2_big = float(squared_norm(mean_gradient(loss_fn, params, x[big], y[big], micro_batch)))
+                    generator: torch.Generator, micro_batch: int | None = None, draws: int = 1) -> TwoBatchNoise:
+    """Two-batch measurement on the evaluation subset (x, y), batches drawn with `generator` (CPU).
+
+    With draws > 1 the squared norms are averaged over independent draws before the estimates are formed;
+    the estimates are linear in the squared norms, so this equals the mean of the per-draw estimates and
+    stays unbiased, with variance divided by `draws`.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    g2_small = g2_big = 0.0
+    for _ in range(draws):
+        small, big = draw_two_batches(x.shape[0], batch_small, batch_big, generator)
+        small, big = small.to(x.device), big.to(x.device)
+        g2_small += float(squared_norm(mean_gradient(loss_fn, params, x[small], y[small], micro_batch))) / draws
+        g2_big += float(squared_norm(mean_gradient(loss_fn, params, x[big], y[big], micro_batch))) / draws
     g2, trace_sigma = two_batch_estimates(g2_small, g2_big, batch_small, batch_big)
     return TwoBatchNoise(g2_small, g2_big, g2, trace_sigma)
 
