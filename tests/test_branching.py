@@ -94,3 +94,25 @@ def test_missing_reference_and_bad_tables():
         br.local_critical_batch({2: 1.0, 4: 1.0}, 4, 0.01)
     with pytest.raises(ValueError):
         br.local_critical_table(pd.DataFrame({"k": [1]}), 0.01)
+
+
+def test_schema_fragment_is_valid_and_its_defaults_are_consistent():
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "noise.schema.yaml"
+    schema = yaml.safe_load(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    defs = schema["$defs"]
+    noise_defaults = {k: v["default"] for k, v in defs["noise_scale"]["properties"].items()}
+    assert noise_defaults["batch_small"] < noise_defaults["batch_big"]
+    branching = {k: v["default"] for k, v in defs["branching"]["properties"].items()}
+    assert 1 in branching["k"]
+    assert branching["lr_rule"] in br.LR_RULES and branching["tolerance_kind"] in br.TOLERANCE_KINDS
+    assert defs["branching"]["properties"]["smoothing"]["properties"]["kind"]["default"] in br.SMOOTHING_KINDS
+    for name in ("noise_scale", "branching"):
+        validator = jsonschema.Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{name}"})
+        assert not list(validator.iter_errors({}))
+        assert list(validator.iter_errors({"no_such_key": 1}))  # unknown keys are refused
