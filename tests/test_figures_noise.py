@@ -35,6 +35,10 @@ def test_noise_scale_lines_and_critical_batch():
     assert [list(a.get_ydata()) for a in by_gid(ax, "B_crit_overhead lsr")] == [[50.0, 50.0]]
     assert not by_gid(ax, "B_crit lsr") and not by_gid(ax, "B_crit interval lsr")  # NaN: nothing drawn
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    exact_ax = Figure().add_subplot()
+    plot_noise_scale(exact_ax, table.assign(b_simple_exact=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), y="b_simple_exact")
+    line, = by_gid(exact_ax, "b_simple_exact blr 4 0")
+    np.testing.assert_array_equal(line.get_ydata(), [1.0, 2.0, 3.0])
 
 
 def test_local_critical_batch_brackets():

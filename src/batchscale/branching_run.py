@@ -112,11 +112,14 @@ def make_checkpoint(model, optimizer, step: int, batch_size: int, lr: float) -> 
 
 
 def train_base(setup: BranchSetup, batch_size: int, lr: float | Callable[[int], float], total_steps: int,
-               save_steps, seed: int) -> dict[int, dict]:
+               save_steps, seed: int, on_step: Callable[[int, torch.nn.Module], None] | None = None
+               ) -> dict[int, dict]:
     """Train the base run for `total_steps` and return {step: checkpoint} at each of `save_steps`.
 
     `lr` is a constant or a function of the step (0-based: the rate of the update that makes step+1);
-    a checkpoint records the rate of the step that produced it.
+    a checkpoint records the rate of the step that produced it. `on_step(step, model)`, when given, is
+    called at step 0 and after every step (1-based count), e.g. to trace losses or the noise scale; it must
+    leave the model's weights and mode as it found them.
     """
     lr_at = lr if callable(lr) else (lambda _step, value=float(lr): value)
     torch.manual_seed(seed)
@@ -125,9 +128,13 @@ def train_base(setup: BranchSetup, batch_size: int, lr: float | Callable[[int], 
     wanted, saved = {int(s) for s in save_steps}, {}
     model.train()
     batches = _batches(setup.train_x.shape[0], batch_size, generator)
+    if on_step is not None:
+        on_step(0, model)
     for step in range(total_steps):
         rate = lr_at(step)
         _sgd_step(setup, model, optimizer, next(batches), rate)
+        if on_step is not None:
+            on_step(step + 1, model)
         if step + 1 in wanted:
             saved[step + 1] = make_checkpoint(model, optimizer, step + 1, batch_size, rate)
     return saved

@@ -44,19 +44,24 @@ def _finite(value) -> bool:
     return value is not None and isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
 
 
-def plot_noise_scale(ax, table: pd.DataFrame, critical: pd.DataFrame | None = None, x: str = "step"):
-    """Draw B_simple over training and the measured critical batch (see the module docstring)."""
+def plot_noise_scale(ax, table: pd.DataFrame, critical: pd.DataFrame | None = None, x: str = "step",
+                     y: str = "b_simple"):
+    """Draw B_simple over training and the measured critical batch (see the module docstring).
+
+    `x` is the column of the abscissa (step or examples_seen); `y` the B_simple column (b_simple, from the
+    two-batch estimates, or b_simple_exact).
+    """
     colors = _batch_colors(table["batch_size"]) if len(table) else {}
     keys = [k for k in ("strategy", "batch_size", "seed") if k in table]
     labelled = set()
     for key, run in table.sort_values(keys + [x]).groupby(keys, sort=True):
         strategy, batch_size = run["strategy"].iloc[0], int(run["batch_size"].iloc[0])
-        keep = np.isfinite(run["b_simple"].to_numpy(float))
+        keep = np.isfinite(run[y].to_numpy(float))
         label = f"{strategy} m={batch_size}" if (strategy, batch_size) not in labelled else None
         labelled.add((strategy, batch_size))
-        ax.plot(run[x].to_numpy(float)[keep], run["b_simple"].to_numpy(float)[keep], color=colors[batch_size],
+        ax.plot(run[x].to_numpy(float)[keep], run[y].to_numpy(float)[keep], color=colors[batch_size],
                 linestyle=STRATEGY_DASHES.get(strategy, "-"), linewidth=1.0, label=label,
-                gid=f"b_simple {strategy} {batch_size} {run['seed'].iloc[0] if 'seed' in run else ''}".strip())
+                gid=f"{y} {strategy} {batch_size} {run['seed'].iloc[0] if 'seed' in run else ''}".strip())
     if critical is not None:
         for row in critical.itertuples(index=False):
             dash = STRATEGY_DASHES.get(row.strategy, "-")
