@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
-import xarray as xr
 
 from batchscale import branching_run as brun
 from batchscale import noise
