@@ -1,0 +1,108 @@
+"""Noise-scale and local-critical-batch panels: `plot_*(ax, table)` functions that draw given numbers only.
+
+Standalone for now (the lead moves these into the figures package); only matplotlib, numpy and pandas.
+Nothing is computed here: the tables come from batchscale.analysis.noise and batchscale.analysis.branching.
+
+- `plot_noise_scale(ax, table, critical)`: B_simple over training, one line per run (strategy x batch size
+  x seed) of `table` (columns strategy, batch_size, seed, the x column, b_simple; as
+  `analysis.noise.b_simple_over_training`), coloured by batch size (viridis, ordered) and dashed by
+  strategy; the measured critical batch of each row of `critical` (columns strategy, B_crit, B_crit_low,
+  B_crit_high, B_crit_overhead; as `analysis.noise.critical_from_document`) as a horizontal line with its
+  interval as a band, and the overhead-based critical batch as a dotted line. NaN values are not drawn.
+- `plot_local_critical_batch(ax, table)`: the local critical batch against examples seen, from
+  `analysis.branching.local_critical_table`: an interval bracket is an error bar from the lower bracket
+  (the marker) to the upper one; ``at_least`` a ^ marker at the largest batch tried; ``below`` a v marker
+  at the upper bracket (the local critical batch lies below it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+STRATEGY_DASHES = {"blr": "-", "lsr": "--", "srsr": "-.", "longer": ":"}
+CRITICAL_COLOR = "#000000"
+OVERHEAD_COLOR = "#D55E00"
+BRACKET_COLOR = "#0072B2"
+X_LABELS = {"step": "iterations (weight updates)", "examples_seen": "examples seen"}
+
+
+def _batch_colors(sizes) -> dict:
+    """Viridis over log2 of the batch sizes (ordered values, colour-blind safe)."""
+    sizes = sorted({int(s) for s in sizes})
+    cmap = matplotlib.colormaps["viridis"]
+    if len(sizes) == 1:
+        return {sizes[0]: cmap(0.0)}
+    logs = np.log2(sizes)
+    return {s: cmap(0.9 * (v - logs[0]) / (logs[-1] - logs[0])) for s, v in zip(sizes, logs)}
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float, np.floating, np.integer)) and math.isfinite(value)
+
+
+def plot_noise_scale(ax, table: pd.DataFrame, critical: pd.DataFrame | None = None, x: str = "step",
+                     y: str = "b_simple"):
+    """Draw B_simple over training and the measured critical batch (see the module docstring).
+
+    `x` is the column of the abscissa (step or examples_seen); `y` the B_simple column (b_simple, from the
+    two-batch estimates, or b_simple_exact).
+    """
+    colors = _batch_colors(table["batch_size"]) if len(table) else {}
+    keys = [k for k in ("strategy", "batch_size", "seed") if k in table]
+    labelled = set()
+    for key, run in table.sort_values(keys + [x]).groupby(keys, sort=True):
+        strategy, batch_size = run["strategy"].iloc[0], int(run["batch_size"].iloc[0])
+        keep = np.isfinite(run[y].to_numpy(float))
+        label = f"{strategy} m={batch_size}" if (strategy, batch_size) not in labelled else None
+        labelled.add((strategy, batch_size))
+        ax.plot(run[x].to_numpy(float)[keep], run[y].to_numpy(float)[keep], color=colors[batch_size],
+                linestyle=STRATEGY_DASHES.get(strategy, "-"), linewidth=1.0, label=label,
+                gid=f"{y} {strategy} {batch_size} {run['seed'].iloc[0] if 'seed' in run else ''}".strip())
+    if critical is not None:
+        for row in critical.itertuples(index=False):
+            dash = STRATEGY_DASHES.get(row.strategy, "-")
+            if _finite(row.B_crit_low) and _finite(row.B_crit_high):
+                ax.axhspan(row.B_crit_low, row.B_crit_high, color=CRITICAL_COLOR, alpha=0.12, linewidth=0,
+                           gid=f"B_crit interval {row.strategy}")
+            if _finite(row.B_crit):
+                ax.axhline(row.B_crit, color=CRITICAL_COLOR, linestyle=dash, linewidth=1.6,
+                           label=f"B_crit ({row.strategy})", gid=f"B_crit {row.strategy}")
+            if _finite(getattr(row, "B_crit_overhead", None)):
+                ax.axhline(row.B_crit_overhead, color=OVERHEAD_COLOR, linestyle=":", linewidth=1.6,
+                           label=f"overhead-based critical batch ({row.strategy})",
+                           gid=f"B_crit_overhead {row.strategy}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel("noise scale B_simple = tr \u03a3 / |G|\u00b2 (examples)")
+    return ax
+
+
+def plot_local_critical_batch(ax, table: pd.DataFrame):
+    """Draw the local critical batch against examples seen, with brackets (see the module docstring)."""
+    x = table["checkpoint_examples"].to_numpy(float)
+    lower = table["local_critical_batch"].to_numpy(float)
+    upper = table["upper_bracket"].to_numpy(float)
+    kind = table["bracket"].to_numpy(str)
+    interval = kind == "interval"
+    if interval.any():
+        ax.errorbar(x[interval], lower[interval], yerr=[np.zeros(interval.sum()), upper[interval] - lower[interval]],
+                    fmt="o", color=BRACKET_COLOR, capsize=3, label="local critical batch [lower, upper)",
+                    gid="interval")
+    at_least = kind == "at_least"
+    if at_least.any():
+        ax.plot(x[at_least], lower[at_least], "^", color=BRACKET_COLOR, linestyle="none",
+                label="\u2265 largest batch tried", gid="at_least")
+    below = kind == "below"
+    if below.any():
+        ax.plot(x[below], upper[below], "v", color=BRACKET_COLOR, linestyle="none",
+                label="< second batch tried", gid="below")
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("examples seen by the base run at the checkpoint")
+    ax.set_ylabel("local critical batch (examples per step)")
+    return ax
