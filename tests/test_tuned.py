@@ -2,15 +2,20 @@
 must show on interpolating least squares (issue 11), with the exact expected-loss recursion as trainer."""
 
 import math
+from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from batchscale import search, theory as th
 from batchscale.analysis import tuned
 from batchscale.analysis.measurements import fit_critical_batch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------ search points
 
@@ -78,6 +83,27 @@ def test_refinement_round_spacing_numbering_and_kept_hyperparameters():
     assert search.refinement_round({8: {"lr": 0.1}}, TUNING) == {}
     assert search.refinement_round({8: {"lr": 0.1}}, tuning) == search.refinement_round({8: {"lr": 0.1}},
                                                                                          tuning)
+
+
+def test_schema_fragment_accepts_good_blocks_refuses_bad_ones_and_matches_search_defaults():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "tuning.schema.yaml").read_text())["tuning"]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    good = {"trials": 8, "seed": 3, "lr": {"min": 0.01, "max": 2.0},
+            "one_minus_momentum": {"min": 0.01, "max": 0.5}, "schedules": ["constant", "cosine"],
+            "refine": {"factor": 2.0, "max_spacing": 1.2}}
+    assert list(validator.iter_errors(good)) == []
+    assert list(validator.iter_errors({})) == []
+    for bad in ({"trials": 0}, {"lr": {"min": 0.1}}, {"refine": {"factor": 1.0}}, {"schedules": ["linear"]},
+                {"one_minus_momentum": {"min": 0.1, "max": 1.0}}, {"trial": 8}):
+        assert list(validator.iter_errors(bad)), bad
+    properties = schema["properties"]
+    assert properties["trials"]["default"] == search.DEFAULT_TRIALS
+    assert properties["seed"]["default"] == search.DEFAULT_SEED
+    refine = properties["refine"]["properties"]
+    assert {name: refine[name]["default"] for name in refine} == search.DEFAULT_REFINE
+    # the default lr range is a valid search space
+    assert len(search.first_round({"lr": properties["lr"]["default"]})) == search.DEFAULT_TRIALS
 
 
 def test_trial_trace_path():

@@ -48,7 +48,10 @@ TRIAL_TRACE_TEMPLATE = "results/{study}/traces/tuned/bs{batch_size}/seed{seed}_t
 LOG_RANGE_KEYS = (("lr", "lr"), ("one_minus_momentum", "momentum"), ("one_minus_beta2", "beta2"))
 """(config key, hyperparameter name) of the log-range dimensions, in the order of the Sobol dimensions."""
 
+DEFAULT_TRIALS = 16
+DEFAULT_SEED = 0
 DEFAULT_REFINE = {"factor": 2.0, "trials": 8, "max_spacing": None}
+"""Defaults for a `tuning` block given in part (the schema fragment holds the same ones; a test checks)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,7 +125,8 @@ def first_round(tuning: Mapping) -> list[dict]:
     The same list at every batch size, reproducible from ``tuning["seed"]``.
     """
     dimensions = search_dimensions(tuning)
-    units = sobol_unit_points(int(tuning.get("trials", 16)), len(dimensions), int(tuning.get("seed", 0)))
+    units = sobol_unit_points(int(tuning.get("trials", DEFAULT_TRIALS)), len(dimensions),
+                               int(tuning.get("seed", DEFAULT_SEED)))
     trials = []
     for index, point in enumerate(units):
         trial = {"trial": index, "round": 1}
@@ -180,7 +184,7 @@ def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
     settings = refine_settings(tuning.get("refine"))
     if settings is None:
         return {}
-    first = int(tuning.get("trials", 16))
+    first = int(tuning.get("trials", DEFAULT_TRIALS))
     rounds = {}
     for batch_size, best in sorted(best_by_batch.items()):
         center = float(best["lr"])
