@@ -306,6 +306,7 @@ def test_linear_scaling_from_the_tuned_rate_breaks_down_where_predicted(least_sq
     assert breakdown is not None
 
     def diverges(m):
+        # the expected loss grows without bound exactly when the recursion's spectral radius exceeds 1
         return th.expected_loss_curve(problem, eta0 * m / base_batch, m).spectral_radius > 1.0
 
     first_diverging = min(m for m in LS_BATCHES if diverges(m))

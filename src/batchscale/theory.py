@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -47,7 +48,8 @@ import numpy as np
 class LeastSquaresProblem:
     """An interpolating least-squares problem: rows X (n × d), targets y = X w*, start w0.
 
-    The derived quantities (H, λ₁, β, the fourth-moment operator) are computed once at construction.
+    H, λ₁ and β are computed at construction; the d²×d² fourth-moment operator, which only the expected-
+    loss recursion needs, on first use.
     """
 
     X: np.ndarray
@@ -56,8 +58,6 @@ class LeastSquaresProblem:
     H: np.ndarray = field(init=False, repr=False)
     lambda_max: float = field(init=False)
     beta: float = field(init=False)
-    fourth_moment: np.ndarray = field(init=False, repr=False)
-    _symmetric_parts: tuple = field(init=False, repr=False)
 
     def __post_init__(self):
         X = np.asarray(self.X, dtype=float)
@@ -65,8 +65,19 @@ class LeastSquaresProblem:
         object.__setattr__(self, "H", hessian(X))
         object.__setattr__(self, "lambda_max", top_eigenvalue(X))
         object.__setattr__(self, "beta", max_row_norm_sq(X))
-        object.__setattr__(self, "fourth_moment", fourth_moment_operator(X))
-        object.__setattr__(self, "_symmetric_parts", _operator_parts_on_symmetric(self.H, self.fourth_moment))
+
+    @cached_property
+    def fourth_moment(self) -> np.ndarray:
+        """(1/n) Σ_i (x_i⊗x_i)(x_i⊗x_i)ᵀ, see `fourth_moment_operator`."""
+        return fourth_moment_operator(self.X)
+
+    @cached_property
+    def symmetric_parts(self) -> tuple:
+        """The pieces of T restricted to symmetric matrices: (S, Sᵀ(I⊗H + H⊗I)S, SᵀM4S, Sᵀ(H⊗H)S)."""
+        S = symmetric_basis(self.d)
+        eye = np.eye(self.d)
+        first = S.T @ (np.kron(eye, self.H) + np.kron(self.H, eye)) @ S
+        return S, first, S.T @ self.fourth_moment @ S, S.T @ np.kron(self.H, self.H) @ S
 
     @property
     def n(self) -> int:
@@ -83,15 +94,6 @@ class LeastSquaresProblem:
     @property
     def initial_loss(self) -> float:
         return loss(self.X, self.y, self.w0)
-
-
-def _operator_parts_on_symmetric(H: np.ndarray, fourth_moment: np.ndarray) -> tuple:
-    """The pieces of T restricted to symmetric matrices: (S, S'(I⊗H + H⊗I)S, S'M4 S, S'(H⊗H)S)."""
-    d = H.shape[0]
-    S = symmetric_basis(d)
-    eye = np.eye(d)
-    first = S.T @ (np.kron(eye, H) + np.kron(H, eye)) @ S
-    return S, first, S.T @ fourth_moment @ S, S.T @ np.kron(H, H) @ S
 
 
 def interpolating_least_squares(n: int = 4096, d: int = 64, decay: float = 1.0, seed: int = 0,
@@ -252,7 +254,7 @@ def expected_loss_curve(problem: LeastSquaresProblem, eta: float, m: int,
     T is restricted to the symmetric matrices (where P_t lives) before its eigendecomposition; modes
     that carry no weight are dropped.
     """
-    S, first, fourth, hh = problem._symmetric_parts
+    S, first, fourth, hh = problem.symmetric_parts
     c4, cH = sampling_coefficients(int(m), problem.n, replacement)
     T = np.eye(S.shape[1]) - eta * first + eta * eta * (c4 * fourth + cH * hh)
     rates, vectors = np.linalg.eigh(0.5 * (T + T.T))
