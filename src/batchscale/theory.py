@@ -203,22 +203,11 @@ def symmetric_basis(d: int) -> np.ndarray:
     return basis
 
 
-def sgd_second_moment_operator(problem: LeastSquaresProblem, eta: float, m: int,
-                               replacement: bool = False) -> np.ndarray:
-    """The symmetric d²×d² matrix T with vec(P_{t+1}) = T vec(P_t) for SGD with step η and batch m."""
-    H, d = problem.H, problem.d
-    eye = np.eye(d)
-    c4, cH = sampling_coefficients(int(m), problem.n, replacement)
-    T = np.eye(d * d) - eta * (np.kron(eye, H) + np.kron(H, eye))
-    T += eta * eta * (c4 * problem.fourth_moment + cH * np.kron(H, H))
-    return 0.5 * (T + T.T)  # symmetric in exact arithmetic; remove rounding asymmetry before eigh
-
-
 def second_moment_step(problem: LeastSquaresProblem, P: np.ndarray, eta: float, m: int,
                        replacement: bool = False) -> np.ndarray:
     """One step of the recursion on the d×d matrix P, written directly (no d²×d² operator).
 
-    Used to check the operator form; it costs O(n d²) per step.
+    The plain form of what `expected_loss_curve` diagonalises; it costs O(n d²) per step.
     """
     X, H, n = problem.X, problem.H, problem.n
     c4, cH = sampling_coefficients(int(m), n, replacement)
