@@ -30,6 +30,77 @@ class DataMissingError(ConfigError):
     """A real dataset's files are not under data_root (the message names the path and how to get them)."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"config file {mark.name}, line {mark.line + 1}, column {mark.column + 1}: duplicate key "
+                    f"{key!r} (first given on line {seen[key] + 1}); each key may appear once in a mapping")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path):
+    """Parse a YAML config file; a syntax error or duplicate key is a ConfigError with line and column."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(part for part in (err.context, err.problem) if part)
+        raise ConfigError(f"config file {path}{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+
+
+def _non_finite_key(node, path=()):
+    """The dotted key of the first NaN or infinite number in a loaded config, or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return ".".join(map(str, path)), node
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite_key(value, path + (key,))
+        if found:
+            return found
+    return None
+
+
+def _numeric_string_hint(value) -> str:
+    """For a string that reads as a number (YAML 1.1 reads `1e-3` as a string), how to write it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    mantissa, e, exponent = value.strip().lower().partition("e")
+    if e and "." not in mantissa:
+        return (f"; {value!r} is read by YAML as a string (a float needs a dot before its exponent), "
+                f"write {mantissa}.0e{exponent}")
+    return f"; {value!r} is a quoted string, write it without quotes"
+
+
 def load_schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return yaml.safe_load(handle)
@@ -72,7 +143,7 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
         return f"config key {key}: {value!r} is not allowed; allowed values: {', '.join(map(str, expected))}"
     if kind == "type":
         wanted = expected if isinstance(expected, str) else " or ".join(expected)
-        return f"config key {key}: expected {wanted}, got {value!r}"
+        return f"config key {key}: expected {wanted}, got {value!r}{_numeric_string_hint(value)}"
     if kind == "minimum":
         return f"config key {key}: must be >= {expected}, got {value!r}"
     if kind == "exclusiveMinimum":
@@ -101,7 +172,7 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
     return f"config key {key}: {error.message}"
 
 
-def _first_error(validator, instance, prefix: str) -> None:
+def first_error(validator, instance, prefix: str) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         # The shallowest error names the key; for a oneOf, _describe lists the allowed forms.
@@ -172,9 +243,12 @@ def _check_study(name: str, study: dict, config: dict) -> None:
     if study["base_batch"] not in sizes:
         raise ConfigError(
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
-    if study["warmup_epochs"] > study["epochs"]:
+    warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
+    if warmed and study["warmup_epochs"] > study["epochs"]:
+        # only a strategy that warms up cares; `longer` trains at least `epochs` epochs as well
         raise ConfigError(
-            f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} epochs")
+            f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
+            f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
 
 
 def load_config(source, check_data: bool = True) -> dict:
@@ -187,31 +261,29 @@ def load_config(source, check_data: bool = True) -> dict:
     `batch_sizes` expanded to a sorted list.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            with open(path) as handle:
-                raw = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raw = read_yaml(source)
+        raw = {} if raw is None else raw
     else:
         raw = copy.deepcopy(dict(source))
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping with a `studies` key")
+    non_finite = _non_finite_key(raw)
+    if non_finite:
+        raise ConfigError(f"config key {non_finite[0] or '(top level)'}: {non_finite[1]!r} is not allowed; "
+                          f"every number must be finite")
 
     schema = load_schema()
     # First pass: structure and types of what the user wrote (no defaults yet, so a typo is caught).
-    _first_error(jsonschema.Draft202012Validator(schema), raw, "")
+    first_error(jsonschema.Draft202012Validator(schema), raw, "")
 
     study_schema = {"$defs": schema["$defs"], **schema["$defs"]["study_partial"]}
     resolved = copy.deepcopy(raw)
-    _first_error(_validator_with_defaults(schema), resolved, "")
+    first_error(_validator_with_defaults(schema), resolved, "")
     shared = raw.get("defaults", {}) or {}
     studies = {}
     for name, study in raw["studies"].items():
         merged = deep_merge(shared, study or {})
-        _first_error(_validator_with_defaults(study_schema), merged, f"studies.{name}")
+        first_error(_validator_with_defaults(study_schema), merged, f"studies.{name}")
         _check_study(name, merged, resolved)
         studies[name] = merged
     resolved["studies"] = studies
@@ -223,8 +295,50 @@ def load_config(source, check_data: bool = True) -> dict:
                     f"defined studies: {', '.join(sorted(studies))}")
         if "labels" in spec and len(spec["labels"]) != len(spec["studies"]):
             raise ConfigError(f"config key comparisons.{group}.labels: needs one label per study ({len(spec['studies'])})")
+        for study_name in spec["studies"]:
+            runs = studies[study_name]["strategies"]
+            if spec["strategy"] not in runs:
+                raise ConfigError(
+                    f"config key comparisons.{group}.strategy: {spec['strategy']!r} is not run by study "
+                    f"{study_name!r}; allowed values: the strategies every study of the group runs "
+                    f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
+    _check_batch_sizes_fit(resolved)
     return resolved
+
+
+_TRAIN_SIZES: dict[str, int] = {}
+
+
+def training_examples(dataset: dict, data_root: str = "data", download: bool = False) -> int:
+    """Training examples a study's runs see after `fraction`, `max_examples` and the test split.
+
+    Real datasets are sized from their published numbers (no files read); embedded and custom ones are
+    built, which takes well under a second for the shipped sizes. Cached per dataset config.
+    """
+    from batchscale.plan import data_shape
+
+    cache_key = json.dumps([dataset, data_root], sort_keys=True)
+    if cache_key not in _TRAIN_SIZES:
+        _TRAIN_SIZES[cache_key] = data_shape(dataset, data_root, download).n_train
+    return _TRAIN_SIZES[cache_key]
+
+
+def _check_batch_sizes_fit(config: dict) -> None:
+    """Every batch size must fit in the training split: a step uses exactly m examples."""
+    for name, study in config["studies"].items():
+        try:
+            available = training_examples(study["dataset"], config["data_root"], config["download"])
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"config key studies.{name}.dataset: cannot build the dataset ({reason})") from None
+        largest = max(study["batch_sizes"])
+        if largest > available:
+            raise ConfigError(
+                f"config key studies.{name}.batch_sizes: {largest} is larger than the {available} training "
+                f"examples left after fraction, max_examples and the test split; allowed: batch sizes <= {available}")
 
 
 def _check_registries(config: dict, check_data: bool = True) -> None:
