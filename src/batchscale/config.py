@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -359,6 +360,13 @@ def _check_registries(config: dict, check_data: bool = True) -> None:
 # The grid of runs
 
 
+# Where a run's trace lives: the one place this template is written (the train rule, the cube's inputs and
+# the check of a trace against its own path all use it through RunKey).
+TRACE_PATH = "results/{study}/traces/{strategy}/bs{batch_size}/seed{seed}.h5"
+_TRACE_PATH_PATTERN = re.compile(
+    "(?:^|/)" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(TRACE_PATH)) + "$")
+
+
 @dataclass(frozen=True)
 class RunKey:
     study: str
@@ -368,7 +376,15 @@ class RunKey:
 
     @property
     def trace_path(self) -> str:
-        return f"results/{self.study}/traces/{self.strategy}/bs{self.batch_size}/seed{self.seed}.h5"
+        return TRACE_PATH.format(study=self.study, strategy=self.strategy, batch_size=self.batch_size, seed=self.seed)
+
+    @classmethod
+    def from_trace_path(cls, path) -> "RunKey | None":
+        """The run a path names under the trace template, or None for a path outside it."""
+        found = _TRACE_PATH_PATTERN.search(Path(path).as_posix())
+        if found is None or not (found["batch_size"].isdigit() and found["seed"].isdigit()):
+            return None
+        return cls(found["study"], found["strategy"], int(found["batch_size"]), int(found["seed"]))
 
 
 def iter_runs(config: dict) -> Iterator[RunKey]:
