@@ -180,12 +180,12 @@ def test_plan_checks_options_and_names_but_not_files(tmp_path, monkeypatch):
         load_config({"studies": {"s": {**bad_option["studies"]["s"], "dataset": {"name": "svhn"}}}})
 
 
-def test_plan_warns_about_a_batch_larger_than_the_training_split():
+def test_plan_refuses_a_batch_larger_than_the_training_split():
+    # 25% of CIFAR-10 is 12,500 images: a batch of 16,384 cannot take one step
     config = {"studies": {"big": {"dataset": {"name": "cifar10", "fraction": 0.25}, "model": {"name": "linear"},
                                   "eta0": 0.1, "base_batch": 64, "epochs": 1, "batch_sizes": [64, 16384]}}}
-    plan = make_plan(config)
-    problems = [r for r in plan.studies[0].runs if r.problem]
-    assert [r.batch_size for r in problems] == [16384] and problems[0].steps == 0
+    with pytest.raises(ConfigError, match=r"^config key studies.big.batch_sizes: 16384 is larger than the 12500 "):
+        make_plan(config)
 
 
 def test_plan_of_the_paper_preset_lists_every_study_and_totals(capsys):

@@ -304,15 +304,15 @@ def load_config(source, check_data: bool = True) -> dict:
                     f"{study_name!r}; allowed values: the strategies every study of the group runs "
                     f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
-    _check_batch_sizes_fit(resolved)
+    _check_data_fits(resolved)
     return resolved
 
 
-_TRAIN_SIZES: dict[str, int] = {}
+_DATA_SHAPES: dict[str, object] = {}
 
 
-def training_examples(dataset: dict, data_root: str = "data", download: bool = False) -> int:
-    """Training examples a study's runs see after `fraction`, `max_examples` and the test split.
+def data_shape_of(dataset: dict, data_root: str = "data", download: bool = False):
+    """A study's data spec and split sizes after `fraction`, `max_examples` and the test split.
 
     Real datasets are sized from their published numbers (no files read); embedded and custom ones are
     built, which takes well under a second for the shipped sizes. Cached per dataset config.
@@ -320,26 +320,66 @@ def training_examples(dataset: dict, data_root: str = "data", download: bool = F
     from batchscale.plan import data_shape
 
     cache_key = json.dumps([dataset, data_root], sort_keys=True)
-    if cache_key not in _TRAIN_SIZES:
-        _TRAIN_SIZES[cache_key] = data_shape(dataset, data_root, download).n_train
-    return _TRAIN_SIZES[cache_key]
+    if cache_key not in _DATA_SHAPES:
+        _DATA_SHAPES[cache_key] = data_shape(dataset, data_root, download)
+    return _DATA_SHAPES[cache_key]
 
 
-def _check_batch_sizes_fit(config: dict) -> None:
-    """Every batch size must fit in the training split: a step uses exactly m examples."""
+def _one_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _check_model_builds(name: str, model: dict, spec) -> None:
+    """Build the model on the meta device (no memory, no arithmetic): a model that cannot take this data
+    (an LSTM on images, a tied LSTM of unequal sizes) is refused now, not inside a job."""
+    import torch
+
+    from batchscale.models import build_model
+    from batchscale.models.flops import example_input
+
+    try:
+        with torch.device("meta"), torch.no_grad():
+            net = build_model(model, spec)
+            output = net(example_input(spec, batch=2, device="meta"))
+    except ConfigError:
+        raise
+    except NotImplementedError:  # a custom layer without a meta kernel: it is built in the job
+        return
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as err:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} cannot be built for dataset "
+                          f"of task {spec.task} and input shape {tuple(spec.input_shape)} ({_one_line(err)})") from None
+    expected = _expected_output(spec)
+    if tuple(getattr(output, "shape", ())) != expected:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} maps a batch of 2 examples of shape "
+                          f"{tuple(spec.input_shape)} to {tuple(getattr(output, 'shape', ()))}; a {spec.task} "
+                          f"dataset needs {expected}")
+
+
+def _expected_output(spec) -> tuple:
+    """The output shape of a model on a batch of 2 (README: what a model maps a batch to)."""
+    if spec.task == "language_model":
+        return (2, spec.input_shape[0], spec.num_classes)
+    if spec.task == "segmentation":
+        return (2, spec.num_classes, *spec.input_shape[1:])
+    return (2, spec.num_classes)
+
+
+def _check_data_fits(config: dict) -> None:
+    """Every batch size must fit in the training split (a step uses exactly m examples), and the model must
+    take the data."""
     for name, study in config["studies"].items():
         try:
-            available = training_examples(study["dataset"], config["data_root"], config["download"])
+            shape = data_shape_of(study["dataset"], config["data_root"], config["download"])
         except ConfigError:
             raise
         except (ValueError, TypeError, RuntimeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"config key studies.{name}.dataset: cannot build the dataset ({reason})") from None
+            raise ConfigError(f"config key studies.{name}.dataset: cannot build the dataset ({_one_line(err)})") from None
         largest = max(study["batch_sizes"])
-        if largest > available:
+        if largest > shape.n_train:
             raise ConfigError(
-                f"config key studies.{name}.batch_sizes: {largest} is larger than the {available} training "
-                f"examples left after fraction, max_examples and the test split; allowed: batch sizes <= {available}")
+                f"config key studies.{name}.batch_sizes: {largest} is larger than the {shape.n_train} training "
+                f"examples left after fraction, max_examples and the test split; allowed: batch sizes <= {shape.n_train}")
+        _check_model_builds(name, study["model"], shape.spec)
 
 
 def _check_registries(config: dict, check_data: bool = True) -> None:
