@@ -265,7 +265,7 @@ def load_config(source, check_data: bool = True) -> dict:
         raw = read_yaml(source)
         raw = {} if raw is None else raw
     else:
-        raw = copy.deepcopy(dict(source))
+        raw = copy.deepcopy(source)
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping with a `studies` key")
     non_finite = _non_finite_key(raw)
