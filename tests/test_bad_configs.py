@@ -145,6 +145,8 @@ CASES = [
     ("grid", "bootstrap of 5 samples", _study(bootstrap={"samples": 5}), ["studies.tiny.bootstrap.samples", ">= 10"]),
     ("grid", "confidence one", _study(bootstrap={"confidence": 1}), ["studies.tiny.bootstrap.confidence", "< 1"]),
     ("grid", "evaluation batch zero", _study(evaluation={"batch_size": 0}), ["studies.tiny.evaluation.batch_size", ">= 1"]),
+    ("grid", "one batch size", _study(batch_sizes=[32], base_batch=32), ["studies.tiny.batch_sizes", "at least 2"]),
+    ("grid", "a range of one batch size", _study(batch_sizes={"min": 32, "max": 32}), ["studies.tiny.batch_sizes", "at least 2"]),
     ("grid", "missing base batch", _study(base_batch=DELETE), ["studies.tiny.base_batch", "missing"]),
     ("grid", "missing dataset", _study(dataset=DELETE), ["studies.tiny.dataset.name", "missing"]),
     # structure

@@ -230,6 +230,10 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             raise ConfigError(f"config key {prefix}.{dotted}: missing (set it in the study or under `defaults`)")
     sizes = batch_size_list(study["batch_sizes"], f"{prefix}.batch_sizes")
     study["batch_sizes"] = sizes
+    if len(sizes) < 2:
+        # speedups, contours and the critical-batch fit all compare batch sizes: one cannot be drawn
+        raise ConfigError(f"config key {prefix}.batch_sizes: {sizes} has one batch size; a study needs at least 2 "
+                          f"(speedups and figures compare batch sizes)")
     micro = study.get("micro_batch")
     if micro is not None:
         if micro > max(sizes):
