@@ -300,5 +300,5 @@ def test_snakemake_dry_run_refuses_a_duplicate_key_and_empty_studies(workflow_co
     # a syntax error is Snakemake's to report (it reads --configfile before the Snakefile): no job either
     (workflow_copy / "broken.yaml").write_text(BAD_FILES[0][1])
     broken = snakemake(workflow_copy, "-n", configfile="broken.yaml", check=False)
-    assert broken.returncode != 0 and "not valid JSON or YAML" in broken.stderr
+    assert broken.returncode != 0 and "not valid JSON or YAML" in broken.stdout + broken.stderr
     assert not (workflow_copy / "results").exists() and "Job stats" not in broken.stdout
