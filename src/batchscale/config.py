@@ -38,6 +38,8 @@ class _StrictLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: SafeLoader names it itself
             if key in seen:
                 mark = key_node.start_mark
                 raise ConfigError(
@@ -250,7 +252,7 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
     warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
     if warmed and study["warmup_epochs"] > study["epochs"]:
-        # only a strategy that warms up cares; `longer` trains at least `epochs` epochs as well
+        # only a strategy that warms up cares (the default warms up lsr alone)
         raise ConfigError(
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
             f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
