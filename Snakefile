@@ -7,7 +7,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The default studies apply only when no --configfile is given: Snakemake deep-merges a --configfile into a
+# `configfile:`, so declaring it unconditionally would leak the default studies and keys into a user's config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -86,7 +86,8 @@ def make_run(batch_size: int, args) -> dict:
         "dataset": {"name": "synthetic_images", "options": {"n_train": args.n_train, "n_test": args.n_test}},
         "model": {"name": "resnet34", "options": {"width": args.width}},
         "optimizer": {"momentum": 0.9, "weight_decay": 5e-4},
-        "eta0": 0.1, "base_batch": batch_size, "epochs": 1, "batch_sizes": [batch_size],
+        "eta0": 0.1, "base_batch": batch_size, "epochs": 1,
+        "batch_sizes": [batch_size // 2, batch_size],  # a study compares at least two; only batch_size is timed
         "micro_batch": micro, "device": "cpu" if args.cpu_check else "cuda", "precision": args.precision,
         "channels_last": not args.no_channels_last, "evaluation": {"batch_size": 1024},
     }}})

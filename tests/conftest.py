@@ -62,6 +62,19 @@ def copy_workflow(target: Path) -> Path:
     return target
 
 
+def copy_repository(target: Path) -> Path:
+    """A fresh copy of the repository as a user clones it: every file git tracks (plus new ones not ignored),
+    config.yaml included, and nothing git ignores (no results/, .snakemake/, .venv/)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():  # a file deleted but not yet committed is listed and absent
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name, follow_symlinks=False)
+    return target
+
+
 def snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", check: bool = True,
               timeout: int = 900) -> subprocess.CompletedProcess:
     command = [str(VENV_BIN / "snakemake"), "--configfile", configfile, *args]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import jsonschema
 import pytest
 import yaml
@@ -13,7 +11,7 @@ from batchscale.config import ConfigError, iter_runs, load_config, load_schema
 from batchscale.engine.grid import evaluation_steps
 from batchscale.plan import data_shape, load_config_without_data, make_plan
 from batchscale.traces import read_trace
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO, copy_repository, snakemake
 
 PAPER = REPO / "presets" / "paper.yaml"
 SMOKE = REPO / "presets" / "paper-smoke.yaml"
@@ -169,7 +167,7 @@ def test_plan_checks_options_and_names_but_not_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     bad_option = {"studies": {"s": {"dataset": {"name": "svhn", "options": {"extra_split": True}},
                                     "model": {"name": "resnet34"}, "eta0": 0.1, "base_batch": 64, "epochs": 1,
-                                    "batch_sizes": [64]}}}
+                                    "batch_sizes": [64, 128]}}}
     with pytest.raises(ConfigError, match="extra_split"):
         make_plan(bad_option)
     with pytest.raises(ConfigError, match="unknown model"):
@@ -180,12 +178,12 @@ def test_plan_checks_options_and_names_but_not_files(tmp_path, monkeypatch):
         load_config({"studies": {"s": {**bad_option["studies"]["s"], "dataset": {"name": "svhn"}}}})
 
 
-def test_plan_warns_about_a_batch_larger_than_the_training_split():
+def test_plan_refuses_a_batch_larger_than_the_training_split():
+    # 25% of CIFAR-10 is 12,500 images: a batch of 16,384 cannot take one step
     config = {"studies": {"big": {"dataset": {"name": "cifar10", "fraction": 0.25}, "model": {"name": "linear"},
                                   "eta0": 0.1, "base_batch": 64, "epochs": 1, "batch_sizes": [64, 16384]}}}
-    plan = make_plan(config)
-    problems = [r for r in plan.studies[0].runs if r.problem]
-    assert [r.batch_size for r in problems] == [16384] and problems[0].steps == 0
+    with pytest.raises(ConfigError, match=r"^config key studies.big.batch_sizes: 16384 is larger than the 12500 "):
+        make_plan(config)
 
 
 def test_plan_of_the_paper_preset_lists_every_study_and_totals(capsys):
@@ -202,17 +200,18 @@ def test_plan_of_the_paper_preset_lists_every_study_and_totals(capsys):
 def test_plan_reports_a_bad_config_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("studies: {s: {dataset: {name: digits}, model: {name: linear}, eta0: 0.1, base_batch: 8, "
-                   "epochs: 1, batch_sizes: [8], colour: red}}\n")
+                   "epochs: 1, batch_sizes: [8, 16], colour: red}}\n")
     assert main(["plan", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "colour" in err
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
     mismatch = tmp_path / "mismatch.yaml"  # an LSTM on images: found by building the model, before any job
     mismatch.write_text("studies: {s: {dataset: {name: digits}, model: {name: lstm}, eta0: 0.1, base_batch: 8, "
-                        "epochs: 1, batch_sizes: [8]}}\n")
+                        "epochs: 1, batch_sizes: [8, 16]}}\n")
     capsys.readouterr()
     assert main(["plan", str(mismatch)]) == 2
-    assert "studies.s.model: lstm is a language model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "studies.s.model: 'lstm' cannot be built" in err and "lstm is a language model" in err
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,10 +230,12 @@ def test_smoke_preset_covers_every_model_and_task_of_the_paper():
 
 @pytest.mark.slow
 def test_smoke_preset_runs_end_to_end_with_snakemake(tmp_path):
-    copy_workflow(tmp_path)
-    (tmp_path / "presets").mkdir()
-    shutil.copy(SMOKE, tmp_path / "presets" / "paper-smoke.yaml")
+    # the README's command, exactly, in a fresh copy of the repository with its own config.yaml: only the
+    # preset's studies may run (tests/test_readme_commands.py counts the jobs)
+    copy_repository(tmp_path)
     snakemake(tmp_path, "--cores", "2", configfile="presets/paper-smoke.yaml", timeout=1200)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir() if p.name != "comparisons") == \
+        sorted(load_config(SMOKE)["studies"])
     config = load_config(SMOKE)
     for key in iter_runs(config):
         trace = read_trace(tmp_path / key.trace_path)

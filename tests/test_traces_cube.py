@@ -93,3 +93,73 @@ def test_truncated_trace_fails_with_a_message_naming_the_file(traces, tmp_path):
     broken.write_bytes(traces[0].read_bytes()[:2000])
     with pytest.raises(TraceError, match="broken.h5"):
         build_cube([traces[0], broken], "tiny", {})
+
+
+# --------------------------------------------------------------------------------------------------
+# A trace broken after it was written is named in one line, with how to retrain it; nothing is dropped.
+
+
+def _damaged(tmp_path, source, relative, damage):
+    """A copy of `source` at `relative` (under tmp_path) with `damage(handle)` applied."""
+    import shutil
+
+    target = tmp_path / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as handle:
+        damage(handle)
+    return target
+
+
+def _shorten(name):
+    def damage(handle):
+        values = handle[name][()]
+        del handle[name]
+        handle.create_dataset(name, data=values[:-2])
+    return damage
+
+
+def _fill_nan(name):
+    def damage(handle):
+        handle[name][...] = np.nan
+    return damage
+
+
+@pytest.mark.parametrize("relative, damage, fragments", [
+    ("results/tiny/traces/blr/bs64/seed0.h5", lambda h: None,  # the batch-32 trace copied over batch 64
+     ["attribute batch_size is 32 but the path is for batch_size 64", "copied"]),
+    ("results/tiny/traces/lsr/bs32/seed0.h5", lambda h: None, ["attribute strategy is 'blr'", "strategy 'lsr'"]),
+    ("results/tiny/traces/blr/bs32/seed3.h5", lambda h: None, ["attribute seed is 0", "seed 3"]),
+    ("results/other/traces/blr/bs32/seed0.h5", lambda h: None, ["attribute study is 'tiny'", "study 'other'"]),
+    ("broken/a.h5", lambda h: h.__delitem__("train_loss"), ["missing dataset train_loss"]),
+    ("broken/b.h5", lambda h: h.attrs.__delitem__("seed"), ["missing attribute seed"]),
+    ("broken/c.h5", _shorten("test_loss"), ["dataset test_loss has shape", "like step"]),
+    ("broken/d.h5", _fill_nan("train_loss"), ["status completed but train_loss is not finite"]),
+], ids=["copied over another batch size", "copied over another strategy", "copied over another seed",
+        "copied into another study", "deleted dataset", "deleted attribute", "shortened array",
+        "completed but NaN"])
+def test_a_damaged_trace_is_named_in_one_line_with_how_to_retrain(traces, tmp_path, relative, damage, fragments):
+    path = _damaged(tmp_path, traces[0], relative, damage)
+    with pytest.raises(TraceError) as caught:
+        build_cube([path], "tiny", {"strategies": ["blr"], "base_batch": 32})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"trace {path}: ") and message.endswith("delete it and rerun snakemake to retrain that run")
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_the_same_run_twice_in_a_cube_names_both_files(traces, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.h5"
+    shutil.copy(traces[1], copy)
+    with pytest.raises(TraceError, match=rf"trace {copy}: records strategy blr, batch size 64, seed 0, like {traces[1]}"):
+        build_cube([traces[0], traces[1], copy], "tiny", {"strategies": ["blr"], "base_batch": 32})
+
+
+def test_a_diverged_trace_may_hold_nan_and_a_trace_at_its_own_path_is_accepted(traces, tmp_path):
+    diverged = read_trace(traces[2])
+    assert diverged["attrs"]["status"] == "diverged"
+    own = _damaged(tmp_path, traces[0], "results/tiny/traces/blr/bs32/seed0.h5", lambda h: None)
+    assert read_trace(own)["attrs"]["batch_size"] == 32

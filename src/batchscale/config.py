@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,79 @@ class ConfigError(ValueError):
 
 class DataMissingError(ConfigError):
     """A real dataset's files are not under data_root (the message names the path and how to get them)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: SafeLoader names it itself
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"config file {mark.name}, line {mark.line + 1}, column {mark.column + 1}: duplicate key "
+                    f"{key!r} (first given on line {seen[key] + 1}); each key may appear once in a mapping")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path):
+    """Parse a YAML config file; a syntax error or duplicate key is a ConfigError with line and column."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(part for part in (err.context, err.problem) if part)
+        raise ConfigError(f"config file {path}{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
+
+
+def _non_finite_key(node, path=()):
+    """The dotted key of the first NaN or infinite number in a loaded config, or None."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return ".".join(map(str, path)), node
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite_key(value, path + (key,))
+        if found:
+            return found
+    return None
+
+
+def _numeric_string_hint(value) -> str:
+    """For a string that reads as a number (YAML 1.1 reads `1e-3` as a string), how to write it."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    mantissa, e, exponent = value.strip().lower().partition("e")
+    if e and "." not in mantissa:
+        return (f"; {value!r} is read by YAML as a string (a float needs a dot before its exponent), "
+                f"write {mantissa}.0e{exponent}")
+    return f"; {value!r} is a quoted string, write it without quotes"
 
 
 def load_schema() -> dict:
@@ -72,7 +146,7 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
         return f"config key {key}: {value!r} is not allowed; allowed values: {', '.join(map(str, expected))}"
     if kind == "type":
         wanted = expected if isinstance(expected, str) else " or ".join(expected)
-        return f"config key {key}: expected {wanted}, got {value!r}"
+        return f"config key {key}: expected {wanted}, got {value!r}{_numeric_string_hint(value)}"
     if kind == "minimum":
         return f"config key {key}: must be >= {expected}, got {value!r}"
     if kind == "exclusiveMinimum":
@@ -101,7 +175,7 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
     return f"config key {key}: {error.message}"
 
 
-def _first_error(validator, instance, prefix: str) -> None:
+def first_error(validator, instance, prefix: str) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         # The shallowest error names the key; for a oneOf, _describe lists the allowed forms.
@@ -158,6 +232,10 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             raise ConfigError(f"config key {prefix}.{dotted}: missing (set it in the study or under `defaults`)")
     sizes = batch_size_list(study["batch_sizes"], f"{prefix}.batch_sizes")
     study["batch_sizes"] = sizes
+    if len(sizes) < 2:
+        # speedups, contours and the critical-batch fit all compare batch sizes: one cannot be drawn
+        raise ConfigError(f"config key {prefix}.batch_sizes: {sizes} has one batch size; a study needs at least 2 "
+                          f"(speedups and figures compare batch sizes)")
     micro = study.get("micro_batch")
     if micro is not None:
         if micro > max(sizes):
@@ -172,9 +250,12 @@ def _check_study(name: str, study: dict, config: dict) -> None:
     if study["base_batch"] not in sizes:
         raise ConfigError(
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
-    if study["warmup_epochs"] > study["epochs"]:
+    warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
+    if warmed and study["warmup_epochs"] > study["epochs"]:
+        # only a strategy that warms up cares (the default warms up lsr alone)
         raise ConfigError(
-            f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} epochs")
+            f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
+            f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
 
 
 def load_config(source, check_data: bool = True) -> dict:
@@ -187,31 +268,29 @@ def load_config(source, check_data: bool = True) -> dict:
     `batch_sizes` expanded to a sorted list.
     """
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            with open(path) as handle:
-                raw = yaml.safe_load(handle) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raw = read_yaml(source)
+        raw = {} if raw is None else raw
     else:
-        raw = copy.deepcopy(dict(source))
+        raw = copy.deepcopy(source)
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping with a `studies` key")
+    non_finite = _non_finite_key(raw)
+    if non_finite:
+        raise ConfigError(f"config key {non_finite[0] or '(top level)'}: {non_finite[1]!r} is not allowed; "
+                          f"every number must be finite")
 
     schema = load_schema()
     # First pass: structure and types of what the user wrote (no defaults yet, so a typo is caught).
-    _first_error(jsonschema.Draft202012Validator(schema), raw, "")
+    first_error(jsonschema.Draft202012Validator(schema), raw, "")
 
     study_schema = {"$defs": schema["$defs"], **schema["$defs"]["study_partial"]}
     resolved = copy.deepcopy(raw)
-    _first_error(_validator_with_defaults(schema), resolved, "")
+    first_error(_validator_with_defaults(schema), resolved, "")
     shared = raw.get("defaults", {}) or {}
     studies = {}
     for name, study in raw["studies"].items():
         merged = deep_merge(shared, study or {})
-        _first_error(_validator_with_defaults(study_schema), merged, f"studies.{name}")
+        first_error(_validator_with_defaults(study_schema), merged, f"studies.{name}")
         _check_study(name, merged, resolved)
         studies[name] = merged
     resolved["studies"] = studies
@@ -223,8 +302,90 @@ def load_config(source, check_data: bool = True) -> dict:
                     f"defined studies: {', '.join(sorted(studies))}")
         if "labels" in spec and len(spec["labels"]) != len(spec["studies"]):
             raise ConfigError(f"config key comparisons.{group}.labels: needs one label per study ({len(spec['studies'])})")
+        for study_name in spec["studies"]:
+            runs = studies[study_name]["strategies"]
+            if spec["strategy"] not in runs:
+                raise ConfigError(
+                    f"config key comparisons.{group}.strategy: {spec['strategy']!r} is not run by study "
+                    f"{study_name!r}; allowed values: the strategies every study of the group runs "
+                    f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
+    _check_data_fits(resolved)
     return resolved
+
+
+_DATA_SHAPES: dict[str, object] = {}
+
+
+def data_shape_of(dataset: dict, data_root: str = "data", download: bool = False):
+    """A study's data spec and split sizes after `fraction`, `max_examples` and the test split.
+
+    Real datasets are sized from their published numbers (no files read); embedded and custom ones are
+    built, which takes well under a second for the shipped sizes. Cached per dataset config.
+    """
+    from batchscale.plan import data_shape
+
+    cache_key = json.dumps([dataset, data_root], sort_keys=True)
+    if cache_key not in _DATA_SHAPES:
+        _DATA_SHAPES[cache_key] = data_shape(dataset, data_root, download)
+    return _DATA_SHAPES[cache_key]
+
+
+def _one_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _check_model_builds(name: str, model: dict, spec) -> None:
+    """Build the model on the meta device (no memory, no arithmetic): a model that cannot take this data
+    (an LSTM on images, a tied LSTM of unequal sizes) is refused now, not inside a job."""
+    import torch
+
+    from batchscale.models import build_model
+    from batchscale.models.flops import example_input
+
+    try:
+        with torch.device("meta"), torch.no_grad():
+            net = build_model(model, spec)
+            output = net(example_input(spec, batch=2, device="meta"))
+    except ConfigError:
+        raise
+    except NotImplementedError:  # a custom layer without a meta kernel: it is built in the job
+        return
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as err:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} cannot be built for dataset "
+                          f"of task {spec.task} and input shape {tuple(spec.input_shape)} ({_one_line(err)})") from None
+    expected = _expected_output(spec)
+    if tuple(getattr(output, "shape", ())) != expected:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} maps a batch of 2 examples of shape "
+                          f"{tuple(spec.input_shape)} to {tuple(getattr(output, 'shape', ()))}; a {spec.task} "
+                          f"dataset needs {expected}")
+
+
+def _expected_output(spec) -> tuple:
+    """The output shape of a model on a batch of 2 (README: what a model maps a batch to)."""
+    if spec.task == "language_model":
+        return (2, spec.input_shape[0], spec.num_classes)
+    if spec.task == "segmentation":
+        return (2, spec.num_classes, *spec.input_shape[1:])
+    return (2, spec.num_classes)
+
+
+def _check_data_fits(config: dict) -> None:
+    """Every batch size must fit in the training split (a step uses exactly m examples), and the model must
+    take the data."""
+    for name, study in config["studies"].items():
+        try:
+            shape = data_shape_of(study["dataset"], config["data_root"], config["download"])
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise ConfigError(f"config key studies.{name}.dataset: cannot build the dataset ({_one_line(err)})") from None
+        largest = max(study["batch_sizes"])
+        if largest > shape.n_train:
+            raise ConfigError(
+                f"config key studies.{name}.batch_sizes: {largest} is larger than the {shape.n_train} training "
+                f"examples left after fraction, max_examples and the test split; allowed: batch sizes <= {shape.n_train}")
+        _check_model_builds(name, study["model"], shape.spec)
 
 
 def _check_registries(config: dict, check_data: bool = True) -> None:
@@ -245,6 +406,13 @@ def _check_registries(config: dict, check_data: bool = True) -> None:
 # The grid of runs
 
 
+# Where a run's trace lives: the one place this template is written (the train rule, the cube's inputs and
+# the check of a trace against its own path all use it through RunKey).
+TRACE_PATH = "results/{study}/traces/{strategy}/bs{batch_size}/seed{seed}.h5"
+_TRACE_PATH_PATTERN = re.compile(
+    "(?:^|/)" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(TRACE_PATH)) + "$")
+
+
 @dataclass(frozen=True)
 class RunKey:
     study: str
@@ -254,7 +422,15 @@ class RunKey:
 
     @property
     def trace_path(self) -> str:
-        return f"results/{self.study}/traces/{self.strategy}/bs{self.batch_size}/seed{self.seed}.h5"
+        return TRACE_PATH.format(study=self.study, strategy=self.strategy, batch_size=self.batch_size, seed=self.seed)
+
+    @classmethod
+    def from_trace_path(cls, path) -> "RunKey | None":
+        """The run a path names under the trace template, or None for a path outside it."""
+        found = _TRACE_PATH_PATTERN.search(Path(path).as_posix())
+        if found is None or not (found["batch_size"].isdigit() and found["seed"].isdigit()):
+            return None
+        return cls(found["study"], found["strategy"], int(found["batch_size"]), int(found["seed"]))
 
 
 def iter_runs(config: dict) -> Iterator[RunKey]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from batchscale.traces import read_trace
+from batchscale.traces import RETRAIN, TraceError, read_trace
 
 PER_RUN = ("steps_total", "lr_peak", "epochs", "wall_seconds", "linear_approx_error",
            "final_train_loss", "final_test_loss", "final_test_acc")
@@ -23,9 +23,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _refuse_two_traces_of_one_run(traces) -> None:
+    """Two files claiming one (strategy, batch size, seed) would overwrite each other in the cube."""
+    seen = {}
+    for path, trace in traces:
+        attrs = trace["attrs"]
+        run = (attrs["strategy"], int(attrs["batch_size"]), int(attrs["seed"]))
+        if run in seen:
+            raise TraceError(f"trace {path}: records strategy {run[0]}, batch size {run[1]}, seed {run[2]}, "
+                             f"like {seen[run]} (a copied trace?); {RETRAIN}")
+        seen[run] = path
+
+
 def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) -> xr.Dataset:
     """Stack traces onto the union of their evaluation steps; NaN where a run has no point."""
     traces = [(Path(p), read_trace(p)) for p in trace_paths]
+    _refuse_two_traces_of_one_run(traces)
     strategies = [s for s in study_config.get("strategies", []) if any(t["attrs"]["strategy"] == s for _, t in traces)]
     strategies += sorted({t["attrs"]["strategy"] for _, t in traces} - set(strategies))
     batch_sizes = sorted({int(t["attrs"]["batch_size"]) for _, t in traces})

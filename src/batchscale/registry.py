@@ -28,12 +28,19 @@ def lookup(name: str, registered: dict, builtin_modules: dict, package: str, kin
 
 
 def check_options(function: Callable, options: dict, fixed: tuple, kind: str, name: str, key: str) -> None:
-    """Every option must be a keyword of `function` (other than the `fixed` ones the engine passes)."""
+    """Every option must be a keyword of `function` (other than the `fixed` ones the engine passes), of the
+    type its annotation names and in the range batchscale.options gives for a built-in."""
+    from batchscale.config import first_error
+    from batchscale.options import option_schema
+
     parameters = inspect.signature(function).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    allowed = [n for n in parameters if n not in fixed]
-    for option in options:
-        if option not in allowed:
-            raise ConfigError(f"config key {key}.options.{option}: unknown option for {kind} {name!r}; "
-                              f"allowed options: {', '.join(allowed) or '(none)'}")
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        allowed = [n for n in parameters if n not in fixed]
+        for option in options:
+            if option not in allowed:
+                raise ConfigError(f"config key {key}.options.{option}: unknown option for {kind} {name!r}; "
+                                  f"allowed options: {', '.join(allowed) or '(none)'}")
+    import jsonschema
+
+    first_error(jsonschema.Draft202012Validator(option_schema(function, kind, name, fixed)), options,
+                f"{key}.options")

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 import batchscale
-from batchscale.config import config_hash
+from batchscale.config import RunKey, config_hash
 
 SCHEMA_VERSION = 1
 INT_FIELDS = ("step", "examples_seen")
@@ -21,6 +21,18 @@ OPTIONAL_METRICS = {
     "test_perplexity": "exp(test_loss), language modelling only",
     "test_miou": "mean intersection over union on the test split, segmentation only",
 }
+
+
+# The trace contract (DESIGN.md): attributes and 1-D datasets every trace must carry, one list each, read by
+# write_trace's tests and by read_trace's check. A dataset added to traces is added here once.
+REQUIRED_ATTRS = ("schema_version", "study", "dataset", "model", "strategy", "batch_size", "seed", "lr", "epochs",
+                  "steps_total", "status", "config_json", "config_hash", "versions_json", "device", "wall_seconds")
+REQUIRED_POINTS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                   "wall_time")
+# A run marked completed has a finite value of each of these at every evaluation point.
+FINITE_WHEN_COMPLETED = ("train_loss", "test_loss")
+STATUSES = ("completed", "diverged")
+RETRAIN = "delete it and rerun snakemake to retrain that run"
 
 
 class TraceError(RuntimeError):
@@ -102,9 +114,41 @@ def read_trace(path: str | Path) -> dict:
                 else:
                     points[name] = dataset[()]
     except (OSError, KeyError, ValueError) as err:
-        raise TraceError(f"cannot read trace {path}: {err}; delete it and rerun to retrain that run") from None
-    missing = [key for key in ("schema_version", "status", "strategy", "batch_size", "seed") if key not in attrs]
-    if missing or "step" not in points:
-        raise TraceError(f"trace {path} is incomplete (missing {', '.join(missing) or 'step'}); "
-                         f"delete it and rerun to retrain that run")
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TraceError(f"trace {path}: cannot be read ({reason}); {RETRAIN}") from None
+    _check_contract(path, attrs, points)
     return {"attrs": attrs, "points": points, "scalars": scalars}
+
+
+def _check_contract(path: Path, attrs: dict, points: dict) -> None:
+    """One TraceError naming the file, what is wrong and how to retrain, for the first broken promise."""
+    def fail(problem: str):
+        raise TraceError(f"trace {path}: {problem}; {RETRAIN}")
+
+    missing_attrs = [name for name in REQUIRED_ATTRS if name not in attrs]
+    if missing_attrs:
+        fail(f"missing attribute {', '.join(missing_attrs)}")
+    missing_points = [name for name in REQUIRED_POINTS if name not in points]
+    if missing_points:
+        fail(f"missing dataset {', '.join(missing_points)}")
+    length = len(points["step"])
+    if length == 0:
+        fail("has no evaluation points")
+    for name, values in points.items():
+        if np.ndim(values) != 1 or len(values) != length:
+            fail(f"dataset {name} has shape {np.shape(values)}, expected ({length},) like step")
+    if attrs["status"] not in STATUSES:
+        fail(f"status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
+    if attrs["status"] == "completed":
+        for name in FINITE_WHEN_COMPLETED:
+            bad = ~np.isfinite(np.asarray(points[name], dtype=np.float64))
+            if bad.any():
+                fail(f"status completed but {name} is not finite at {int(bad.sum())} of {length} points")
+    expected = RunKey.from_trace_path(path)
+    if expected is not None:
+        for field in ("study", "strategy", "batch_size", "seed"):
+            recorded = attrs[field]
+            wanted = getattr(expected, field)
+            if (int(recorded) if isinstance(wanted, int) else str(recorded)) != wanted:
+                fail(f"attribute {field} is {recorded!r} but the path is for {field} {wanted!r} "
+                     f"(a trace copied from another run?)")

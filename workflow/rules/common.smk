@@ -2,10 +2,13 @@
 import json
 import sys
 
-from batchscale.config import ConfigError, RunKey, iter_runs, load_config, run_config
+from batchscale.config import ConfigError, RunKey, iter_runs, load_config, read_yaml, run_config
 from batchscale.traces import source_fingerprint
 
 try:
+    # Snakemake's YAML reader keeps the last of two equal keys silently: read each config file again, strictly.
+    for config_path in workflow.overwrite_configfiles or ["config.yaml"]:
+        read_yaml(config_path)
     # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study.
     BATCHSCALE = load_config(config)
 except ConfigError as err:
