@@ -119,14 +119,33 @@ def test_fixed_threshold_and_bad_rules():
 
 def test_speedup_ideal_and_efficiency():
     np.testing.assert_allclose(ms.speedup([100.0, 50.0, 25.0], 100.0), [1.0, 2.0, 4.0])
-    assert ms.speedup(math.inf, 100.0) == 0.0
-    assert ms.speedup(50.0, math.inf) == math.inf
+    # never reached (either side): no speedup was measured, which is empty (NaN), not 0
+    assert math.isnan(ms.speedup(math.inf, 100.0))
+    assert math.isnan(ms.speedup(50.0, math.inf))
     assert math.isnan(ms.speedup(math.inf, math.inf))
     assert ms.ideal_speedup(128, 16) == 8.0
     assert ms.efficiency(50.0, 100.0, 32, 16) == pytest.approx(1.0)
     # speedup 100 / 40 = 2.5 against ideal 64 / 16 = 4
     assert ms.efficiency(40.0, 100.0, 64, 16) == pytest.approx(0.625)
-    assert ms.efficiency(math.inf, 100.0, 64, 16) == 0.0
+    assert math.isnan(ms.efficiency(math.inf, 100.0, 64, 16))
+
+
+def test_efficiency_exactly_at_the_cut_off_is_linear():
+    # m0 = 5, k(m0) = 3.3; m = 10, k = 2.0625: efficiency 3.3*5 / (2.0625*10) = 16.5/20.625 = 0.8 exactly,
+    # but the ratio of ratios (3.3/2.0625) / (10/5) computes as 0.7999999999999999
+    assert (3.3 / 2.0625) / (10 / 5) < 0.8
+    assert ms.efficiency(2.0625, 3.3, 10, 5) == 0.8
+    assert ms.at_least((3.3 / 2.0625) / (10 / 5), 0.8)  # and the cut-off test tolerates such rounding
+    assert not ms.at_least(0.7999, 0.8)
+    assert ms.regimes([5, 10], [3.3, 2.0625], 5) == ["base", "linear"]
+    # a doubling that cuts k by exactly the stagnation gain (10%: 300 -> 270 -> 243, where 1 - 270/300
+    # computes as 0.09999999999999998) is not stagnation; 300 -> 273 -> 249 (9%, 8.8%) is
+    assert 1 - 270 / 300 < 0.1
+    assert ms.regimes([4, 8, 16, 32], [400, 300, 270, 243], 4) == ["base"] + ["diminishing"] * 3
+    assert ms.regimes([4, 8, 16, 32], [400, 300, 273, 249], 4) == ["base", "diminishing", "stagnation", "stagnation"]
+    # only m0 "qualifies" as linear: the linear regime is empty (null), not m0
+    labels = ms.regimes([4, 8, 16], [400, 300, 270], 4)
+    assert ms.regime_boundaries([4, 8, 16], labels)["largest_linear"] is None
 
 
 # ------------------------------------------------------------------ regimes
@@ -143,7 +162,7 @@ def test_regimes_on_known_boundaries():
     # k(2m)/k(m) = (2m + 200) / (2m + 400) > 0.9 iff m > 800 -> the doubling 1024 -> 2048 stagnates.
     k = list(mcc(SIZES[:-1])) + [math.inf]
     labels = ms.regimes(SIZES, k, 16)
-    assert labels == ["linear"] * 3 + ["diminishing"] * 4 + ["stagnation"] * 2 + ["not_reached"]
+    assert labels == ["base"] + ["linear"] * 2 + ["diminishing"] * 4 + ["stagnation"] * 2 + ["not_reached"]
     assert ms.regime_boundaries(SIZES, labels) == {"largest_linear": 64, "first_stagnation": 2048}
 
 
@@ -153,30 +172,30 @@ def test_regimes_per_doubling_ratio_when_sizes_are_skipped():
     # per-doubling ratio sqrt(k(256)/k(64)) = sqrt(1.78125 / 4.125) = 0.657 -> diminishing;
     # sqrt(k(1024)/k(256)) = sqrt(1.1953 / 1.78125) = 0.819 -> diminishing;
     # sqrt(k(4096)/k(1024)) = sqrt(1.04883 / 1.19531) = 0.9367 > 0.9 -> stagnation.
-    assert ms.regimes(sizes, mcc(sizes), 16) == ["linear", "linear", "diminishing", "diminishing", "stagnation"]
+    assert ms.regimes(sizes, mcc(sizes), 16) == ["base", "linear", "diminishing", "diminishing", "stagnation"]
 
 
 def test_regimes_stagnation_is_a_suffix_and_cutoffs_are_parameters():
     sizes = [16, 32, 64, 128, 256, 512]
     # 128: efficiency (800/190)/8 = 0.53; per-doubling ratios 190/200 = 0.95, 185/190 = 0.97, 180/185 = 0.97,
     # all above 1 - 0.1 -> stagnation from 128 on
-    assert ms.regimes(sizes, [800, 400, 200, 190, 185, 180], 16) == ["linear"] * 3 + ["stagnation"] * 3
+    assert ms.regimes(sizes, [800, 400, 200, 190, 185, 180], 16) == ["base"] + ["linear"] * 2 + ["stagnation"] * 3
     # one flat doubling (128) followed by a real gain (256: 100/190 = 0.53) is not stagnation; 512 (90/100
     # = 0.9, not above 0.9) is not either
     k = [800, 400, 200, 190, 100, 90]
-    assert ms.regimes(sizes, k, 16) == ["linear"] * 3 + ["diminishing"] * 3
+    assert ms.regimes(sizes, k, 16) == ["base"] + ["linear"] * 2 + ["diminishing"] * 3
     # a flat tail: 512 at 99/100 -> stagnation there only
     assert ms.regimes(sizes, [800, 400, 200, 190, 100, 99], 16)[3:] == ["diminishing", "diminishing", "stagnation"]
     # a looser stagnation cut-off (4%): 128's ratio 0.95 is a 5% gain (diminishing); 0.974 and 0.973 are not
     assert ms.regimes(sizes, [800, 400, 200, 190, 185, 180], 16, stagnation_gain=0.04) == \
-        ["linear"] * 3 + ["diminishing", "stagnation", "stagnation"]
+        ["base"] + ["linear"] * 2 + ["diminishing", "stagnation", "stagnation"]
     # a strict linear cut-off: 32 (efficiency 1.0) stays linear, nothing passes 1.01 after 16
-    assert ms.regimes(sizes, k, 16, linear_efficiency=1.01)[:2] == ["diminishing", "diminishing"]
+    assert ms.regimes(sizes, k, 16, linear_efficiency=1.01)[:2] == ["base", "diminishing"]
 
 
 def test_regimes_input_order_missing_and_unreached_base():
-    assert ms.regimes([64, 16, 32], [200, 800, 400], 16) == ["linear", "linear", "linear"]
-    assert ms.regimes([16, 32, 64], [800, np.nan, 200], 16) == ["linear", "missing", "linear"]
+    assert ms.regimes([64, 16, 32], [200, 800, 400], 16) == ["linear", "base", "linear"]
+    assert ms.regimes([16, 32, 64], [800, np.nan, 200], 16) == ["base", "missing", "linear"]
     assert ms.regimes([16, 32], [math.inf, 400], 16) == ["not_reached", "diminishing"]
     assert ms.regimes([16, 32, 64], [0.0, 0.0, 100.0], 16) == ["trivial", "trivial", "diminishing"]
     with pytest.raises(ValueError, match="base batch"):
@@ -194,9 +213,8 @@ def test_fit_recovers_exact_parameters():
     assert fit["S_min"] == pytest.approx(100.0, rel=1e-9)
     assert fit["B_crit"] == pytest.approx(300.0, rel=1e-9)
     assert fit["E_min"] == pytest.approx(30000.0, rel=1e-9)
-    assert fit["n_points"] == 11
-    plain = ms.fit_critical_batch(FIT_SIZES, mcc(FIT_SIZES, 100.0, 300.0), relative=False)
-    assert plain["B_crit"] == pytest.approx(300.0, rel=1e-9)
+    assert fit["n_points"] == 11 and fit["n_censored"] == 0
+    assert fit["log_rmse"] == pytest.approx(0.0, abs=1e-9)
 
 
 def noisy_k(seeds=8, sigma=0.1, seed=1):
@@ -225,7 +243,8 @@ def test_fit_edge_cases():
 
 
 def test_bootstrap_critical_batch_contains_truth():
-    result = ms.bootstrap_critical_batch(FIT_SIZES, noisy_k(), samples=300, confidence=0.9, seed=0)
+    result = ms.critical_batch_interval(FIT_SIZES, noisy_k(), samples=300, confidence=0.9, seed=0)
+    assert result["interval_kind"] == "percentile_bootstrap"
     assert result["B_crit_low"] <= 300.0 <= result["B_crit_high"]
     assert result["S_min_low"] <= 100.0 <= result["S_min_high"]
     assert result["E_min_low"] <= 30000.0 <= result["E_min_high"]
@@ -267,7 +286,7 @@ def test_bootstrap_speedup_is_paired():
     # every seed exactly twice as fast: paired resampling keeps the ratio at 2
     assert ms.bootstrap_speedup(k_base / 2, k_base) == (2.0, 2.0, 2.0)
     estimate, low, high = ms.bootstrap_speedup([200.0, math.inf], [400.0, 400.0])
-    assert estimate == 0.0 and low == 0.0 and high == 2.0
+    assert math.isnan(estimate) and low == 2.0 and high == 2.0  # resamples with the inf seed have no speedup
 
 
 def test_bootstrap_interval_with_a_statistic_without_axis():
