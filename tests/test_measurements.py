@@ -308,3 +308,119 @@ def test_resample_uniform_in_steps_weights_training_evenly():
     assert np.quantile(resampled, 0.25) == pytest.approx(250 / 900, abs=1e-3)
     assert resample_uniform_in_steps([5], [2.0]).tolist() == [2.0]
     assert resample_uniform_in_steps([0, 1], [np.nan, np.nan]).size == 0
+
+
+# ------------------------------------------------------------------ issue 9: numbers a reviewer accepts
+
+
+def test_per_seed_threshold_is_reached_by_every_seed_where_the_pooled_quantile_is_not():
+    # Two seeds of the source batch, on steps 0..100. Seed 0 falls to 0.01 by step 10 and stays there;
+    # seed 1 only falls to 0.5. Pooled, the lower quartile of both curves is 0.01 (seed 0 sits at 0.01 for
+    # 90% of its curve: more than half the pool), below seed 1's minimum 0.5: seed 1 would never reach it.
+    steps = np.array([0, 10, 100], dtype=float)
+    seed0 = np.array([1.0, 0.01, 0.01])
+    seed1 = np.array([1.0, 0.6, 0.5])
+    curves = [ms.resample_uniform_in_steps(steps, c, points=1001) for c in (seed0, seed1)]
+    pooled = ms.threshold_from_rule(np.concatenate(curves), ms.LOWER_QUARTILE)
+    assert pooled == pytest.approx(0.01) and pooled < seed1.min()
+    assert ms.iterations_to_threshold(steps, seed1, pooled) == math.inf
+    # per seed: seed 0's quartile 0.01, seed 1's: its last 75 steps fall linearly 0.5667 -> 0.5, the lowest
+    # quarter of its curve is 75..100 -> 0.6 - 0.1 * (75 - 10) / 90 = 0.52778; eps is the larger
+    eps = ms.threshold_from_seeds(curves, ms.LOWER_QUARTILE)
+    assert eps == pytest.approx(0.6 - 0.1 * 65 / 90, abs=1e-3)
+    assert all(math.isfinite(ms.iterations_to_threshold(steps, c, eps)) for c in (seed0, seed1))
+    assert ms.threshold_from_seeds(curves, {"fixed": 0.3}) == 0.3
+
+
+def test_interval_kind_and_width_for_one_two_and_five_seeds():
+    # one seed: no interval at all (never low = high = estimate)
+    one = ms.seed_interval([120.0])
+    assert one["interval_kind"] == "none" and one["estimate"] == 120.0
+    assert math.isnan(one["low"]) and math.isnan(one["high"])
+    # two seeds 100 and 200: Student-t on the log scale. logs differ by ln 2: sd = ln2/sqrt(2),
+    # se = ln2/2, t(0.95, 1) = 6.3138 -> half-width 2.1882 around the log geometric mean ln(141.42)
+    two = ms.seed_interval([100.0, 200.0], confidence=0.9)
+    half = 6.313751514675 * math.log(2) / 2
+    assert two["interval_kind"] == "student_t" and two["estimate"] == 150.0
+    assert two["low"] == pytest.approx(math.sqrt(2e4) / math.exp(half)) and two["low"] == pytest.approx(15.86, rel=1e-3)
+    assert two["high"] == pytest.approx(math.sqrt(2e4) * math.exp(half)) and two["high"] == pytest.approx(1261, rel=1e-3)
+    # five seeds (100, 100, 100, 100, 200): percentile bootstrap. A resample mean is 100 + 20 X with
+    # X ~ Binomial(5, 0.2): P(X = 0) = 0.33 > 5% -> low 100; P(X <= 2) = 0.942 < 95% < P(X <= 3) = 0.993
+    # -> high 160
+    five = ms.seed_interval([100.0] * 4 + [200.0], samples=2000, confidence=0.9)
+    assert five["interval_kind"] == "percentile_bootstrap" and five["estimate"] == 120.0
+    assert (five["low"], five["high"]) == (100.0, 160.0)
+    # an infinite seed among 2-4: no t interval of an infinite mean
+    inf = ms.seed_interval([100.0, math.inf])
+    assert inf["estimate"] == math.inf and math.isnan(inf["low"]) and inf["interval_kind"] == "student_t"
+    # the speedup interval of two seeds is a t interval of the per-seed log speedups: 4 and 1 -> geometric 2
+    s = ms.speedup_interval([100.0, 400.0], [400.0, 400.0])
+    assert s["interval_kind"] == "student_t" and s["estimate"] == pytest.approx(400 / 250)
+    assert s["low"] == pytest.approx(2 / math.exp(6.313751514675 * math.log(4) / 2))
+
+
+def test_fit_interval_for_one_series_is_a_residual_bootstrap():
+    k = mcc(FIT_SIZES, 100.0, 300.0) * np.exp(np.random.default_rng(4).normal(0.0, 0.05, FIT_SIZES.size))
+    result = ms.critical_batch_interval(FIT_SIZES, k[:, None], samples=300, seed=0)
+    assert result["interval_kind"] == "residual_bootstrap" and result["n_seeds"] == 1
+    assert result["B_crit_low"] < result["B_crit"] < result["B_crit_high"]
+    assert result["B_crit_low"] < 300 < result["B_crit_high"]
+    # two seeds: per-seed fits, a Student-t interval (log scale) of them
+    two = ms.critical_batch_interval(FIT_SIZES, noisy_k(seeds=2), samples=50)
+    assert two["interval_kind"] == "student_t" and two["B_crit_low"] < two["B_crit_high"]
+
+
+def test_fit_with_censored_batch_sizes():
+    m = np.array([8, 16, 32, 64, 128, 256], dtype=float)
+    k = mcc(m, 100.0, 64.0)  # 900, 500, 300, 200, 150, 125
+    k[4:] = math.inf  # 128 and 256 never reached eps
+    # censored below the model (ran 100 steps, model says 150 and 125): consistent, the fit is exact
+    fit = ms.fit_critical_batch(m, k, [np.nan] * 4 + [100.0, 100.0])
+    assert (fit["n_points"], fit["n_censored"]) == (4, 2)
+    assert fit["S_min"] == pytest.approx(100.0, rel=1e-6) and fit["B_crit"] == pytest.approx(64.0, rel=1e-6)
+    assert fit["log_rmse"] == pytest.approx(0.0, abs=1e-6)
+    # censored above the model (ran 400 steps without reaching eps where the model says 150 and 125): the
+    # points pull the plateau up; left out as if absent they would not
+    dropped = ms.fit_critical_batch(m, k)
+    assert dropped["B_crit"] == pytest.approx(64.0, rel=1e-6) and dropped["n_censored"] == 0
+    fit = ms.fit_critical_batch(m, k, [np.nan] * 4 + [400.0, 400.0])
+    assert fit["S_min"] > 150 and fit["B_crit"] < 64 and fit["log_rmse"] > 0.1
+    # and it balances: the censored shortfall equals the miss on the reached points in the objective
+    fitted = fit["S_min"] + fit["E_min"] / m
+    assert fitted[4] < 400 and fitted[0] < 900
+    # mean censoring bound: seeds (k 300, not reached after 500 steps) -> mean k >= 400; a diverged seed
+    # (no step count) gives no bound
+    assert ms.mean_censoring_bound([300.0, math.inf], [800.0, 500.0]) == 400.0
+    assert math.isnan(ms.mean_censoring_bound([300.0, math.inf], [800.0, np.nan]))
+    assert math.isnan(ms.mean_censoring_bound([300.0, 200.0], [800.0, 500.0]))
+
+
+def test_b_crit_outside_the_measured_range_is_reported_as_a_bound():
+    sizes = np.array([4, 8, 16, 32, 64, 128, 256], dtype=float)
+    flat = ms.fit_critical_batch(sizes, mcc(sizes, 100.0, 1.39))  # B_crit 1.39 < m_min = 4
+    assert flat["B_crit"] == pytest.approx(1.39, rel=1e-6)
+    assert ms.critical_batch_bound(flat["B_crit"], 4, 256) == {"bound": "below_range", "report": "< 4"}
+    steep = ms.fit_critical_batch(sizes, mcc(sizes, 100.0, 704.0))  # B_crit 704 > 256
+    assert ms.critical_batch_bound(steep["B_crit"], 4, 256) == {"bound": "above_range", "report": "> 256"}
+    assert ms.critical_batch_bound(math.inf, 4, 256)["report"] == "> 256"
+    assert ms.critical_batch_bound(100.0, 4, 256) == {"bound": None, "report": "100"}
+
+
+def test_overhead_critical_batch_on_a_hand_computed_table():
+    m = [4, 8, 16, 32]
+    k = [1000.0, 520.0, 310.0, 200.0]
+    # k m / (k(m0) m0) = 1, 1.04, 1.24, 1.6: 20% overhead is crossed between 8 and 16. log(k m) is linear
+    # in log m between them: t = (ln 1.2 - ln 1.04) / (ln 1.24 - ln 1.04) = 0.8136 -> m = 8 * 2 ** t = 14.06
+    t = (math.log(1.2) - math.log(1.04)) / (math.log(1.24) - math.log(1.04))
+    direct = ms.overhead_batch_direct(m, k, 4, 0.2)
+    assert direct["estimate"] == pytest.approx(8 * 2 ** t) and direct["estimate"] == pytest.approx(14.06, abs=0.01)
+    assert direct["bound"] is None
+    # exactly at the overhead at a measured size (k(16) m = 4800 = 1.2 * 4000): that size
+    assert ms.overhead_batch_direct(m, [1000.0, 520.0, 300.0, 200.0], 4, 0.2)["estimate"] == pytest.approx(16.0)
+    # never 20% above linear before the first size that did not reach eps: a bound
+    bound = ms.overhead_batch_direct(m, [1000.0, 500.0, 260.0, math.inf], 4, 0.2)  # 1, 1, 1.04, stop
+    assert math.isnan(bound["estimate"]) and (bound["bound"], bound["report"]) == ("above_range", "> 16")
+    # from the fit k = S (1 + B/m): m + B = 1.2 (m0 + B) -> m = 1.2 m0 + 0.2 B = 4.8 + 0.2 * 64 = 17.6
+    assert ms.overhead_batch_from_fit(100.0, 64.0, 4, 0.2) == pytest.approx(17.6)
+    k_fit = 100.0 * (1 + 64.0 / 17.6)
+    assert k_fit * 17.6 == pytest.approx(1.2 * 100.0 * (1 + 64.0 / 4) * 4)
