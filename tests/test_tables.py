@@ -285,3 +285,74 @@ def test_external_unreadable_and_bad_base(tmp_path):
         analyze_external(path, tmp_path / "out", base_batch=8)
     with pytest.raises(AnalysisInputError, match="threshold rule"):
         analyze_external(write_traces_csv(tmp_path / "t.csv"), tmp_path / "out", "median")
+
+
+# ------------------------------------------------------------------ issue 9
+
+
+def two_seed_cube():
+    """One strategy, batch sizes 16 and 32 on steps 0, 10, 100. At 32 (the source batch) seed 0 falls to
+    0.01 and stays; seed 1 only reaches 0.5: a pooled lower quartile (0.01) lies below seed 1's minimum."""
+    steps = [0, 10, 100]
+    loss = np.array([[[[1.0, 0.2, 0.005], [1.0, 0.3, 0.01]],
+                      [[1.0, 0.01, 0.01], [1.0, 0.6, 0.5]]]])
+    dims = ("strategy", "batch_size", "seed", "step")
+    return xr.Dataset({"train_loss": (dims, loss)},
+                      coords={"strategy": ["lsr"], "batch_size": np.array([16, 32]), "seed": np.array([0, 1]),
+                              "step": np.array(steps)})
+
+
+def test_every_seed_of_the_source_batch_reaches_its_threshold():
+    study = {"base_batch": 16, "threshold": "lower_quartile_of_largest", "metrics": ["train_loss"],
+             "bootstrap": {"samples": 50}}
+    result = tables.analyse_cube(two_seed_cube(), study)
+    r = row(result["speedup"], "lsr", 32)
+    # seed 1's quartile: its lowest quarter of steps is 75..100, where it falls from 0.6 - 0.1 * 65/90 =
+    # 0.5278 to 0.5 -> 0.5278 is the larger per-seed quartile (seed 0's is 0.01)
+    assert r.threshold == pytest.approx(0.6 - 0.1 * 65 / 90, abs=2e-3)
+    assert r.threshold_batch_size == 32 and r.n_reached == 2 and math.isfinite(r.k_mean)
+    check = result["critical_batch"]["thresholds"]["train_loss"]["strategies"]["lsr"]
+    assert check["source_batch_size"] == 32 and check["source_seeds_all_reached"] is True
+
+
+def test_linear_approximation_error_points_from_traces_and_scalars():
+    cube = make_cube().sel(strategy=["lsr"])
+    run_dims, dims = ("strategy", "batch_size", "seed"), ("strategy", "batch_size", "seed", "step")
+    steps = np.array(STEPS, dtype=float)
+    # the error trace is 10 * step, its relative version step / 1000; scalars: warm-up end 0.3, final 1e-6
+    trace = np.broadcast_to(10.0 * steps, cube["train_loss"].shape).copy()
+    cube["linear_approx_error"] = (dims, trace)
+    cube["linear_approx_error_rel"] = (dims, trace / 1e4)
+    cube["linear_approx_error_warmup_end"] = (run_dims, np.full(cube["status"].shape, 0.3))
+    cube["final_linear_approx_error"] = (run_dims, np.full(cube["status"].shape, 1e-6))
+    table = tables.linear_error_table(cube, {"lsr": 1.0})
+    at = table[(table.point == "at_threshold")].set_index("batch_size")
+    # eps 1.0: k = 400 (m = 16), 200 (32), 100 (64) exactly at evaluation points -> errors 4000, 2000, 1000;
+    # m = 128 never reaches eps -> empty
+    assert at.loc[16, "absolute_mean"] == 4000.0 and at.loc[64, "absolute_mean"] == 1000.0
+    assert at.loc[32, "relative_mean"] == pytest.approx(0.2) and math.isnan(at.loc[128, "absolute_mean"])
+    assert bool(at.loc[16, "available"])
+    warm = table[table.point == "warmup_end"]
+    assert (warm.absolute_mean == 0.3).all() and warm.relative_mean.isna().all()
+    assert (table[table.point == "final"].absolute_mean == 1e-6).all()
+    # a cube without the measurements: every point present, values empty, available false
+    bare = tables.linear_error_table(make_cube(), {"blr": 1.0, "lsr": 1.0})
+    assert len(bare) == 2 * 4 * 3 and not bare.available.any() and bare.absolute_mean.isna().all()
+    # a nearest point in log step: k = 565 lies nearer 400 than 800 (log distance 0.35 vs 0.35+)
+    assert tables.nearest_point_value(steps, steps, 565.0) == 400.0
+    assert tables.nearest_point_value(steps, steps, 566.0) == 800.0
+
+
+def test_comparison_uses_each_studys_rule_and_one_common_threshold():
+    from batchscale.analysis.comparison import comparison_table
+
+    cube = make_cube()
+    studies = {"a": dict(STUDY, threshold={"fixed": 1.0}), "b": dict(STUDY, threshold={"fixed": 1.5})}
+    spec = {"studies": ["a", "b"], "labels": ["A", "B"], "strategy": "lsr", "metric": "train_loss"}
+    table = comparison_table({"a": cube, "b": cube}, spec, studies)
+    own = table[table.threshold_scope == "study"].groupby("study").threshold.first().to_dict()
+    assert own == {"a": 1.0, "b": 1.5}  # each study's own rule, not a forced lower quartile
+    common = table[table.threshold_scope == "common"]
+    assert set(common.threshold) == {1.5} and set(common.label) == {"A", "B"}
+    # lsr 16 (K400) at 1.5: exactly step 200
+    assert common[(common.study == "a") & (common.batch_size == 16)].k_mean.iloc[0] == 200.0
