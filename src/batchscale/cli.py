@@ -41,9 +41,11 @@ def _validate(args) -> None:
 
 
 def _tables(args) -> None:
-    from batchscale.analysis.tables import write_study_tables
+    from batchscale.analysis.tables import headline, write_study_tables
 
-    write_study_tables(args.cube, json.loads(args.study_json), args.out)
+    result = write_study_tables(args.cube, json.loads(args.study_json), args.out)
+    for line in headline(result["critical_batch"]):  # into the rule's log: the study's numbers in words
+        print(line, file=sys.stderr)
 
 
 def _figures(args) -> None:

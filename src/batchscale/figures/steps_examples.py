@@ -134,7 +134,7 @@ def steps_examples_figure(table: pd.DataFrame, fits: dict | None = None, metric:
         ax.set_title(f"{style['label']}\n\u03b5 = {_fmt(eps)}" if np.isfinite(eps) else style["label"],
                      fontsize=10)
     handles = [Line2D([], [], marker="o", color="0.4", linestyle="none", label="measured k(m) (label: m)"),
-               Line2D([], [], color="0.4", lw=1.0, label="bootstrap interval of k(m)")]
+               Line2D([], [], color="0.4", lw=1.0, label="interval of k(m) over seeds (kind: speedup.csv interval_kind)")]
     if flags["fit"]:
         handles.append(Line2D([], [], color="black", lw=1.4, label="fit S = S_min(1 + B_crit/m)"))
     if flags["bcrit"]:
