@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 from batchscale.figures.speedup import (
     _speedup_axes,
     _speedup_limits,
-    draw_ideal,
-    draw_speedup_curve,
+    plot_ideal,
+    plot_speedup_curve,
     interval_kinds_text,
 )
 from batchscale.figures.base import (
@@ -45,7 +45,7 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
         _speedup_axes(ax, sizes, ylim)
         rows_scope = table[table["threshold_scope"].astype(str) == scope]
         for base in sorted({int(b) for b in rows_scope["base_batch"]}):
-            draw_ideal(ax, sizes, base)
+            plot_ideal(ax, sizes, base)
         for i, label in enumerate(labels):
             rows = rows_scope[rows_scope["label"].astype(str) == label]
             if rows.empty:
@@ -54,7 +54,7 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
             style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
                      "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)})"
                      if scope == "study" else f"{label}"}
-            for key, value in draw_speedup_curve(ax, rows, style, ylim).items():
+            for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
                 flags[key] = flags.get(key, False) or value
         if scope == "common" and not rows_scope.empty:
             heading += f": \u03b5 = {_fmt(pd.to_numeric(rows_scope['threshold']).iloc[0])}"

@@ -63,7 +63,7 @@ def _speedup_axes(ax, sizes, ylim) -> None:
     ax.grid(True, which="major", color="0.88", lw=0.6, zorder=0)
 
 
-def draw_ideal(ax, sizes, base_batch, label: str | None = None) -> Line2D:
+def plot_ideal(ax, sizes, base_batch, label: str | None = None) -> Line2D:
     """The ideal linear speedup m/m0 over the x range of `sizes`."""
     edges = _batch_edges(sizes)
     x = np.array([edges[0], edges[-1]])
@@ -73,7 +73,7 @@ def draw_ideal(ax, sizes, base_batch, label: str | None = None) -> Line2D:
     return line
 
 
-def draw_speedup_curve(ax, rows: pd.DataFrame, style: dict, ylim, label: str | None = None,
+def plot_speedup_curve(ax, rows: pd.DataFrame, style: dict, ylim, label: str | None = None,
                        note_base: bool = True) -> dict:
     """One speedup curve with interval bars; batch sizes that never reached eps (k = inf) or diverged are
     marked near the bottom, and (with `note_base`) a note says when the base batch itself never reached
@@ -162,8 +162,8 @@ def speedup_figure(table: pd.DataFrame, common: pd.DataFrame | None = None, metr
                 continue
             _shade_regimes(ax, rows["batch_size"].to_numpy(dtype=float), rows["regime"].astype(str).to_numpy())
             regimes_seen.update(rows["regime"].astype(str))
-            draw_ideal(ax, sizes, int(rows["base_batch"].iloc[0]))
-            for key, value in draw_speedup_curve(ax, rows, style, ylim).items():
+            plot_ideal(ax, sizes, int(rows["base_batch"].iloc[0]))
+            for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
                 flags[key] = flags.get(key, False) or value
             eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
             target = f"\u03b5 = {_fmt(eps)}" if np.isfinite(eps) else "targets as given"
@@ -185,10 +185,10 @@ def speedup_figure(table: pd.DataFrame, common: pd.DataFrame | None = None, metr
             else:
                 ylim_overlay = ylim
             _speedup_axes(ax, sizes, ylim_overlay)
-            draw_ideal(ax, sizes, base)
+            plot_ideal(ax, sizes, base)
             for c, strategy in enumerate(strategies):
                 if not overlaid[strategy].empty:
-                    for key, value in draw_speedup_curve(ax, overlaid[strategy], strategy_style(strategy, c),
+                    for key, value in plot_speedup_curve(ax, overlaid[strategy], strategy_style(strategy, c),
                                                          ylim_overlay, note_base=False).items():
                         flags[key] = flags.get(key, False) or value
             ax.set_title(title, fontsize=10)
