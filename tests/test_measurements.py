@@ -196,6 +196,7 @@ def test_regimes_stagnation_is_a_suffix_and_cutoffs_are_parameters():
 def test_regimes_input_order_missing_and_unreached_base():
     assert ms.regimes([64, 16, 32], [200, 800, 400], 16) == ["linear", "base", "linear"]
     assert ms.regimes([16, 32, 64], [800, np.nan, 200], 16) == ["base", "missing", "linear"]
+    assert ms.regimes([8, 16, 32], [900, 800, 400], 16) == ["below_base", "base", "linear"]
     assert ms.regimes([16, 32], [math.inf, 400], 16) == ["not_reached", "diminishing"]
     assert ms.regimes([16, 32, 64], [0.0, 0.0, 100.0], 16) == ["trivial", "trivial", "diminishing"]
     with pytest.raises(ValueError, match="base batch"):

@@ -39,7 +39,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 LOWER_QUARTILE = "lower_quartile_of_largest"
-REGIME_LABELS = ("base", "linear", "diminishing", "stagnation", "not_reached", "trivial", "missing")
+REGIME_LABELS = ("base", "linear", "diminishing", "stagnation", "not_reached", "trivial", "missing",
+                 "below_base")
 MIN_SEEDS_BOOTSTRAP = 5
 INTERVAL_KINDS = ("percentile_bootstrap", "student_t", "residual_bootstrap", "none")
 CUTOFF_REL_TOL = 1e-9
@@ -443,6 +444,7 @@ def regimes(batch_sizes, k, base_batch, linear_efficiency: float = 0.8,
     Batch sizes are visited in increasing order (labels come back in the input order):
 
     - ``base``: m0 itself (its efficiency is 1 by definition, so it says nothing about the linear regime).
+      ``below_base``: a batch size smaller than m0 (the regimes describe growing the batch from m0).
     - ``not_reached``: k is inf; it ends the linear regime. ``missing``: k is NaN (no data).
       ``trivial``: k is 0 (the threshold is met at step 0, so it says nothing about speed). Missing and
       trivial sizes are skipped by the rules below.
