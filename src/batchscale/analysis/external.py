@@ -7,8 +7,8 @@ Two CSV layouts are accepted (column order free, extra columns ignored):
 - steps-to-target: ``batch_size, steps`` and optionally ``seed``, ``strategy`` -- k measured already;
   ``inf`` in ``steps`` means the target was never reached.
 
-Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv and
-critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
+Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv (and, for
+traces, speedup_common.csv at one eps shared by the strategies) and critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
 traces, ``steps`` for steps-to-target, whose threshold is empty and threshold_rule ``given``).
 
 A bad file raises `AnalysisInputError` (a `ConfigError`, so the CLI prints it as one line) naming the file
@@ -153,7 +153,8 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
     `threshold_rule` as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``; ignored for a
     steps-to-target CSV); `base_batch` defaults to the smallest batch size in the file; `regimes` and
     `bootstrap` override the study defaults. `figure_hook(result, out_dir)`, when given, is called last
-    (for figures). Returns ``{"kind", "speedup": DataFrame, "critical_batch": dict, "paths"}``.
+    (for figures). Returns ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None,
+    "critical_batch": dict, "paths"}``.
     """
     kind, df = load_external_csv(path)
     sizes = sorted(df["batch_size"].unique().tolist())
@@ -179,9 +180,10 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
         except ValueError as err:
             raise AnalysisInputError(str(err)) from None
         cube = traces_to_cube(df)
-        result = tables.analyse_cube(cube, study)
-        speedup, critical = result["speedup"], result["critical_batch"]
+        analysed = tables.analyse_cube(cube, study)
+        speedup, common, critical = analysed["speedup"], analysed["speedup_common"], analysed["critical_batch"]
     else:
+        common = None  # targets given per row: there is no threshold to share
         study = tables.resolve_study(None, study)
         frames, summary = [], {}
         for strategy, batch_sizes, k in _steps_curves(df):
@@ -194,8 +196,9 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
         speedup = pd.concat(frames, ignore_index=True)[list(tables.SPEEDUP_COLUMNS)]
         critical = tables.critical_document(study, "given", summary)
     critical = {"source": str(path), "kind": kind, **critical}
-    paths = tables.write_tables(out_dir, {"speedup": speedup}, critical)
-    result = {"kind": kind, "speedup": speedup, "critical_batch": critical, "paths": paths}
+    paths = tables.write_tables(out_dir, {"speedup": speedup, "speedup_common": common}, critical)
+    result = {"kind": kind, "speedup": speedup, "speedup_common": common, "critical_batch": critical,
+              "paths": paths}
     if figure_hook is not None:
         figure_hook(result, Path(out_dir))
     return result

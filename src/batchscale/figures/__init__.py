@@ -116,7 +116,8 @@ def draw_external_figures(result: dict, out_dir) -> list[Path]:
     metric = _metric_for_fit(table)
     source = Path(str(result.get("critical_batch", {}).get("source", "external CSV"))).name
     name = f"external sweep ({source})"
-    paths = save_figure(speedup_figure(table, metrics=[metric], study=name), out_dir, "speedup")
+    paths = save_figure(speedup_figure(table, result.get("speedup_common"), metrics=[metric], study=name), out_dir,
+                        "speedup")
     fits = fits_from_critical(result.get("critical_batch", {}), metric)
     paths += save_figure(steps_examples_figure(table, fits, metric=metric, study=name), out_dir,
                          "steps_vs_examples")
