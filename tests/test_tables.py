@@ -356,3 +356,18 @@ def test_comparison_uses_each_studys_rule_and_one_common_threshold():
     assert set(common.threshold) == {1.5} and set(common.label) == {"A", "B"}
     # lsr 16 (K400) at 1.5: exactly step 200
     assert common[(common.study == "a") & (common.batch_size == 16)].k_mean.iloc[0] == 200.0
+    strict = comparison_table({"a": cube, "b": cube}, dict(spec, common_threshold="smallest"), studies)
+    assert set(strict[strict.threshold_scope == "common"].threshold) == {1.0}
+
+
+def test_common_threshold_choices():
+    own = {"blr": (0.761, 1024), "srsr": (0.0469, 1024), "lsr": (0.00253, 512)}
+    assert tables.common_threshold(own) == 0.761
+    assert tables.common_threshold(own, "smallest") == 0.00253
+    assert tables.common_threshold({"a": float("nan"), "b": 0.3}) == 0.3
+    with pytest.raises(ValueError, match="common_threshold"):
+        tables.common_threshold(own, "median")
+    # the study key reaches the common table: the strictest eps (lsr's 1.075 vs blr's 0.6 -> 0.6)
+    study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="smallest")
+    common = tables.speedup_table(make_cube(), study, scope="common")
+    assert common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
