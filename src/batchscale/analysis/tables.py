@@ -525,6 +525,11 @@ def headline(document: dict) -> list[str]:
     bound) and S_min with their intervals and interval kind, the log-RMSE, the overhead-based critical
     batch, and the regimes (largest linear batch size, first stagnating one)."""
     lines = []
+    for metric, entry in (document.get("thresholds") or {}).items():
+        for strategy, check in (entry.get("strategies") or {}).items():
+            if check.get("source_seeds_all_reached") is False:
+                lines.append(f"WARNING: {strategy} {metric}: a seed of the source batch size "
+                             f"{check.get('source_batch_size')} never reached its own eps")
     for strategy, per_metric in (document.get("strategies") or {}).items():
         for metric, entry in per_metric.items():
             b_crit, s_min = entry.get("B_crit") or {}, entry.get("S_min") or {}
