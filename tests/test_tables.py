@@ -371,3 +371,23 @@ def test_common_threshold_choices():
     study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="smallest")
     common = tables.speedup_table(make_cube(), study, scope="common")
     assert common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
+
+
+def test_headline_quotes_bounds_kinds_regimes_and_source_checks():
+    document = {
+        "thresholds": {"train_loss": {"strategies": {"lsr": {"source_batch_size": 512,
+                                                            "source_seeds_all_reached": False}}}},
+        "strategies": {"lsr": {"train_loss": {
+            "threshold": 0.0033, "log_rmse": 0.41,
+            "B_crit": {"estimate": 704.0, "low": 500.0, "high": None, "interval_kind": "student_t",
+                       "report": "> 256"},
+            "S_min": {"estimate": 31.5, "low": None, "high": None, "interval_kind": "none"},
+            "overhead_critical_batch": {"overhead": 0.2, "direct": {"report": "37.2"}},
+            "largest_linear_batch_size": None, "first_stagnation_batch_size": 128}}},
+    }
+    lines = tables.headline(document)
+    assert lines[0] == "WARNING: lsr train_loss: a seed of the source batch size 512 never reached its own eps"
+    assert lines[1] == ("lsr train_loss at eps = 0.0033: B_crit > 256 [500, inf] (student t), "
+                        "S_min = 31.5 (no interval), log-RMSE 0.41")
+    assert lines[2] == ("  overhead-based critical batch (20% over linear): 37.2; regimes: linear up to none "
+                        "beyond m0, stagnation from 128")
