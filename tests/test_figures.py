@@ -232,7 +232,8 @@ def test_accuracy_linear_error_figure_draws_the_informative_error(analysis):
     assert "toy_study" in left.get_title() and "LSR" in left.get_title()
     assert _is_log2(left.xaxis) and right.get_yscale() == "log"
     # the relative error where the run first reaches eps is preferred over the final one (about 0)
-    assert "first reaches" in right.get_ylabel() and "relative" in right.get_ylabel()
+    assert "k(m; \u03b5)" in right.get_ylabel() and "relative" in right.get_ylabel()
+    assert "relative linear approximation error where the run first reaches" in left.get_title()
     err = [line for line in right.lines if line.get_gid() == "linear_error"][0]
     lsr = analysis["linear_error"]
     lsr = lsr[(lsr.strategy == "lsr") & (lsr.point == "at_threshold")].sort_values("batch_size")

@@ -18,25 +18,31 @@ from batchscale.figures.base import (
 # Which linear-approximation-error measurement to draw, most informative first: at the final weights of a
 # converged run the gradient is about 0 and so is the error (about 1e-6 nats); where the run first reaches
 # eps, or at the end of warm-up, it measures the curvature the step actually met.
-LINEAR_ERROR_PREFERENCE = (
-    ("at_threshold", "relative", "relative linear approximation error where the run first reaches \u03b5"),
-    ("at_threshold", "absolute", "linear approximation error where the run first reaches \u03b5 (nats)"),
-    ("warmup_end", "relative", "relative linear approximation error at the end of warm-up"),
-    ("warmup_end", "absolute", "linear approximation error at the end of warm-up (nats)"),
-    ("final", "relative", "relative linear approximation error at the final (or last finite) weights"),
-    ("final", "absolute", "linear approximation error at the final (or last finite) weights (nats)"),
+LINEAR_ERROR_PREFERENCE = (  # (point, kind, what it is in words, axis label)
+    ("at_threshold", "relative", "relative linear approximation error where the run first reaches \u03b5",
+     "relative lin. approx. error at k(m; \u03b5)"),
+    ("at_threshold", "absolute", "linear approximation error where the run first reaches \u03b5",
+     "lin. approx. error at k(m; \u03b5) (nats)"),
+    ("warmup_end", "relative", "relative linear approximation error at the end of warm-up",
+     "relative lin. approx. error, end of warm-up"),
+    ("warmup_end", "absolute", "linear approximation error at the end of warm-up",
+     "lin. approx. error, end of warm-up (nats)"),
+    ("final", "relative", "relative linear approximation error at the final (or last finite) weights",
+     "relative lin. approx. error, final weights"),
+    ("final", "absolute", "linear approximation error at the final (or last finite) weights",
+     "lin. approx. error, final weights (nats)"),
 )
 
 
 def informative_linear_error(rows: pd.DataFrame):
-    """(point, kind, label) of the first measurement of LINEAR_ERROR_PREFERENCE that `rows` (one strategy
+    """(point, kind, words, axis label) of the first measurement of LINEAR_ERROR_PREFERENCE that `rows` (one strategy
     of linear_error.csv) hold with a finite positive value; None when there is none."""
     if rows is None or rows.empty:
         return None
-    for point, kind, label in LINEAR_ERROR_PREFERENCE:
+    for point, kind, words, axis in LINEAR_ERROR_PREFERENCE:
         values = pd.to_numeric(rows.loc[rows["point"] == point, f"{kind}_mean"], errors="coerce")
         if (values > 0).any():
-            return point, kind, label
+            return point, kind, words, axis
     return None
 
 
@@ -65,15 +71,15 @@ def plot_accuracy(ax, rows: pd.DataFrame, color: str = "#0072B2") -> None:
 
 def plot_linear_error(ax, rows: pd.DataFrame, choice, color: str = "#D55E00") -> None:
     """The chosen (point, kind) of linear_error.csv rows of one strategy, mean over seeds, log axis."""
-    point, kind, label = choice
+    point, kind, words, axis = choice
     rows = rows[rows["point"] == point].sort_values("batch_size")
     m = rows["batch_size"].to_numpy(dtype=float)
     y = pd.to_numeric(rows[f"{kind}_mean"], errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(y) & (y > 0)
-    ax.plot(m[ok], y[ok], "--s", color=color, lw=2, markersize=6, label=f"{label} (mean over seeds)",
+    ax.plot(m[ok], y[ok], "--s", color=color, lw=2, markersize=6, label=f"{words} (mean over seeds)",
             gid="linear_error")
     ax.set_yscale("log")
-    ax.set_ylabel(label, color=color)
+    ax.set_ylabel(axis, color=color)
     ax.tick_params(axis="y", colors=color)
 
 
@@ -91,7 +97,7 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
     choice = informative_linear_error(errors)
     what = choice[2] if choice else "no linear approximation error in the traces"
     title = f"{study}: {strategy_style(strategy)['label']}\nfinal accuracy and {what}"
-    fig, axes = new_figure(1, 1, panel=(7.0, 5.0))
+    fig, axes = new_figure(1, 1, panel=(8.5, 5.0))
     ax = axes[0, 0]
     plot_accuracy(ax, rows)
     sizes = rows["batch_size"].to_numpy(dtype=float)
@@ -106,6 +112,6 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
         plot_linear_error(right, errors, choice)
         h2, l2 = right.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=9, frameon=False)
     ax.set_title(title, fontsize=11)
     return fig
