@@ -1,7 +1,10 @@
-"""Figures from a small synthetic cube, checked through their matplotlib artists."""
+"""Figures from a small synthetic cube and its analysis tables, checked through their matplotlib artists;
+and a check that no figure module measures anything itself."""
 
+import ast
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,8 @@ from matplotlib.contour import ContourSet
 
 from batchscale import figures
 from batchscale.analysis import tables
+from batchscale.figures import base, comparison, contours, loss_curves, speedup, steps_examples
+from batchscale.figures.accuracy_error import accuracy_error_figure
 from batchscale.analysis.external import analyze_external
 
 STRATEGIES = ["blr", "lsr", "srsr"]
@@ -62,13 +67,14 @@ def make_cube() -> xr.Dataset:
     final_acc[np.isinf(final_acc)] = np.nan
     sizes = np.array(SIZES, dtype=float)[None, :, None]
     lin_err = np.broadcast_to(1e-4 * (sizes / 8.0) ** 2, shape[:3]).copy()
-    lin_err[status == "diverged"] = np.nan
+    # relative linear approximation error along training: 0.01 * m/8 at every evaluation point
+    rel_trace = np.where(np.isfinite(train), 0.01 * sizes[..., None] / 8.0, np.nan)
     run = ("strategy", "batch_size", "seed")
     dims = run + ("step",)
     return xr.Dataset(
         {"train_loss": (dims, train), "test_loss": (dims, test), "test_acc": (dims, acc),
          "status": (run, status.astype(str)), "final_test_acc": (run, final_acc),
-         "linear_approx_error": (run, lin_err)},
+         "final_linear_approx_error": (run, lin_err), "linear_approx_error_rel": (dims, rel_trace)},
         coords={"strategy": STRATEGIES, "batch_size": np.array(SIZES, dtype=np.int64),
                 "seed": np.array(SEEDS, dtype=np.int64), "step": np.array(steps, dtype=np.int64)},
         attrs={"study": "toy_study", "base_batch": 8, "study_config_json": json.dumps(STUDY)},
@@ -81,8 +87,13 @@ def cube():
 
 
 @pytest.fixture(scope="module")
-def table(cube):
-    return tables.speedup_table(cube, STUDY)
+def analysis(cube):
+    return tables.study_tables(cube, STUDY)
+
+
+@pytest.fixture(scope="module")
+def table(analysis):
+    return analysis["speedup"]
 
 
 def _panels(fig):
@@ -98,10 +109,38 @@ def _legend_texts(fig) -> list[str]:
     return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
 
 
+def test_no_figure_module_measures_anything():
+    """Figures draw what the analysis computed: no module under figures/ imports the measurement module or a
+    fitting, bootstrap, interval or threshold function, nor calls one through an attribute."""
+    forbidden_modules = {"batchscale.analysis.measurements", "batchscale.analysis.tables",
+                         "batchscale.analysis.comparison", "batchscale.analysis.external", "scipy"}
+    words = ("fit", "bootstrap", "threshold", "interval", "quantile", "regime")
+    folder = Path(figures.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert {p.stem for p in modules} >= {"__init__", "base", "contours", "speedup", "accuracy_error",
+                                         "steps_examples", "loss_curves", "comparison"}
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [(a.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "", a.name) for a in node.names]
+            else:
+                names = []
+            for module, name in names:
+                assert not any(module == m or module.startswith(m + ".") for m in forbidden_modules), (path, module)
+                if module.startswith("batchscale.analysis"):
+                    assert not any(w in name.lower() for w in words), (path, name)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert not node.func.attr.startswith(("fit_", "bootstrap", "threshold_from", "study_threshold",
+                                                      "seed_interval", "critical_batch")), (path, node.func.attr)
+
+
 def test_run_on_grid_uses_only_the_runs_own_points():
     steps = np.array([0, 1, 10, 100, 1000], dtype=float)
     values = np.array([5.0, 1.0, np.nan, 0.01, np.nan])  # NaN: another run's point / past its end
-    out = figures.run_on_grid(steps, values, np.array([1, 10, 100, 1000], dtype=float))
+    out = base.run_on_grid(steps, values, np.array([1, 10, 100, 1000], dtype=float))
     assert out[0] == pytest.approx(1.0)
     assert out[1] == pytest.approx(0.1)  # log-log interpolation between (1, 1) and (100, 0.01)
     assert out[2] == pytest.approx(0.01)
@@ -109,7 +148,7 @@ def test_run_on_grid_uses_only_the_runs_own_points():
 
 
 def test_contour_grid_blank_past_end_and_filled_at_other_runs_points(cube):
-    sizes, grid, z = figures.contour_grid(cube, "train_loss", "blr")
+    sizes, grid, z = base.contour_grid(cube, "train_loss", "blr")
     col = list(sizes).index(64)
     assert np.isnan(z[grid > 50, col]).all()  # bs64 ran 50 steps
     assert np.isfinite(z[(grid >= 1) & (grid <= 50), col]).all()
@@ -117,29 +156,31 @@ def test_contour_grid_blank_past_end_and_filled_at_other_runs_points(cube):
     assert 100 in grid and np.isfinite(z[list(grid).index(100), list(sizes).index(16)])
 
 
-def test_contour_figure(cube):
-    eps = tables.study_thresholds(cube, "train_loss", STUDY["threshold"])
-    fig = figures.contour_figure(cube, "train_loss", eps, study="toy_study")
+def test_contour_figure_draws_the_tables_eps_and_k(cube, table):
+    fig = contours.contour_figure(cube, "train_loss", table, study="toy_study")
     panels = _panels(fig)
     assert len(panels) == len(STRATEGIES)
     for ax, strategy in zip(panels, STRATEGIES):
+        rows = table[(table.strategy == strategy) & (table.metric == "train_loss")]
+        eps = rows.threshold.iloc[0]
         assert _is_log2(ax.xaxis) and ax.get_yscale() == "log"
         assert "batch size" in ax.get_xlabel() and "examples per step" in ax.get_xlabel()
         levels = [c for c in ax.collections if isinstance(c, ContourSet) and c.get_gid() == "threshold"]
-        assert len(levels) == 1
-        assert levels[0].levels[0] == pytest.approx(math.log10(eps[strategy][0]))
-        assert f"{eps[strategy][0]:.3g}" in ax.get_title()
-    assert "iterations" in panels[0].get_ylabel()
-    assert any("log10 train loss (nats)" in ax.get_ylabel() for ax in fig.axes)  # the colorbar
-    title = fig.get_suptitle()
-    assert "toy_study" in title and "threshold" in title
+        assert len(levels) == 1 and levels[0].levels[0] == pytest.approx(math.log10(eps))
+        assert f"{eps:.3g}" in ax.get_title()
+        # the k of the tables (mean of per-seed k), not a level read off the seed-mean surface
+        dots = [line for line in ax.lines if line.get_gid() == "k_table"][0]
+        finite = rows[np.isfinite(rows.k_mean)].sort_values("batch_size")
+        np.testing.assert_allclose(dots.get_ydata(), finite.k_mean)
+    never = [line for ax in panels for line in ax.lines if line.get_gid() == "k_not_reached"]
+    assert [list(line.get_xdata()) for line in never] == [[64]]  # lsr 64: a seed diverged
+    assert "mean of each seed's k" in fig.get_suptitle() and "seed-mean" in fig.get_suptitle()
     assert any("diverged" in t for t in _legend_texts(fig))
-    diverged = [line for ax in panels for line in ax.lines if line.get_gid() == "diverged"]
-    assert len(diverged) == 1
 
 
-def test_speedup_figure(table):
-    fig = figures.speedup_figure(table, study="toy_study")
+def test_speedup_figure_overlays_at_the_common_eps(analysis, table):
+    common = analysis["speedup_common"]
+    fig = speedup.speedup_figure(table, common, study="toy_study")
     panels = _panels(fig)
     assert len(panels) == 3 * (len(STRATEGIES) + 1)  # metrics x (strategies + overlay)
     for ax in panels:
@@ -147,85 +188,113 @@ def test_speedup_figure(table):
         assert [line.get_gid() for line in ax.lines].count("ideal") == 1
     curves = [[line for line in ax.lines if line.get_gid() == "speedup"] for ax in panels[:4]]
     assert [len(c) for c in curves] == [1, 1, 1, len(STRATEGIES)]
-    assert "speedup" in panels[0].get_ylabel()
-    assert "batch size" in panels[-1].get_xlabel()
-    assert any(patch.get_gid() == "regime-linear" for patch in panels[0].patches)
-    eps = table[(table.strategy == "blr") & (table.metric == "train_loss")]["threshold"].iloc[0]
-    assert f"{eps:.3g}" in panels[0].get_title()
+    # per-strategy panels: own eps; the overlay: the common eps, named, and the common table's speedups
+    own = table[(table.strategy == "blr") & (table.metric == "train_loss")]
+    assert f"{own.threshold.iloc[0]:.3g}" in panels[0].get_title()
+    eps_common = common[common.metric == "train_loss"].threshold.iloc[0]
+    assert "common" in panels[3].get_title() and f"{eps_common:.3g}" in panels[3].get_title()
+    srsr = common[(common.strategy == "srsr") & (common.metric == "train_loss")].sort_values("batch_size")
+    drawn = [line for line in panels[3].lines if line.get_gid() == "speedup"][2]
+    np.testing.assert_allclose(drawn.get_ydata(), srsr.speedup[np.isfinite(srsr.speedup)])
+    shaded = {patch.get_gid() for patch in panels[0].patches}
+    assert shaded == {f"regime-{r}" for r in own.regime if r in base.REGIME_STYLES}  # the table's regimes
+    assert "student t" in fig.get_suptitle()  # the interval kind of two seeds
     texts = _legend_texts(fig)
-    assert any(t.startswith("ideal") for t in texts)
     assert sum(t.startswith(("BLR", "LSR", "SRSR")) for t in texts) == 3
     assert any("diverged" in t for t in texts)
-    assert "toy_study" in fig.get_suptitle() and "threshold" in fig.get_suptitle()
-    lsr = panels[1]  # LSR train loss: the diverged bs64 is marked
-    assert any(line.get_gid() == "diverged" for line in lsr.lines)
+    # without the common table the overlay says its curves are not like for like
+    alone = speedup.speedup_figure(table, study="toy_study")
+    assert "not like for like" in _panels(alone)[3].get_title()
 
 
-def test_speedup_marks_batch_sizes_that_never_reach_eps():
+def test_speedup_marks_batch_sizes_that_never_reach_eps_and_draws_no_missing_bar():
     rows = pd.DataFrame({
         "strategy": "blr", "batch_size": [4, 8, 16], "metric": "train_loss", "threshold": 0.5,
         "threshold_rule": "fixed:0.5", "base_batch": 4, "k_mean": [100.0, 50.0, np.inf],
-        "speedup": [1.0, 2.0, 0.0], "speedup_low": [1.0, 1.8, 0.0], "speedup_high": [1.0, 2.2, 0.0],
-        "ideal_speedup": [1.0, 2.0, 4.0], "regime": ["linear", "linear", "not_reached"],
+        "speedup": [1.0, 2.0, np.nan], "speedup_low": [np.nan, np.nan, np.nan],
+        "speedup_high": [np.nan, np.nan, np.nan], "speedup_interval_kind": "none",
+        "ideal_speedup": [1.0, 2.0, 4.0], "regime": ["base", "linear", "not_reached"],
         "status": ["completed", "completed", "not_reached"]})
-    fig = figures.speedup_figure(rows, study="s")
+    fig = speedup.speedup_figure(rows, study="s")
     ax = _panels(fig)[0]
     marked = [line for line in ax.lines if line.get_gid() == "not_reached"]
     assert len(marked) == 1 and list(marked[0].get_xdata()) == [16]
     assert any("never reached" in t for t in _legend_texts(fig))
+    bars = [c for c in ax.collections if c.get_segments()]
+    for bar in bars:  # one seed: no interval, so every bar has zero length
+        assert all(np.allclose(seg[0], seg[1]) for seg in bar.get_segments())
+    assert "none (one seed)" in fig.get_suptitle()
 
 
-def test_accuracy_linear_error_figure(cube):
-    fig = figures.accuracy_error_figure(cube, study="toy_study")
+def test_accuracy_linear_error_figure_draws_the_informative_error(analysis):
+    fig = accuracy_error_figure(analysis["accuracy"], analysis["linear_error"], study="toy_study")
     left, right = fig.axes
     assert "toy_study" in left.get_title() and "LSR" in left.get_title()
     assert _is_log2(left.xaxis) and right.get_yscale() == "log"
-    assert "accuracy (%)" in left.get_ylabel() and "linear approximation error" in right.get_ylabel()
+    # the relative error where the run first reaches eps is preferred over the final one (about 0)
+    assert "k(m; \u03b5)" in right.get_ylabel() and "relative" in right.get_ylabel()
+    assert "relative linear approximation error where the run first reaches" in left.get_title()
+    err = [line for line in right.lines if line.get_gid() == "linear_error"][0]
+    lsr = analysis["linear_error"]
+    lsr = lsr[(lsr.strategy == "lsr") & (lsr.point == "at_threshold")].sort_values("batch_size")
+    np.testing.assert_allclose(err.get_ydata(), lsr.relative_mean.dropna())
+    np.testing.assert_allclose(err.get_ydata()[:3], [0.01, 0.02, 0.04])  # 0.01 m/8 at m = 8, 16, 32
     assert [line.get_gid() for line in left.lines].count("accuracy") == 1
-    assert [line.get_gid() for line in right.lines].count("linear_error") == 1
     diverged = [line for line in left.lines if line.get_gid() == "diverged"]
     assert len(diverged) == 1 and list(diverged[0].get_xdata()) == [64]
-    assert len(_legend_texts(fig)) >= 3
+    # without any linear-error measurement the figure says so and draws accuracy only
+    bare = accuracy_error_figure(analysis["accuracy"], None, study="toy_study")
+    assert len(bare.axes) == 1 and "no linear approximation error" in bare.axes[0].get_title()
 
 
-def test_steps_vs_examples_figure(table):
-    fig = figures.steps_examples_figure(table, None, study="toy_study")
+def test_steps_vs_examples_figure_draws_the_analysis_fit_only_where_meaningful(analysis, table):
+    fits = steps_examples.fits_from_critical(analysis["critical_batch"], "train_loss")
+    fig = steps_examples.steps_examples_figure(table, fits, study="toy_study")
     panels = _panels(fig)
     assert len(panels) == len(STRATEGIES)
-    for ax in panels:
+    for ax, strategy in zip(panels, STRATEGIES):
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-        assert "examples" in ax.get_xlabel() and "steps" in ax.get_ylabel()
         gids = [line.get_gid() for line in ax.lines]
-        assert gids.count("fit") == 1 and gids.count("b_crit") == 1 and gids.count("measured") == 1
-    blr = table[(table.strategy == "blr") & (table.metric == "train_loss")]
-    fit = figures.ms.fit_critical_batch(blr.batch_size, blr.k_mean)
-    star = [line for line in panels[0].lines if line.get_gid() == "b_crit"][0]
-    assert star.get_xdata()[0] == pytest.approx(2 * fit["E_min"])
-    assert any("B_crit" in t for t in _legend_texts(fig))
-    assert "toy_study" in fig.get_suptitle()
+        assert gids.count("measured") == 1
+        assert gids.count("fit") == int(fits[strategy]["fit_meaningful"])
+        if fits[strategy]["fit_meaningful"]:
+            star = [line for line in ax.lines if line.get_gid() == "b_crit"][0]
+            assert star.get_xdata()[0] == pytest.approx(2 * fits[strategy]["E_min"])
+    # a fit the analysis reports as a bound is quoted, not drawn
+    bounded = {s: dict(f, fit_meaningful=False, report="> 64", note="B_crit > 64: outside") for s, f in fits.items()}
+    fig = steps_examples.steps_examples_figure(table, bounded, study="toy_study")
+    assert all("fit" not in [line.get_gid() for line in ax.lines] for ax in _panels(fig))
+    texts = [t.get_text() for ax in _panels(fig) for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("B_crit > 64") for t in texts) and any("fit not drawn" in t for t in texts)
 
 
-def test_loss_curves_figure(cube):
-    eps = tables.study_thresholds(cube, "train_loss", STUDY["threshold"])
-    fig = figures.loss_curves_figure(cube, eps, study="toy_study")
+def test_loss_curves_figure(cube, table):
+    fig = loss_curves.loss_curves_figure(cube, table, study="toy_study")
     panels = _panels(fig)
     assert len(panels) == len(STRATEGIES)
     for ax, strategy in zip(panels, STRATEGIES):
         assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
         assert sum(str(line.get_gid()).startswith("bs") for line in ax.lines) == len(SIZES)
         threshold = [line for line in ax.lines if line.get_gid() == "threshold"]
-        assert len(threshold) == 1 and threshold[0].get_ydata()[0] == pytest.approx(eps[strategy][0])
+        eps = table[(table.strategy == strategy) & (table.metric == "train_loss")].threshold.iloc[0]
+        assert len(threshold) == 1 and threshold[0].get_ydata()[0] == pytest.approx(eps)
     texts = _legend_texts(fig)
     assert [t for t in texts if t.isdigit()] == [str(m) for m in SIZES]
     assert "threshold" in fig.get_suptitle() and "toy_study" in fig.get_suptitle()
 
 
-def test_draw_study_figures_writes_every_file(cube, table, tmp_path):
-    cube_path, csv_path = tmp_path / "cube.nc", tmp_path / "speedup.csv"
+def write_tables(cube, folder):
+    result = tables.study_tables(cube, STUDY)
+    frames = {name: result[name] for name in ("speedup", "speedup_common", "accuracy", "linear_error")}
+    tables.write_tables(folder, frames, result["critical_batch"])
+
+
+def test_draw_study_figures_writes_every_file(cube, tmp_path):
+    cube_path = tmp_path / "cube.nc"
     cube.to_netcdf(cube_path, engine="h5netcdf")
-    table.to_csv(csv_path, index=False)
+    write_tables(cube, tmp_path)
     out = tmp_path / "figures"
-    paths = figures.draw_study_figures(cube_path, STUDY, out, csv_path)
+    paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in figures.STUDY_FIGURES for ext in ("png", "svg")}
     assert len(paths) == 12 and {p.name for p in paths} == expected
     assert {p.name for p in out.iterdir()} == expected
@@ -234,32 +303,35 @@ def test_draw_study_figures_writes_every_file(cube, table, tmp_path):
 
 def test_saved_files_are_deterministic(table, tmp_path):
     rows = table[table.metric == "train_loss"]
-    first = figures.save_figure(figures.speedup_figure(rows, study="s"), tmp_path / "a", "f")
-    second = figures.save_figure(figures.speedup_figure(rows, study="s"), tmp_path / "b", "f")
+    first = base.save_figure(speedup.speedup_figure(rows, study="s"), tmp_path / "a", "f")
+    second = base.save_figure(speedup.speedup_figure(rows, study="s"), tmp_path / "b", "f")
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes()
 
 
-def test_draw_comparison(cube, tmp_path):
-    paths = []
-    for name, scale in (("small", 1.0), ("large", 0.5)):
-        other = cube.copy(deep=True)
-        other["train_loss"] = other["train_loss"] * scale
-        other.attrs["study"] = name
-        path = tmp_path / f"{name}.nc"
-        other.to_netcdf(path, engine="h5netcdf")
-        paths.append(path)
+def test_draw_comparison_from_its_table(cube, tmp_path):
+    from batchscale.analysis.comparison import comparison_table
+
+    large = cube.copy(deep=True)
+    large["train_loss"] = large["train_loss"] * 0.5
     spec = {"studies": ["large", "small"], "labels": ["big data", "small data"], "strategy": "blr"}
-    out = figures.draw_comparison(paths, spec, {"large": STUDY, "small": STUDY}, tmp_path / "cmp", "sizes")
+    studies = {"large": STUDY, "small": dict(STUDY, threshold={"fixed": 0.5})}
+    table = comparison_table({"large": large, "small": cube}, spec, studies)
+    path = tmp_path / "cmp" / "speedup.csv"
+    path.parent.mkdir()
+    table.to_csv(path, index=False)
+    out = figures.draw_comparison(path, spec, tmp_path / "cmp", "sizes")
     assert [p.name for p in out] == ["speedup.png", "speedup.svg"] and all(p.exists() for p in out)
-    curves = figures.comparison_tables({"large": make_cube(), "small": cube}, spec, {"large": STUDY, "small": STUDY})
-    fig = figures.comparison_figure(curves, title="sizes")
-    ax = fig.axes[0]
-    assert [line.get_gid() for line in ax.lines].count("speedup") == 2
-    assert [line.get_gid() for line in ax.lines].count("ideal") == 1
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any(t.startswith("big data (\u03b5 = ") for t in texts) and any(t.startswith("ideal") for t in texts)
-    assert _is_log2(ax.xaxis) and "lower quartile" in fig.get_suptitle()
+    fig = comparison.comparison_figure(table, title="sizes")
+    own, common = fig.axes[:2]
+    for ax in (own, common):
+        assert [line.get_gid() for line in ax.lines].count("speedup") == 2
+        assert _is_log2(ax.xaxis)
+    texts = [t.get_text() for t in own.get_legend().get_texts()]
+    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5)") for t in texts)  # its own rule
+    assert any(t.startswith("big data (\u03b5 = ") and "lower quartile" in t for t in texts)
+    eps_common = table[table.threshold_scope == "common"].threshold.iloc[0]
+    assert "common" in common.get_title() and f"{eps_common:.3g}" in common.get_title()
 
 
 def test_external_figure_hook(tmp_path):

@@ -74,23 +74,28 @@ def test_speedup_table_fixed_threshold():
     assert len(df) == 2 * 4 * 3  # strategy x batch size x metric, diverged and not-reached rows kept
 
     r = row(df, "blr", 16)
-    assert (r.k_mean, r.speedup, r.efficiency, r.regime, r.status) == (400.0, 1.0, 1.0, "linear", "completed")
+    assert (r.k_mean, r.speedup, r.efficiency, r.regime, r.status) == (400.0, 1.0, 1.0, "base", "completed")
     assert (r.threshold, r.threshold_rule, r.n_seeds, r.n_reached) == (1.0, "fixed:1", 2, 2)
     assert pd.isna(r.threshold_batch_size)
     r = row(df, "blr", 32)
     assert (r.k_mean, r.speedup, r.ideal_speedup, r.efficiency, r.regime) == (200.0, 2.0, 2.0, 1.0, "linear")
-    assert (r.speedup_low, r.speedup_high) == (2.0, 2.0)
-    r = row(df, "blr", 64)  # seeds 100 and 200
-    assert r.k_mean == 150.0 and (r.k_low, r.k_high) == (100.0, 200.0)
+    assert (r.speedup_low, r.speedup_high) == (2.0, 2.0)  # both seeds exactly twice as fast
+    r = row(df, "blr", 64)  # seeds 100 and 200: a Student-t interval (log scale), not the seed range
+    assert r.k_mean == 150.0 and r.interval_kind == "student_t"
+    # logs 4.6052 and 5.2983: sd 0.4901, se 0.3466, t(0.95, 1 dof) = 6.3138 -> half-width 2.1882
+    half = 6.313751514675 * (math.log(2) / math.sqrt(2)) / math.sqrt(2)
+    assert r.k_low == pytest.approx(math.sqrt(100 * 200) / math.exp(half))  # 15.86
+    assert r.k_high == pytest.approx(math.sqrt(100 * 200) * math.exp(half))  # 1261
+    assert r.speedup_interval_kind == "student_t"
     assert r.speedup == pytest.approx(400 / 150) and r.efficiency == pytest.approx(400 / 150 / 4)
     assert r.examples_to_threshold == 64 * 150.0
     assert r.regime == "diminishing"  # efficiency 0.67 < 0.8; 150/200 = 0.75: not stagnating
     r = row(df, "blr", 128)  # seed 0 k = 50, seed 1 diverged
     assert r.status == "diverged" and r.regime == "not_reached"
     assert (r.n_seeds, r.n_reached, r.n_diverged) == (2, 1, 1)
-    assert r.k_mean == math.inf and r.speedup == 0.0 and r.efficiency == 0.0
+    assert r.k_mean == math.inf and math.isnan(r.speedup) and math.isnan(r.efficiency)  # empty, not 0
 
-    assert [row(df, "lsr", m).regime for m in (16, 32, 64)] == ["linear"] * 3
+    assert [row(df, "lsr", m).regime for m in (16, 32, 64)] == ["base", "linear", "linear"]
     r = row(df, "lsr", 128)
     assert (r.status, r.regime, r.n_seeds, r.n_reached, r.n_diverged) == ("not_reached", "not_reached", 2, 0, 0)
     # test_error = loss / 5 starts at 0.8 <= 1.0: met at step 0 everywhere except the diverged seed
@@ -101,13 +106,16 @@ def test_speedup_table_fixed_threshold():
 def test_speedup_table_lower_quartile_per_strategy():
     study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"])
     df = tables.speedup_table(make_cube(), study)
-    # Quantiles are over each completed curve resampled uniformly in steps (0..800).
-    # blr, bs 128: seed 1 diverged, so only seed 0 (K50) counts; its lowest quarter of steps is 600..800,
-    # where it falls linearly from 0.45 to 0.4 -> eps = 0.45
+    # Quantiles are over each seed's curve resampled uniformly in steps (0..800), at the largest batch size
+    # where every seed completed. blr: a seed diverged at 128, so the source is 64 (K100 and K200); their
+    # lowest quarter of steps is 600..800: K100 falls 0.55 -> 0.5 there (quartile 0.55), K200 0.6 -> 0.5
+    # (quartile 0.6); eps is the larger, 0.6, which both seeds reach
     r = row(df, "blr", 128)
-    assert r.threshold == pytest.approx(0.45, rel=2e-3) and r.threshold_batch_size == 128
+    assert r.threshold == pytest.approx(0.6, rel=2e-3) and r.threshold_batch_size == 64
     assert r.threshold_rule == "lower_quartile_of_largest"
     assert r.n_reached == 1 and r.k_mean == math.inf  # seed 0 reaches it; seed 1 diverged
+    r = row(df, "blr", 64)  # K100 at 400 (0.6); K200 between (400, 0.7) and (800, 0.5): t = 0.5
+    assert r.n_reached == 2 and r.k_mean == pytest.approx((400 + 400 * 2 ** 0.5) / 2, rel=1e-2)
     # lsr, bs 128 (NEVER, both seeds): 1.1 at 400 -> 1.05 at 800, value at step 600 = 1.075;
     # bracket (400, 1.1) -> (800, 1.05), t = 0.5 -> k = 400 * 2 ** 0.5
     r = row(df, "lsr", 128)
@@ -116,9 +124,12 @@ def test_speedup_table_lower_quartile_per_strategy():
     # lsr, bs 16 at eps 1.075: bracket (200, 1.5) -> (400, 1.0), t = 0.85 -> 200 * 2 ** 0.85
     assert row(df, "lsr", 16).k_mean == pytest.approx(200 * 2 ** 0.85, rel=1e-2)
     assert row(df, "lsr", 128).regime == "stagnation"
-    # pooled over strategies instead: one eps for both
-    pooled = tables.speedup_table(make_cube(), study, threshold_scope="study")
-    assert pooled.threshold.nunique() == 1
+    # at the common eps (the larger of 0.6 and 1.075) both strategies are measured alike
+    common = tables.speedup_table(make_cube(), study, scope="common")
+    assert common.threshold.nunique() == 1 and common.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
+    assert (common.threshold_scope == "common").all() and (df.threshold_scope == "strategy").all()
+    # blr 16 at 1.075 is the same bracket as lsr 16 (K400 for both)
+    assert row(common, "blr", 16).k_mean == pytest.approx(row(df, "lsr", 16).k_mean)
 
 
 def test_critical_batch_summary_is_json_safe():
@@ -126,13 +137,17 @@ def test_critical_batch_summary_is_json_safe():
     text = json.dumps(summary, allow_nan=False)
     assert summary["study"] == "toy" and summary["base_batch"] == 16
     lsr = summary["strategies"]["lsr"]["train_loss"]
-    # lsr: k = 400, 200, 100 = 6400 / m exactly: S_min = 0, B_crit infinite -> null with a note
-    assert lsr["B_crit"]["estimate"] is None and "note" in lsr
-    assert lsr["S_min"]["estimate"] == pytest.approx(0.0, abs=1e-6)
-    assert lsr["E_min"]["estimate"] == pytest.approx(6400.0)
+    # lsr: k = 400, 200, 100 = 6400 / m, and 128 never reached eps within its 800 steps: censored, not
+    # dropped (a fit through the three reached points alone says k(128) = 50)
+    assert lsr["n_points"] == 3 and lsr["n_censored"] == 1 and lsr["excluded"] == {}
+    s_min, e_min = lsr["S_min"]["estimate"], lsr["E_min"]["estimate"]
+    assert s_min > 0 and s_min + e_min / 128 > 50
     assert lsr["largest_linear_batch_size"] == 64 and lsr["first_stagnation_batch_size"] is None
+    assert lsr["log_rmse"] > 0 and lsr["interval_kind"] == "student_t"
     blr = summary["strategies"]["blr"]["train_loss"]
     assert blr["n_points"] == 3 and blr["largest_linear_batch_size"] == 32
+    assert "128" in blr["excluded"] and "diverged" in blr["excluded"]["128"]  # excluded, with the reason
+    assert summary["thresholds"]["train_loss"]["common"] == 1.0
     assert blr["B_crit"]["estimate"] is not None and blr["B_crit"]["estimate"] > 0
     assert "null" in summary and "NaN" not in text and "Infinity" not in text
 
@@ -141,7 +156,8 @@ def test_critical_batch_summary_needs_three_points():
     cube = make_cube().sel(batch_size=[16, 32])
     summary = tables.critical_batch_summary(cube, STUDY)
     entry = summary["strategies"]["blr"]["train_loss"]
-    assert entry["n_points"] == 2 and entry["B_crit"] == {"estimate": None, "low": None, "high": None}
+    assert entry["n_points"] == 2 and entry["B_crit"]["estimate"] is None and entry["B_crit"]["low"] is None
+    assert entry["interval_kind"] == "none" and entry["fit_meaningful"] is False
     assert "needs 3" in entry["note"]
 
 
@@ -152,10 +168,12 @@ def test_accuracy_table_and_markdown():
     assert r.test_acc_mean_pct == pytest.approx(94.0) and r.test_acc_sd_pct == pytest.approx(math.sqrt(2))
     r = acc[(acc.strategy == "blr") & (acc.batch_size == 128)].iloc[0]
     assert r.test_acc_mean_pct == pytest.approx(30.0) and (r.n_seeds, r.n_diverged) == (2, 1)
+    # final train loss beside the test accuracy: K50's last value 0.4, the diverged seed's last finite 3
+    assert r.train_loss_mean == pytest.approx(1.7) and r.train_loss_sd == pytest.approx(math.sqrt(2 * 1.3 ** 2))
+    assert math.isnan(r.train_acc_mean_pct)  # the toy cube traces no train accuracy
     md = tables.accuracy_markdown(acc)
-    assert "| batch size | blr | lsr |" in md
-    assert "| 128 | 30.00 ± 28.28 (diverged 1/2) | 81.00 ± 1.41 |" in md
-    assert "| 32 | 92.00 ± 0.00 | 93.00 ± 0.00 |" in md
+    assert md.startswith("| batch size | blr | blr train acc % | blr train loss | lsr | lsr train acc % |")
+    assert "| 128 | 30.00 ± 28.28 (diverged 1/2) | — | 1.7 ± 1.84 (diverged 1/2) | 81.00 ± 1.41 | — | 1.05 ± 0 |" in md
 
 
 def test_write_study_tables_roundtrip(tmp_path):
@@ -164,14 +182,14 @@ def test_write_study_tables_roundtrip(tmp_path):
     result = tables.write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "critical_batch.json",
-                                                    "speedup.csv"]
+                                                    "linear_error.csv", "speedup.csv", "speedup_common.csv"]
     speed = pd.read_csv(out / "speedup.csv")
     assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS) and len(speed) == 24
     r = row(speed, "blr", 128)
     assert r.k_mean == math.inf and r.status == "diverged"
     assert row(speed, "blr", 64).k_mean == 150.0
     critical = json.loads((out / "critical_batch.json").read_text())
-    assert critical["strategies"]["lsr"]["train_loss"]["B_crit"]["estimate"] is None
+    assert critical["strategies"]["lsr"]["train_loss"]["n_censored"] == 1
     assert "(diverged 1/2)" in (out / "accuracy.md").read_text()
     assert len(pd.read_csv(out / "accuracy.csv")) == 8
     assert result["speedup"].shape == (24, len(tables.SPEEDUP_COLUMNS))
@@ -201,8 +219,8 @@ def test_external_traces_happy_path(tmp_path):
     speed = pd.read_csv(tmp_path / "out" / "speedup.csv")
     assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS)
     assert speed.k_mean.tolist() == [400.0, 200.0, 100.0, math.inf]
-    assert speed.speedup.tolist() == [1.0, 2.0, 4.0, 0.0]
-    assert speed.regime.tolist() == ["linear", "linear", "linear", "not_reached"]
+    assert speed.speedup.tolist()[:3] == [1.0, 2.0, 4.0] and math.isnan(speed.speedup.iloc[3])
+    assert speed.regime.tolist() == ["base", "linear", "linear", "not_reached"]
     assert set(speed.metric) == {"loss"}
     critical = json.loads((tmp_path / "out" / "critical_batch.json").read_text())
     assert critical["kind"] == "traces" and "lsr" in critical["strategies"]
@@ -267,3 +285,109 @@ def test_external_unreadable_and_bad_base(tmp_path):
         analyze_external(path, tmp_path / "out", base_batch=8)
     with pytest.raises(AnalysisInputError, match="threshold rule"):
         analyze_external(write_traces_csv(tmp_path / "t.csv"), tmp_path / "out", "median")
+
+
+# ------------------------------------------------------------------ issue 9
+
+
+def two_seed_cube():
+    """One strategy, batch sizes 16 and 32 on steps 0, 10, 100. At 32 (the source batch) seed 0 falls to
+    0.01 and stays; seed 1 only reaches 0.5: a pooled lower quartile (0.01) lies below seed 1's minimum."""
+    steps = [0, 10, 100]
+    loss = np.array([[[[1.0, 0.2, 0.005], [1.0, 0.3, 0.01]],
+                      [[1.0, 0.01, 0.01], [1.0, 0.6, 0.5]]]])
+    dims = ("strategy", "batch_size", "seed", "step")
+    return xr.Dataset({"train_loss": (dims, loss)},
+                      coords={"strategy": ["lsr"], "batch_size": np.array([16, 32]), "seed": np.array([0, 1]),
+                              "step": np.array(steps)})
+
+
+def test_every_seed_of_the_source_batch_reaches_its_threshold():
+    study = {"base_batch": 16, "threshold": "lower_quartile_of_largest", "metrics": ["train_loss"],
+             "bootstrap": {"samples": 50}}
+    result = tables.analyse_cube(two_seed_cube(), study)
+    r = row(result["speedup"], "lsr", 32)
+    # seed 1's quartile: its lowest quarter of steps is 75..100, where it falls from 0.6 - 0.1 * 65/90 =
+    # 0.5278 to 0.5 -> 0.5278 is the larger per-seed quartile (seed 0's is 0.01)
+    assert r.threshold == pytest.approx(0.6 - 0.1 * 65 / 90, abs=2e-3)
+    assert r.threshold_batch_size == 32 and r.n_reached == 2 and math.isfinite(r.k_mean)
+    check = result["critical_batch"]["thresholds"]["train_loss"]["strategies"]["lsr"]
+    assert check["source_batch_size"] == 32 and check["source_seeds_all_reached"] is True
+
+
+def test_linear_approximation_error_points_from_traces_and_scalars():
+    cube = make_cube().sel(strategy=["lsr"])
+    run_dims, dims = ("strategy", "batch_size", "seed"), ("strategy", "batch_size", "seed", "step")
+    steps = np.array(STEPS, dtype=float)
+    # the error trace is 10 * step, its relative version step / 1000; scalars: warm-up end 0.3, final 1e-6
+    trace = np.broadcast_to(10.0 * steps, cube["train_loss"].shape).copy()
+    cube["linear_approx_error"] = (dims, trace)
+    cube["linear_approx_error_rel"] = (dims, trace / 1e4)
+    cube["linear_approx_error_warmup_end"] = (run_dims, np.full(cube["status"].shape, 0.3))
+    cube["final_linear_approx_error"] = (run_dims, np.full(cube["status"].shape, 1e-6))
+    table = tables.linear_error_table(cube, {"lsr": 1.0})
+    at = table[(table.point == "at_threshold")].set_index("batch_size")
+    # eps 1.0: k = 400 (m = 16), 200 (32), 100 (64) exactly at evaluation points -> errors 4000, 2000, 1000;
+    # m = 128 never reaches eps -> empty
+    assert at.loc[16, "absolute_mean"] == 4000.0 and at.loc[64, "absolute_mean"] == 1000.0
+    assert at.loc[32, "relative_mean"] == pytest.approx(0.2) and math.isnan(at.loc[128, "absolute_mean"])
+    assert bool(at.loc[16, "available"])
+    warm = table[table.point == "warmup_end"]
+    assert (warm.absolute_mean == 0.3).all() and warm.relative_mean.isna().all()
+    assert (table[table.point == "final"].absolute_mean == 1e-6).all()
+    # a cube without the measurements: every point present, values empty, available false
+    bare = tables.linear_error_table(make_cube(), {"blr": 1.0, "lsr": 1.0})
+    assert len(bare) == 2 * 4 * 3 and not bare.available.any() and bare.absolute_mean.isna().all()
+    # a nearest point in log step: k = 565 lies nearer 400 than 800 (log distance 0.35 vs 0.35+)
+    assert tables.nearest_point_value(steps, steps, 565.0) == 400.0
+    assert tables.nearest_point_value(steps, steps, 566.0) == 800.0
+
+
+def test_comparison_uses_each_studys_rule_and_one_common_threshold():
+    from batchscale.analysis.comparison import comparison_table
+
+    cube = make_cube()
+    studies = {"a": dict(STUDY, threshold={"fixed": 1.0}), "b": dict(STUDY, threshold={"fixed": 1.5})}
+    spec = {"studies": ["a", "b"], "labels": ["A", "B"], "strategy": "lsr", "metric": "train_loss"}
+    table = comparison_table({"a": cube, "b": cube}, spec, studies)
+    own = table[table.threshold_scope == "study"].groupby("study").threshold.first().to_dict()
+    assert own == {"a": 1.0, "b": 1.5}  # each study's own rule, not a forced lower quartile
+    common = table[table.threshold_scope == "common"]
+    assert set(common.threshold) == {1.5} and set(common.label) == {"A", "B"}
+    # lsr 16 (K400) at 1.5: exactly step 200
+    assert common[(common.study == "a") & (common.batch_size == 16)].k_mean.iloc[0] == 200.0
+    strict = comparison_table({"a": cube, "b": cube}, dict(spec, common_threshold="smallest"), studies)
+    assert set(strict[strict.threshold_scope == "common"].threshold) == {1.0}
+
+
+def test_common_threshold_choices():
+    own = {"blr": (0.761, 1024), "srsr": (0.0469, 1024), "lsr": (0.00253, 512)}
+    assert tables.common_threshold(own) == 0.761
+    assert tables.common_threshold(own, "smallest") == 0.00253
+    assert tables.common_threshold({"a": float("nan"), "b": 0.3}) == 0.3
+    with pytest.raises(ValueError, match="common_threshold"):
+        tables.common_threshold(own, "median")
+    # the study key reaches the common table: the strictest eps (lsr's 1.075 vs blr's 0.6 -> 0.6)
+    study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="smallest")
+    common = tables.speedup_table(make_cube(), study, scope="common")
+    assert common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
+
+
+def test_headline_quotes_bounds_kinds_regimes_and_source_checks():
+    document = {
+        "thresholds": {"train_loss": {"strategies": {"lsr": {"source_batch_size": 512,
+                                                            "source_seeds_all_reached": False}}}},
+        "strategies": {"lsr": {"train_loss": {
+            "threshold": 0.0033, "log_rmse": 0.41,
+            "B_crit": {"estimate": 704.0, "low": 500.0, "high": None, "interval_kind": "student_t",
+                       "report": "> 256"},
+            "S_min": {"estimate": 31.5, "low": None, "high": None, "interval_kind": "none"},
+            "overhead_critical_batch": {"overhead": 0.2, "direct": {"report": "37.2"}},
+            "largest_linear_batch_size": None, "first_stagnation_batch_size": 128}}},
+    }
+    lines = tables.headline(document)
+    assert lines[0] == "WARNING: lsr train_loss: a seed of the source batch size 512 never reached its own eps"
+    assert lines[1] == ("lsr train_loss at eps = 0.0033: B_crit > 256 [500, inf] (student t), "
+                        "S_min = 31.5 (no interval), log-RMSE 0.41")
+    assert lines[2] == ("  overhead-based critical batch (20% over linear): 37.2; regimes: linear up to none "
+                        "beyond m0, stagnation from 128")

@@ -41,21 +41,29 @@ def _validate(args) -> None:
 
 
 def _tables(args) -> None:
-    from batchscale.analysis.tables import write_study_tables
+    from batchscale.analysis.tables import headline, write_study_tables
 
-    write_study_tables(args.cube, json.loads(args.study_json), args.out)
+    result = write_study_tables(args.cube, json.loads(args.study_json), args.out)
+    for line in headline(result["critical_batch"]):  # into the rule's log: the study's numbers in words
+        print(line, file=sys.stderr)
 
 
 def _figures(args) -> None:
     from batchscale.figures import draw_study_figures
 
-    draw_study_figures(args.cube, json.loads(args.study_json), args.out, args.speedup)
+    draw_study_figures(args.cube, json.loads(args.study_json), args.out, args.tables)
+
+
+def _compare_tables(args) -> None:
+    from batchscale.analysis.comparison import write_comparison_table
+
+    write_comparison_table(args.cubes, json.loads(args.spec_json), json.loads(args.studies_json), args.output)
 
 
 def _compare(args) -> None:
     from batchscale.figures import draw_comparison
 
-    draw_comparison(args.cubes, json.loads(args.spec_json), json.loads(args.studies_json), args.out, args.name)
+    draw_comparison(args.table, json.loads(args.spec_json), args.out, args.name)
 
 
 def _plan(args) -> None:
@@ -64,14 +72,57 @@ def _plan(args) -> None:
     print_plan(args.config, gpu_tflops=args.gpu_tflops, utilisation=args.utilisation)
 
 
+def _threshold_option(text: str):
+    """--threshold as a rule: JSON for the object forms, else the name or ``kind:value`` text."""
+    from batchscale.analysis.external import AnalysisInputError
+    from batchscale.analysis.measurements import parse_threshold_rule
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            rule = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AnalysisInputError(f"--threshold {text!r} is not valid JSON ({err.msg} at column {err.colno})")
+    else:
+        rule = text
+    try:
+        parse_threshold_rule(rule)
+    except ValueError as err:
+        raise AnalysisInputError(f"--threshold: {err}") from None
+    return rule
+
+
+def _writable_out_folder(out: str) -> Path:
+    """--out must be a folder that can be created and written: refused before any work when it names an
+    existing file, lies under a file, or cannot be written."""
+    from batchscale.analysis.external import AnalysisInputError
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise AnalysisInputError(f"--out {out}: is an existing file, not a folder; name a folder for the tables")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".batchscale-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise AnalysisInputError(f"--out {out}: cannot write there ({err.strerror or type(err).__name__})") from None
+    return folder
+
+
 def _analyze(args) -> None:
-    from batchscale.analysis.external import analyze_external
+    from batchscale.analysis import external, tables
     from batchscale.figures import draw_external_figures
 
-    rule = json.loads(args.threshold) if args.threshold.startswith("{") else args.threshold
-    analyze_external(args.csv, args.out, threshold_rule=rule, base_batch=args.base_batch,
-                     figure_hook=draw_external_figures)
-    print(f"wrote analysis of {args.csv} to {args.out}")
+    rule = _threshold_option(args.threshold)
+    if args.base_batch is not None and args.base_batch <= 0:
+        raise external.AnalysisInputError(f"--base-batch {args.base_batch}: must be a positive batch size")
+    out = _writable_out_folder(args.out)
+    result = external.analyze_external(args.csv, out, threshold_rule=rule, base_batch=args.base_batch,
+                                       figure_hook=draw_external_figures)
+    for line in tables.headline(result["critical_batch"]):
+        print(line)
+    print(f"wrote {', '.join(sorted(p.name for p in result['paths'].values()))} and figures to {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,17 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures = sub.add_parser("figures", help="draw a study's figures")
     figures.add_argument("--cube", required=True)
-    figures.add_argument("--speedup", required=True, help="the study's speedup.csv")
+    figures.add_argument("--tables", required=True,
+                         help="the folder of the study's analysis files (speedup.csv, critical_batch.json, ...)")
     figures.add_argument("--study-json", required=True)
     figures.add_argument("--out", required=True)
     figures.set_defaults(handler=_figures)
 
-    compare = sub.add_parser("compare", help="overlay speedup curves of a group of studies")
+    compare_tables = sub.add_parser("compare-tables",
+                                    help="speedup rows of a group of studies at their own and a common threshold")
+    compare_tables.add_argument("--spec-json", required=True)
+    compare_tables.add_argument("--studies-json", required=True)
+    compare_tables.add_argument("--output", required=True)
+    compare_tables.add_argument("cubes", nargs="+")
+    compare_tables.set_defaults(handler=_compare_tables)
+
+    compare = sub.add_parser("compare", help="draw the speedup curves of a group of studies from its table")
     compare.add_argument("--name", required=True)
     compare.add_argument("--spec-json", required=True)
-    compare.add_argument("--studies-json", required=True)
+    compare.add_argument("--table", required=True, help="the comparison's speedup.csv (compare-tables)")
     compare.add_argument("--out", required=True)
-    compare.add_argument("cubes", nargs="+")
     compare.set_defaults(handler=_compare)
 
     plan = sub.add_parser("plan", help="jobs, steps and compute a config will cost, before running it")
@@ -145,5 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except (ConfigError, TraceError, MicroBatchTooLarge) as err:
         print(f"batchscale: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file that cannot be read or written: one line, not a traceback
+        print(f"batchscale: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0

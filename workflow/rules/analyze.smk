@@ -1,5 +1,6 @@
-# Analysis: iterations to threshold, speedup, regimes, critical batch size and the accuracy table of a
-# study, from its cube. All logic lives in batchscale.analysis; this rule only calls the CLI.
+# Analysis: every number of a study (thresholds, k, intervals, speedups, regimes, fits, critical batch
+# sizes, accuracy, linear approximation error), computed once from its cube and written to the files of
+# STUDY_TABLES; the figure rules only draw them. All logic lives in batchscale.analysis.
 
 
 rule analyze:
@@ -28,6 +29,20 @@ rule analyze:
             labels={"study": "{study}", "table": "accuracy"},
         ),
         accuracy_md="results/{study}/accuracy.md",
+        speedup_common=report(
+            "results/{study}/speedup_common.csv",
+            caption="../report/speedup_common_table.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"study": "{study}", "table": "speedup at the common threshold"},
+        ),
+        linear_error=report(
+            "results/{study}/linear_error.csv",
+            caption="../report/linear_error_table.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"study": "{study}", "table": "linear approximation error"},
+        ),
     log:
         "logs/{study}/analyze.log",
     conda:
@@ -39,3 +54,22 @@ rule analyze:
     shell:
         "python -m batchscale tables --cube {input.cube} --study-json {params.study:q} "
         "--out results/{wildcards.study} 2> {log}"
+
+
+rule comparison_table:
+    input:
+        comparison_cubes,
+    output:
+        "results/comparisons/{comparison}/speedup.csv",
+    log:
+        "logs/comparisons/{comparison}_table.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        spec=comparison_json,
+        studies=comparison_studies_json,
+    shell:
+        "python -m batchscale compare-tables --spec-json {params.spec:q} --studies-json {params.studies:q} "
+        "--output {output} {input} 2> {log}"

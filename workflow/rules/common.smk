@@ -78,7 +78,14 @@ def comparison_studies_json(wildcards):
     return json.dumps({name: STUDIES[name] for name in names}, sort_keys=True)
 
 
-STUDY_TABLES = ["speedup.csv", "critical_batch.json", "accuracy.csv", "accuracy.md"]
+STUDY_TABLES = [
+    "speedup.csv",
+    "speedup_common.csv",
+    "critical_batch.json",
+    "accuracy.csv",
+    "accuracy.md",
+    "linear_error.csv",
+]
 STUDY_FIGURES = [
     "fig1_train_loss_contours",
     "fig5_test_loss_contours",
@@ -101,9 +108,14 @@ def all_outputs():
         ]
     for comparison in COMPARISONS:
         outputs += [
-            f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("png", "svg")
+            f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("csv", "png", "svg")
         ]
     return outputs
+
+
+def study_tables(wildcards):
+    """The analysis files a study's figures are drawn from (every table of STUDY_TABLES)."""
+    return [f"results/{wildcards.study}/{name}" for name in STUDY_TABLES]
 
 
 def study_figure_png(name):

@@ -1,12 +1,12 @@
 # Figures: one rule per study (the six figures of STUDY_FIGURES, PNG for the report + SVG) and one per
-# named comparison of studies (overlaid speedup curves, paper Figs. 3 and 4). All drawing lives in
-# batchscale.figures; these rules only call the CLI.
+# named comparison of studies (overlaid speedup curves, paper Figs. 3 and 4). They draw the numbers the
+# analysis rules wrote (their inputs) and compute none. All drawing lives in batchscale.figures.
 
 
 rule figures:
     input:
         cube="results/{study}/cube.nc",
-        speedup="results/{study}/speedup.csv",
+        tables=study_tables,
     output:
         png=[study_figure_png(name) for name in STUDY_FIGURES],
         svg=[f"results/{{study}}/figures/{name}.svg" for name in STUDY_FIGURES],
@@ -19,13 +19,13 @@ rule figures:
     params:
         study=study_json,
     shell:
-        "python -m batchscale figures --cube {input.cube} --speedup {input.speedup} "
+        "python -m batchscale figures --cube {input.cube} --tables results/{wildcards.study} "
         "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
 
 
 rule compare:
     input:
-        comparison_cubes,
+        table="results/comparisons/{comparison}/speedup.csv",
     output:
         png=report(
             "results/comparisons/{comparison}/speedup.png",
@@ -43,7 +43,6 @@ rule compare:
         mem_mb=1000,
     params:
         spec=comparison_json,
-        studies=comparison_studies_json,
     shell:
         "python -m batchscale compare --name {wildcards.comparison} --spec-json {params.spec:q} "
-        "--studies-json {params.studies:q} --out results/comparisons/{wildcards.comparison} {input} 2> {log}"
+        "--table {input.table} --out results/comparisons/{wildcards.comparison} 2> {log}"

@@ -7,8 +7,8 @@ Two CSV layouts are accepted (column order free, extra columns ignored):
 - steps-to-target: ``batch_size, steps`` and optionally ``seed``, ``strategy`` -- k measured already;
   ``inf`` in ``steps`` means the target was never reached.
 
-Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv and
-critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
+Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv (and, for
+traces, speedup_common.csv at one eps shared by the strategies) and critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
 traces, ``steps`` for steps-to-target, whose threshold is empty and threshold_rule ``given``).
 
 A bad file raises `AnalysisInputError` (a `ConfigError`, so the CLI prints it as one line) naming the file
@@ -90,6 +90,8 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
         _fail(path, "column 'batch_size' has empty values")
     if (sizes <= 0).any() or not np.isfinite(sizes).all():
         _fail(path, f"column 'batch_size' must be positive, got {sizes[(sizes <= 0) | ~np.isfinite(sizes)].iloc[0]:g}")
+    if (sizes >= 2.0 ** 63).any():
+        _fail(path, f"column 'batch_size' holds {sizes[sizes >= 2.0 ** 63].iloc[0]:g}, beyond the 64-bit integer range")
     if (sizes != np.round(sizes)).any():
         _fail(path, f"column 'batch_size' must hold integers, got {sizes[sizes != np.round(sizes)].iloc[0]:g}")
     out["batch_size"] = sizes.astype(np.int64)
@@ -115,6 +117,9 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
             _fail(path, "column 'steps' has empty values (write inf for a target never reached)")
         if (steps <= 0).any():
             _fail(path, f"column 'steps' must be positive (inf = never reached), got {steps[steps <= 0].iloc[0]:g}")
+        if np.isposinf(steps).all():
+            _fail(path, "every value of column 'steps' is inf: no batch size reached the target, so there is "
+                        "no speedup to measure")
         out["steps"] = steps.astype(float)
         keys = ["strategy", "batch_size", "seed"]
     duplicated = out.duplicated(keys)
@@ -142,13 +147,14 @@ def _steps_curves(df: pd.DataFrame):
 
 def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch: int | None = None,
                      regimes: dict | None = None, bootstrap: dict | None = None,
-                     figure_hook: Callable | None = None) -> dict:
+                     critical_batch: dict | None = None, figure_hook: Callable | None = None) -> dict:
     """Build speedup.csv and critical_batch.json in `out_dir` from an external CSV.
 
     `threshold_rule` as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``; ignored for a
     steps-to-target CSV); `base_batch` defaults to the smallest batch size in the file; `regimes` and
     `bootstrap` override the study defaults. `figure_hook(result, out_dir)`, when given, is called last
-    (for figures). Returns ``{"kind", "speedup": DataFrame, "critical_batch": dict, "paths"}``.
+    (for figures). Returns ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None,
+    "critical_batch": dict, "paths"}``.
     """
     kind, df = load_external_csv(path)
     sizes = sorted(df["batch_size"].unique().tolist())
@@ -157,12 +163,16 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
         if base not in set(group["batch_size"].tolist()):
             _fail(path, f"base batch size {base} is not among the batch sizes of strategy {strategy!r}: "
                         f"{sorted(group['batch_size'].unique().tolist())}")
+        if kind == "steps" and np.isposinf(group.loc[group["batch_size"] == base, "steps"]).all():
+            _fail(path, f"the base batch size {base} of strategy {strategy!r} never reached the target (steps "
+                        "inf in every seed): no speedup is defined")
     study = {
         "base_batch": base,
         "threshold": threshold_rule,
         "metrics": ["loss"],
         "regimes": {**tables.DEFAULT_STUDY["regimes"], **(regimes or {})},
         "bootstrap": {**tables.DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
+        "critical_batch": {**tables.DEFAULT_STUDY["critical_batch"], **(critical_batch or {})},
     }
     if kind == "traces":
         try:
@@ -170,26 +180,25 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
         except ValueError as err:
             raise AnalysisInputError(str(err)) from None
         cube = traces_to_cube(df)
-        speedup, critical = tables._analyse(cube, study)
+        analysed = tables.analyse_cube(cube, study)
+        speedup, common, critical = analysed["speedup"], analysed["speedup_common"], analysed["critical_batch"]
     else:
-        study = tables._resolve_study(None, study)
+        common = None  # targets given per row: there is no threshold to share
+        study = tables.resolve_study(None, study)
         frames, summary = [], {}
         for strategy, batch_sizes, k in _steps_curves(df):
             status = np.where(np.isnan(k), "missing", "completed").astype(object)
             rows = tables.speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
-            rows.insert(0, "strategy", strategy)
-            rows.insert(2, "metric", "steps")
-            rows.insert(3, "threshold", np.nan)
-            rows.insert(4, "threshold_rule", "given")
-            rows.insert(5, "threshold_batch_size", pd.array([None] * len(rows), dtype="Int64"))
-            frames.append(rows)
-            entry = tables.critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"])
+            frames.append(tables.with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
+            entry = tables.critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],
+                                          base_batch=base, critical_cfg=study["critical_batch"])
             summary[strategy] = {"steps": {"threshold": None, "threshold_batch_size": None, **entry}}
         speedup = pd.concat(frames, ignore_index=True)[list(tables.SPEEDUP_COLUMNS)]
-        critical = tables.critical_document(study, "given", None, summary)
+        critical = tables.critical_document(study, "given", summary)
     critical = {"source": str(path), "kind": kind, **critical}
-    paths = tables.write_tables(out_dir, speedup, critical)
-    result = {"kind": kind, "speedup": speedup, "critical_batch": critical, "paths": paths}
+    paths = tables.write_tables(out_dir, {"speedup": speedup, "speedup_common": common}, critical)
+    result = {"kind": kind, "speedup": speedup, "speedup_common": common, "critical_batch": critical,
+              "paths": paths}
     if figure_hook is not None:
         figure_hook(result, Path(out_dir))
     return result

@@ -1,0 +1,57 @@
+"""Read-only access to a study cube: the traced values of a metric, each run's status, final values.
+
+No measurement happens here (no thresholds, fits or intervals): the figures use these to draw raw traces,
+and `batchscale.analysis.tables` to measure them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def metric_values(cube, metric: str):
+    """The traced values of `metric` over (..., step): ``test_error`` is 1 - test_acc, other names are
+    cube variables (train_loss, test_loss, or any loss-like variable such as ``loss``)."""
+    if metric == "test_error":
+        if "test_acc" not in cube:
+            raise KeyError("the cube has no test_acc variable, needed for test_error")
+        return (1.0 - cube["test_acc"]).rename("test_error")
+    if metric not in cube:
+        raise KeyError(f"the cube has no {metric!r} variable")
+    return cube[metric]
+
+
+def run_status(cube):
+    """Status per run (strategy, batch_size, seed): the cube's ``status`` when present, else completed;
+    a run without any finite train/test value is ``missing``."""
+    import xarray as xr
+
+    run_dims = [d for d in ("strategy", "batch_size", "seed") if d in cube.dims]
+    if "status" in cube:
+        status = cube["status"].astype(str)
+    else:
+        shape = [cube.sizes[d] for d in run_dims]
+        status = xr.DataArray(np.full(shape, "completed", dtype=object), dims=run_dims,
+                              coords={d: cube[d] for d in run_dims})
+    traced = [v for v in ("train_loss", "test_loss", "test_acc", "loss") if v in cube]
+    if traced:
+        has_data = None
+        for name in traced:
+            present = np.isfinite(cube[name]).any("step")
+            has_data = present if has_data is None else (has_data | present)
+        status = xr.where(has_data, status, "missing")
+    return status.transpose(*run_dims)
+
+
+def last_finite(values):
+    """The last finite value along ``step`` of every run (NaN for a run without any)."""
+    import xarray as xr
+
+    data = values.transpose(..., "step")
+    array = np.asarray(data.values, dtype=float)
+    finite = np.isfinite(array)
+    index = array.shape[-1] - 1 - np.argmax(finite[..., ::-1], axis=-1)
+    out = np.take_along_axis(array, index[..., None], axis=-1)[..., 0]
+    out = np.where(finite.any(axis=-1), out, np.nan)
+    dims = [d for d in data.dims if d != "step"]
+    return xr.DataArray(out, dims=dims, coords={d: data[d] for d in dims})

@@ -1,0 +1,67 @@
+"""Paper Figs. 3 and 4: speedup curves of several studies overlaid."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from batchscale.figures.speedup import (
+    _speedup_axes,
+    _speedup_limits,
+    plot_ideal,
+    plot_speedup_curve,
+    interval_kinds_text,
+)
+from batchscale.figures.base import (
+    MARKERS,
+    OKABE_ITO,
+    _fmt,
+    _marker_handles,
+    message_figure,
+    metric_label,
+    new_figure,
+    rule_text,
+    strategy_style,
+)
+
+
+def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
+    """Speedup curves of several studies (paper Figs. 3, 4) from the comparison table
+    (batchscale.analysis.comparison): left, each study at its own eps (its own threshold rule); right, all
+    at the common eps. Each legend label gives that curve's eps."""
+    if table is None or table.empty:
+        return message_figure(title or "comparison", "no studies to compare")
+    strategy = str(table["strategy"].iloc[0])
+    metric = str(table["metric"].iloc[0])
+    fig, axes = new_figure(2, 1, panel=(6.0, 5.0), sharey=True, extra_height=0.4)
+    labels = list(dict.fromkeys(table["label"].astype(str)))
+    scopes = (("study", "each study at its own \u03b5 (its own rule)"), ("common", "all at the common \u03b5"))
+    ylim = _speedup_limits([table])
+    sizes = sorted({int(b) for b in table["batch_size"]})
+    flags = {}
+    for ax, (scope, heading) in zip(axes[0], scopes):
+        _speedup_axes(ax, sizes, ylim)
+        rows_scope = table[table["threshold_scope"].astype(str) == scope]
+        for base in sorted({int(b) for b in rows_scope["base_batch"]}):
+            plot_ideal(ax, sizes, base)
+        for i, label in enumerate(labels):
+            rows = rows_scope[rows_scope["label"].astype(str) == label]
+            if rows.empty:
+                continue
+            eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
+            style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
+                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)})"
+                     if scope == "study" else f"{label}"}
+            for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
+                flags[key] = flags.get(key, False) or value
+        if scope == "common" and not rows_scope.empty:
+            heading += f": \u03b5 = {_fmt(pd.to_numeric(rows_scope['threshold']).iloc[0])}"
+        ax.set_title(heading, fontsize=10)
+        handles, _labels = ax.get_legend_handles_labels()
+        ax.legend(handles=handles + _marker_handles(flags), loc="upper left", fontsize=8)
+    axes[0, 1].set_ylabel("")
+    title = title or f"{strategy_style(strategy)['label']}: speedup to reach \u03b5 in {metric_label(metric, False)}"
+    fig.suptitle(f"{title}\nbars: interval over seeds ({interval_kinds_text(table)})", fontsize=11)
+    return fig

@@ -1,0 +1,148 @@
+"""Steps against examples to threshold with the fitted hyperbola (McCandlish et al. 2018)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from batchscale.figures.base import (
+    MIN_WIDTH,
+    PANEL,
+    _fmt,
+    _legend_columns,
+    count_axis,
+    message_figure,
+    metric_label,
+    new_figure,
+    strategy_style,
+)
+
+
+def fits_from_critical(document: dict, metric: str) -> dict:
+    """{strategy: {S_min, E_min, B_crit, B_crit_low, B_crit_high, report, interval_kind, log_rmse,
+    fit_meaningful, note}} from a critical_batch.json document, as the analysis wrote them (None entries
+    become NaN; B_crit None with S_min 0 is an infinite B_crit)."""
+    fits = {}
+    for strategy, per_metric in (document or {}).get("strategies", {}).items():
+        entry = per_metric.get(metric)
+        if not entry:
+            continue
+        value = {}
+        for name in ("S_min", "E_min", "B_crit"):
+            part = entry.get(name) or {}
+            value[name] = float("nan") if part.get("estimate") is None else float(part["estimate"])
+            if name == "B_crit":
+                value["B_crit_low"] = float("nan") if part.get("low") is None else float(part["low"])
+                value["B_crit_high"] = float("inf") if part.get("high") is None else float(part["high"])
+        if math.isnan(value["B_crit"]) and value["S_min"] == 0 and value["E_min"] > 0:
+            value["B_crit"] = float("inf")
+        b_part = entry.get("B_crit") or {}
+        value["report"] = b_part.get("report")
+        value["interval_kind"] = b_part.get("interval_kind", entry.get("interval_kind", "none"))
+        value["log_rmse"] = float("nan") if entry.get("log_rmse") is None else float(entry["log_rmse"])
+        value["fit_meaningful"] = bool(entry.get("fit_meaningful", False))
+        value["note"] = entry.get("note")
+        fits[str(strategy)] = value
+    return fits
+
+
+def steps_examples_figure(table: pd.DataFrame, fits: dict | None = None, metric: str = "train_loss",
+                          strategies=None, study: str = "study") -> Figure:
+    """S = k(m) against E = m k(m), one panel per strategy, with the fitted hyperbola
+    (S/S_min - 1)(E/E_min - 1) = 1, its asymptotes and B_crit = E_min/S_min marked at (2 E_min, 2 S_min).
+
+    `fits` {strategy: ...} from `fits_from_critical` (critical_batch.json). The fitted curve is drawn only
+    where the analysis marked it meaningful (B_crit inside the measured range, small log-RMSE); otherwise
+    the panel quotes B_crit as the analysis reported it (a bound such as ``> 256``) and why no curve is drawn.
+    """
+    rows_all = table[table["metric"].astype(str) == metric]
+    all_strategies = list(dict.fromkeys(rows_all["strategy"].astype(str)))
+    strategies = [s for s in (strategies or all_strategies) if s in all_strategies]
+    goal = "the given targets" if metric == "steps" else f"\u03b5 in {metric_label(metric, False)}"
+    title = f"{study}\nsteps S = k(m) vs examples E = m\u00b7S to reach {goal}\n" \
+            "fit (S/S_min \u2212 1)(E/E_min \u2212 1) = 1, B_crit = E_min/S_min"
+    if not strategies:
+        return message_figure(title, f"no rows for metric {metric}")
+    width = max(PANEL[0], MIN_WIDTH / len(strategies))
+    fig, axes = new_figure(len(strategies), 1, panel=(width, PANEL[1]), extra_height=1.5)
+    flags = {"fit": False, "bcrit": False}
+    for c, strategy in enumerate(strategies):
+        ax = axes[0, c]
+        style = strategy_style(strategy, c)
+        rows = rows_all[rows_all["strategy"].astype(str) == strategy].sort_values("batch_size")
+        m = rows["batch_size"].to_numpy(dtype=float)
+        k = pd.to_numeric(rows["k_mean"], errors="coerce").to_numpy(dtype=float)
+        k_low = pd.to_numeric(rows["k_low"], errors="coerce").to_numpy(dtype=float)
+        k_high = pd.to_numeric(rows["k_high"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(k) & (k > 0)
+        fit = (fits or {}).get(strategy) or {"S_min": float("nan"), "E_min": float("nan"), "B_crit": float("nan")}
+        for i in np.flatnonzero(ok):
+            lo = k_low[i] if np.isfinite(k_low[i]) and k_low[i] > 0 else k[i]
+            hi = k_high[i] if np.isfinite(k_high[i]) else k[i]
+            ax.plot([m[i] * lo, m[i] * hi], [lo, hi], color=style["color"], lw=1.0, alpha=0.7, zorder=2)
+        ax.plot(m[ok] * k[ok], k[ok], linestyle="none", marker=style["marker"], color=style["color"],
+                markersize=6, zorder=3, label="measured k(m), seed mean", gid="measured")
+        for size, kk in zip(m[ok], k[ok]):
+            ax.annotate(f"{size:g}", (size * kk, kk), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                        color="0.25")
+        s_min, e_min, b_crit = (float(fit.get(n, float("nan"))) for n in ("S_min", "E_min", "B_crit"))
+        notes, star = [], None
+        meaningful = bool(fit.get("fit_meaningful", False))
+        if meaningful and np.isfinite(s_min) and np.isfinite(e_min) and s_min > 0 and e_min > 0:
+            lo_m = min(m[ok].min() if ok.any() else b_crit, b_crit) / 2
+            hi_m = max(m[ok].max() if ok.any() else b_crit, b_crit) * 2
+            dense = np.geomspace(lo_m, hi_m, 200)
+            ax.plot(s_min * dense + e_min, s_min + e_min / dense, color="black", lw=1.4, zorder=2,
+                    label="fit S = S_min(1 + B_crit/m)", gid="fit")
+            ax.axhline(s_min, color="0.45", lw=0.9, linestyle=":", zorder=1)
+            ax.axvline(e_min, color="0.45", lw=0.9, linestyle=":", zorder=1)
+            interval = ""
+            kind = str(fit.get("interval_kind") or "none")
+            if np.isfinite(fit.get("B_crit_low", float("nan"))) and kind != "none":
+                interval = f" [{_fmt(fit['B_crit_low'])}, {_fmt(fit.get('B_crit_high', float('inf')))}] " \
+                           f"({kind.replace('_', ' ')})"
+            (star,) = ax.plot([2 * e_min], [2 * s_min], marker="*", color="#E69F00", markeredgecolor="black",
+                              markersize=15, linestyle="none", zorder=5, gid="b_crit",
+                              label=f"B_crit = {_fmt(b_crit)}{interval} examples/step")
+            notes.append(f"S_min = {_fmt(s_min)} steps, E_min = {_fmt(e_min)} examples, "
+                         f"log-RMSE {fit.get('log_rmse', float('nan')):.2f}")
+            flags["fit"] = flags["bcrit"] = True
+        elif fit.get("report"):
+            notes.append(f"B_crit {fit['report']}" if str(fit["report"])[:1] in "<>" else f"B_crit = {fit['report']}")
+            notes.append(f"fit not drawn: {fit.get('note') or 'not meaningful'}"
+                         f" (log-RMSE {fit.get('log_rmse', float('nan')):.2f})")
+        else:
+            notes.append("no fit: " + (fit.get("note") or "fewer than 3 batch sizes reached \u03b5"))
+        missed = m[~ok & np.isinf(k)]
+        if missed.size:
+            notes.append("not reached: m = " + ", ".join(f"{v:g}" for v in missed))
+        # below the panel: nothing in the data area is hidden
+        ax.legend(handles=([star] if star is not None else []) +
+                  [Line2D([], [], linestyle="none", label=text) for text in notes],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, handlelength=1.2,
+                  frameon=False)
+        count_axis(ax, "x")
+        count_axis(ax, "y")
+        ax.set_xlabel("examples to threshold E = m\u00b7S (examples)")
+        ax.set_ylabel("steps to threshold S (steps)")
+        ax.grid(True, which="major", color="0.9", lw=0.6)
+        eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0] if not rows.empty else float("nan")
+        ax.set_title(f"{style['label']}\n\u03b5 = {_fmt(eps)}" if np.isfinite(eps) else style["label"],
+                     fontsize=10)
+    handles = [Line2D([], [], marker="o", color="0.4", linestyle="none", label="measured k(m) (label: m)"),
+               Line2D([], [], color="0.4", lw=1.0, label="interval of k(m) over seeds (kind: speedup.csv interval_kind)")]
+    if flags["fit"]:
+        handles.append(Line2D([], [], color="black", lw=1.4, label="fit S = S_min(1 + B_crit/m)"))
+    if flags["bcrit"]:
+        handles += [Line2D([], [], color="0.45", lw=0.9, linestyle=":", label="asymptotes S_min, E_min"),
+                    Line2D([], [], marker="*", color="#E69F00", markeredgecolor="black", markersize=13,
+                           linestyle="none", label="B_crit: (2 E_min, 2 S_min), where m = B_crit")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, handles), fontsize=9,
+               frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
