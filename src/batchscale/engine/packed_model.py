@@ -1,0 +1,132 @@
+"""R copies of one architecture with their parameters and buffers stacked over runs: shape (R, ...).
+
+The vectorised path runs one step for every run at once (torch.func: functional_call inside vmap, grad);
+BatchNorm running statistics are stacked buffers that each run's forward updates in place, which vmap
+handles because every buffer is batched over the runs. The sequential path runs the same functional
+calls run by run on each run's own module, for models vmap cannot handle (data-dependent Python control
+flow, `.item()`, in-place state outside parameters and buffers).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from batchscale.engine import tasks
+from batchscale.models import build_model
+
+
+class PackedModel:
+    def __init__(self, runs: list[dict], spec, device: torch.device, channels_last: bool = False):
+        modules = []
+        for run in runs:
+            torch.manual_seed(run["seed"])  # each run's initial weights: those of the run trained alone
+            module = build_model(run["model"], spec).to(device)
+            if channels_last:
+                module = module.to(memory_format=torch.channels_last)
+            modules.append(module)
+        params, buffers = stack_module_state(modules)
+        self.names, self.params = list(params), [p.detach() for p in params.values()]
+        self.buffer_names, self.buffers = list(buffers), list(buffers.values())
+        self.modules = modules
+        self.base = copy.deepcopy(modules[0]).to("meta")  # the architecture, without storage
+        self.task, self.ignore_index = spec.task, spec.ignore_index
+        self.vectorised = True
+
+    @property
+    def runs(self) -> int:
+        return self.params[0].shape[0]
+
+    # ---- one run, functionally (what vmap maps over) ----
+
+    def _call(self, module, params, buffers, x):
+        return functional_call(module, (dict(zip(self.names, params)), dict(zip(self.buffer_names, buffers))), (x,))
+
+    def _run_loss(self, params, buffers, x, y, total):
+        return tasks.loss_sum(self.task, self._call(self.base, params, buffers, x), y, self.ignore_index) / total
+
+    # ---- over the runs of a pack ----
+
+    def gradients(self, params, buffers, ids, x, y, totals, train: bool, autocast):
+        """Per-run loss (k,) and gradients (each (k, ...)) of sum-loss/total on x (k, b, ...), y (k, b, ...).
+
+        In train mode the buffers given are updated in place (BatchNorm running statistics)."""
+        if self.vectorised:
+            self.base.train(train)
+            with autocast():
+                grads, losses = vmap(grad_and_value(self._run_loss), randomness="different")(
+                    tuple(params), tuple(buffers), x, y, totals)
+            return losses.detach(), list(grads)
+        losses, grads = [], [[] for _ in params]
+        for j, r in enumerate(ids):
+            module = self.modules[r]
+            module.train(train)
+            leaves = [p[j].detach().requires_grad_() for p in params]
+            with autocast():
+                output = self._call(module, leaves, [b[j] for b in buffers], x[j])
+            loss = tasks.loss_sum(self.task, output, y[j], self.ignore_index) / totals[j]
+            for slot, g, leaf in zip(grads, torch.autograd.grad(loss, leaves, allow_unused=True), leaves):
+                slot.append(torch.zeros_like(leaf) if g is None else g)
+            losses.append(loss.detach())
+        return torch.stack(losses), [torch.stack(g) for g in grads]
+
+    @torch.no_grad()
+    def outputs(self, params, buffers, ids, x, autocast):
+        """Eval-mode outputs of runs `ids` on one shared input batch: (k, b, ...)."""
+        if self.vectorised:
+            self.base.eval()
+            with autocast():
+                return vmap(lambda p, b: self._call(self.base, p, b, x), randomness="different")(
+                    tuple(params), tuple(buffers))
+        result = []
+        for j, r in enumerate(ids):
+            self.modules[r].eval()
+            with autocast():
+                result.append(self._call(self.modules[r], [p[j] for p in params], [b[j] for b in buffers], x))
+        return torch.stack(result)
+
+    def select(self, ids: list[int]):
+        """Parameters and buffers of runs `ids` (the stacked tensors themselves when that is every run)."""
+        if ids == list(range(self.runs)):
+            return self.params, self.buffers
+        index = torch.tensor(ids, device=self.params[0].device)
+        return [p.index_select(0, index) for p in self.params], [b.index_select(0, index) for b in self.buffers]
+
+    def put_buffers(self, ids: list[int], buffers) -> None:
+        """Write back the buffers of runs `ids` after a training step on a selection."""
+        if ids == list(range(self.runs)):
+            return
+        index = torch.tensor(ids, device=self.params[0].device)
+        for stacked, part in zip(self.buffers, buffers):
+            stacked.index_copy_(0, index, part)
+
+    def check_vectorising(self, x, y, totals, autocast) -> str | None:
+        """Try one vectorised step on a copy; None if it runs and matches the run-by-run gradient, else why not.
+
+        A model vmap cannot handle either raises, or (in-place state outside its buffers) gives another
+        gradient; both send the pack down the sequential path instead of giving a silent wrong answer."""
+        devices = [self.params[0].device] if self.params[0].device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the trial must not move any random stream
+            return self._check_vectorising(x, y, totals, autocast)
+
+    def _check_vectorising(self, x, y, totals, autocast) -> str | None:
+        ids = list(range(self.runs))
+        try:
+            self.gradients(self.params, [b.clone() for b in self.buffers], ids, x, y, totals, True, autocast)
+            # compared in eval mode, where no dropout draws differ between the two paths
+            losses, grads = self.gradients(self.params, self.buffers, ids, x, y, totals, False, autocast)
+        except Exception as err:  # vmap's failures have many types; all mean "not vectorisable"
+            return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
+        self.vectorised = False
+        try:
+            ref_losses, ref_grads = self.gradients(self.params, self.buffers, ids, x, y, totals, False, autocast)
+        finally:
+            self.vectorised = True
+        worst = max(float((g - r).norm() / r.norm().clamp_min(1e-30)) for g, r in zip(grads, ref_grads))
+        worst = max(worst, float(((losses - ref_losses).abs() / ref_losses.abs().clamp_min(1e-30)).max()))
+        tolerance = 1e-6 if self.params[0].dtype == torch.float64 else 1e-3
+        if not worst <= tolerance:
+            return f"the vectorised gradient differs from the run-by-run one (relative {worst:.1e})"
+        return None
