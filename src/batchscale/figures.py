@@ -648,8 +648,8 @@ def accuracy_error_figure(cube, strategy: str | None = None, study: str | None =
     ax.tick_params(axis="y", colors=acc_color)
     ax.grid(True, color="0.9", lw=0.6)
     right = ax.twinx()
-    if "linear_approx_error" in cube:
-        err = np.where(present, _per_run(cube, "linear_approx_error", strategy), np.nan)
+    if "final_linear_approx_error" in cube:
+        err = np.where(present, _per_run(cube, "final_linear_approx_error", strategy), np.nan)
         err = np.where(err > 0, err, np.nan)
         for j in range(err.shape[1]):
             right.plot(sizes, err[:, j], "s", color=err_color, alpha=0.35, markersize=4, linestyle="none")

@@ -232,15 +232,16 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                 state.points.setdefault(name, []).append(value)
         return [t["loss"] for t in train]
 
-    def approx_scalar(ids: list[int], params) -> list[float]:
-        """The linear approximation error of runs `ids` at the given weights (NaN where they are not finite)."""
+    def approx_scalar(ids: list[int], params) -> list[tuple[float, float]]:
+        """The linear approximation error (absolute, relative) of runs `ids` at the given weights (NaN where
+        they are not finite)."""
         buffers = model.select(ids)[1]
         finite = [all(bool(torch.isfinite(p[j]).all()) for p in params) for j in range(len(ids))]
         loss_star = [t["loss"] for t in evaluate(model, data, params, buffers, ids, eval_x, eval_y,
                                                  evaluation["batch_size"], autocast)]
         errors = linear_approximation_errors(model, data, params, buffers, ids, states, loss_star, eval_x, eval_y,
                                              autocast)
-        return [e[0] if ok else float("nan") for e, ok in zip(errors, finite)]
+        return [e if ok else (float("nan"), float("nan")) for e, ok in zip(errors, finite)]
 
     if progress_state["step"] == 0 and not states[0].points["step"]:
         for state, loss in zip(states, record(all_ids, 0)):
@@ -297,7 +298,8 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                 elif step in state.eval_points:
                     due.append(r)
                 if linear_approx and state.warmup_steps and step == state.warmup_steps and state.is_training():
-                    state.scalars["linear_approx_error_warmup_end"] = approx_scalar([r], model.select([r])[0])[0]
+                    (state.scalars["linear_approx_error_warmup_end"],
+                     state.scalars["linear_approx_error_warmup_end_rel"]) = approx_scalar([r], model.select([r])[0])[0]
             if due:
                 for r, loss in zip(due, record(due, step)):
                     state = states[r]
@@ -311,8 +313,9 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
             if linear_approx and diverged:
                 index_ids = torch.tensor(diverged, device=device)
                 last = [p.index_select(0, index_ids) for p in previous]
-                for r, value in zip(diverged, approx_scalar(diverged, last)):
-                    states[r].scalars["linear_approx_error"] = value
+                for r, (error, relative) in zip(diverged, approx_scalar(diverged, last)):
+                    states[r].scalars["final_linear_approx_error"] = error
+                    states[r].scalars["final_linear_approx_error_rel"] = relative
             if path is not None and time.perf_counter() - last_checkpoint > first["checkpoint_seconds"]:
                 save_checkpoint()
                 last_checkpoint = time.perf_counter()
@@ -325,9 +328,12 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     for state in states:
         scalars = dict(state.scalars)
         if linear_approx:
-            if state.status == "completed":
-                scalars["linear_approx_error"] = state.points["linear_approx_error"][-1]
-            scalars.setdefault("linear_approx_error_warmup_end", float("nan"))
+            if state.status == "completed":  # the final step is an evaluation point: its value
+                scalars["final_linear_approx_error"] = state.points["linear_approx_error"][-1]
+                scalars["final_linear_approx_error_rel"] = state.points["linear_approx_error_rel"][-1]
+            for name in ("final_linear_approx_error", "final_linear_approx_error_rel",
+                         "linear_approx_error_warmup_end", "linear_approx_error_warmup_end_rel"):
+                scalars.setdefault(name, float("nan"))
         results.append(RunResult(
             run=state.run, status=state.status, steps_total=state.steps_total, points=state.points, scalars=scalars,
             device=str(device), threads=threads, wall_seconds=time.perf_counter() - start_time,
