@@ -27,10 +27,10 @@ from batchscale.data import Splits, load_dataset
 from batchscale.engine import checkpoint as checkpoints
 from batchscale.engine import tasks
 from batchscale.engine.optim import build_optimizer
-from batchscale.engine.packed_model import PackedModel
+from batchscale.engine.packed_model import PackedModel, build_packed_model
 from batchscale.engine.state import RunState
 from batchscale.engine.train import (DeviceData, MicroBatchTooLarge, RunResult, TerminationFlag, autocast_factory,
-                                     pick_device, random_crop_flip)
+                                     pick_device)
 
 # what every run of a pack must share (everything else may differ: seed, strategy, rates, optimizer values)
 SHARED_KEYS = ("study", "batch_size", "dataset", "data_root", "model", "micro_batch", "evaluation", "device",
@@ -55,6 +55,21 @@ def batch_inputs(data: DeviceData, index: torch.Tensor, states: list[RunState], 
         x = data.prepare(x, train=False)
         x = x.view(k, b, *x.shape[1:])
     return x, data.y_train[index]
+
+
+def module_gradient(module: torch.nn.Module, data: DeviceData, index: torch.Tensor, micro_batch: int | None,
+                    train: bool = True):
+    """One model's mean loss and gradient (a list like its parameters) on examples `index`, through the
+    engine's packed step as a pack of one; its BatchNorm statistics are updated in place."""
+    model = PackedModel([module], data.spec)
+    state = RunState(run={}, steps_per_epoch=1, steps_total=1, warmup_steps=0, eval_points=[],
+                     augment_generator=data.augment_generator)
+    loss, grads = batch_gradient(model, data, index[None], [state], [0], model.params, model.buffers, micro_batch,
+                                 autocast_factory(index.device, "fp32"), train)
+    with torch.no_grad():
+        for buffer, stacked in zip(module.buffers(), model.buffers):
+            buffer.copy_(stacked[0])
+    return loss[0], [g[0] for g in grads]
 
 
 def batch_gradient(model: PackedModel, data: DeviceData, index, states, ids, params, buffers, micro_batch,
@@ -152,9 +167,13 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     eval_x, eval_y = data.x_train[subset], data.y_train[subset]
     linear_approx = evaluation.get("linear_approx", True)
 
-    model = PackedModel(runs, data.spec, device,
-                        channels_last=bool(first.get("channels_last")) and device.type == "cuda"
-                        and len(data.spec.input_shape) == 3)
+    model = build_packed_model(runs, data.spec, device,
+                               channels_last=bool(first.get("channels_last")) and device.type == "cuda"
+                               and len(data.spec.input_shape) == 3)
+    dtype = model.params[0].dtype
+    if dtype != torch.float32 and data.x_train.is_floating_point():  # a float64 model (tests): float64 inputs
+        data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
+        eval_x = eval_x.to(dtype)
     optimizer = build_optimizer(runs, model.params)
     batch_generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     all_ids = list(range(len(runs)))
@@ -168,6 +187,9 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
         if reason is not None:
             print(f"{label}: cannot vectorise this model ({reason}); training its runs one after another",
                   file=sys.stderr)
+        elif not model.vectorised_eval:
+            print(f"{label}: training vectorised; evaluating its runs one after another (vmap cannot evaluate "
+                  f"this model without gradients)", file=sys.stderr)
     model.vectorised = vectorise is not False and (vectorise is True or reason is None)
 
     pack_id = checkpoints.pack_hash(runs)
@@ -341,5 +363,6 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
             info={"num_train": n, "num_test": int(data.x_test.shape[0]), "task": data.spec.task,
                   "steps_per_epoch": state.steps_per_epoch, "warmup_steps": state.warmup_steps,
                   "ghost_batch_size": min(micro_batch or m, m), "pack_size": len(runs),
-                  "pack_vectorised": model.vectorised, **splits.info}))
+                  "pack_vectorised": model.vectorised, "pack_vectorised_eval": model.vectorised and
+                  model.vectorised_eval, **splits.info}))
     return results

@@ -18,15 +18,20 @@ from batchscale.engine import tasks
 from batchscale.models import build_model
 
 
+def build_packed_model(runs: list[dict], spec, device: torch.device, channels_last: bool = False) -> "PackedModel":
+    """Each run's model with its own initial weights (those of the run trained alone), stacked."""
+    modules = []
+    for run in runs:
+        torch.manual_seed(run["seed"])
+        module = build_model(run["model"], spec).to(device)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        modules.append(module)
+    return PackedModel(modules, spec)
+
+
 class PackedModel:
-    def __init__(self, runs: list[dict], spec, device: torch.device, channels_last: bool = False):
-        modules = []
-        for run in runs:
-            torch.manual_seed(run["seed"])  # each run's initial weights: those of the run trained alone
-            module = build_model(run["model"], spec).to(device)
-            if channels_last:
-                module = module.to(memory_format=torch.channels_last)
-            modules.append(module)
+    def __init__(self, modules: list[torch.nn.Module], spec):
         params, buffers = stack_module_state(modules)
         self.names, self.params = list(params), [p.detach() for p in params.values()]
         self.buffer_names, self.buffers = list(buffers), list(buffers.values())
@@ -34,6 +39,7 @@ class PackedModel:
         self.base = copy.deepcopy(modules[0]).to("meta")  # the architecture, without storage
         self.task, self.ignore_index = spec.task, spec.ignore_index
         self.vectorised = True
+        self.vectorised_eval = True  # some models (nn.LSTM without autograd) vmap in training only
 
     @property
     def runs(self) -> int:
@@ -75,7 +81,7 @@ class PackedModel:
     @torch.no_grad()
     def outputs(self, params, buffers, ids, x, autocast):
         """Eval-mode outputs of runs `ids` on one shared input batch: (k, b, ...)."""
-        if self.vectorised:
+        if self.vectorised and self.vectorised_eval:
             self.base.eval()
             with autocast():
                 return vmap(lambda p, b: self._call(self.base, p, b, x), randomness="different")(
@@ -129,4 +135,11 @@ class PackedModel:
         tolerance = 1e-6 if self.params[0].dtype == torch.float64 else 1e-3
         if not worst <= tolerance:
             return f"the vectorised gradient differs from the run-by-run one (relative {worst:.1e})"
+        try:
+            outputs = self.outputs(self.params, self.buffers, ids, x[0], autocast)
+            self.vectorised_eval = False
+            reference = self.outputs(self.params, self.buffers, ids, x[0], autocast)
+            self.vectorised_eval = bool(float((outputs - reference).norm() / reference.norm()) <= tolerance)
+        except Exception:
+            self.vectorised_eval = False
         return None
