@@ -183,7 +183,12 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
         trial = torch.arange(min(m, 16), device=device).expand(len(runs), -1)
         x, y = batch_inputs(data, trial, states, all_ids, train=False)
         totals = torch.full((len(runs),), float(trial.shape[1]), device=device)
-        reason = model.check_vectorising(x, y, totals, autocast)
+        try:
+            reason = model.check_vectorising(x, y, totals, autocast)
+        except torch.OutOfMemoryError:
+            raise MicroBatchTooLarge(
+                f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
+                f"lower `micro_batch` in study {first['study']!r}") from None
         if reason is not None:
             print(f"{label}: cannot vectorise this model ({reason}); training its runs one after another",
                   file=sys.stderr)

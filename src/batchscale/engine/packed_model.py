@@ -123,6 +123,8 @@ class PackedModel:
             self.gradients(self.params, [b.clone() for b in self.buffers], ids, x, y, totals, True, autocast)
             # compared in eval mode, where no dropout draws differ between the two paths
             losses, grads = self.gradients(self.params, self.buffers, ids, x, y, totals, False, autocast)
+        except torch.OutOfMemoryError:
+            raise  # not a limit of vmap: the caller names the setting to lower
         except Exception as err:  # vmap's failures have many types; all mean "not vectorisable"
             return f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
         self.vectorised = False
