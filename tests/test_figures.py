@@ -68,7 +68,7 @@ def make_cube() -> xr.Dataset:
     return xr.Dataset(
         {"train_loss": (dims, train), "test_loss": (dims, test), "test_acc": (dims, acc),
          "status": (run, status.astype(str)), "final_test_acc": (run, final_acc),
-         "linear_approx_error": (run, lin_err)},
+         "final_linear_approx_error": (run, lin_err)},
         coords={"strategy": STRATEGIES, "batch_size": np.array(SIZES, dtype=np.int64),
                 "seed": np.array(SEEDS, dtype=np.int64), "step": np.array(steps, dtype=np.int64)},
         attrs={"study": "toy_study", "base_batch": 8, "study_config_json": json.dumps(STUDY)},
