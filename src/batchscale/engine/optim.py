@@ -29,15 +29,27 @@ class PackedSGD:
         runs = self.params[0].shape[0]
         device = self.params[0].device
         self.buffers = [torch.zeros_like(p) for p in self.params]
+        # the constant hyperparameters, shaped once per parameter tensor
+        self._momentum = [_per_run(torch.as_tensor(momentum, device=device), p) for p in self.params]
+        self._weight_decay = [_per_run(torch.as_tensor(weight_decay, device=device), p) for p in self.params]
         self.started = torch.zeros(runs, dtype=torch.bool, device=device)  # a run's first step sets buf = grad
 
     @torch.no_grad()
     def step(self, grads, lr, active) -> None:
+        # On the CPU, checking that every run is active and started is free, and lets the common step update
+        # in place; the general step (any mask; always on CUDA, where checking would synchronise) gives the
+        # same numbers through torch.where.
+        if active.device.type == "cpu" and bool(active.all()) and bool(self.started.all()):
+            for p, g, buf, momentum, decay in zip(self.params, grads, self.buffers, self._momentum,
+                                                  self._weight_decay):
+                d = g + decay * p
+                buf.mul_(momentum).add_(d)
+                p.sub_(_per_run(lr, p) * (d + momentum * buf if self.nesterov else buf))
+            return
         first = (~self.started).view(-1)
-        for p, g, buf in zip(self.params, grads, self.buffers):
+        for p, g, buf, momentum, decay in zip(self.params, grads, self.buffers, self._momentum, self._weight_decay):
             keep = _per_run(active, p).bool()
-            d = g + _per_run(self.weight_decay, p) * p
-            momentum = _per_run(self.momentum, p)
+            d = g + decay * p
             new_buf = torch.where(_per_run(first, p).bool(), d, momentum * buf + d)
             update = d + momentum * new_buf if self.nesterov else new_buf
             buf.copy_(torch.where(keep, new_buf, buf))

@@ -146,7 +146,8 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
 
 def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path | None = None, progress: bool = True,
                splits: Splits | None = None, vectorise: bool | None = None) -> list[RunResult]:
-    """Train the runs of one pack; `vectorise`: None tries vmap and falls back, False forces run by run."""
+    """Train the runs of one pack; `vectorise`: None tries vmap (for more than one run) and falls back to
+    training run by run, False trains run by run, True insists on vmap."""
     check_pack(runs)
     torch.set_num_threads(threads)
     first = runs[0]
@@ -179,6 +180,9 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     all_ids = list(range(len(runs)))
     label = f"{first['study']} bs{m} pack of {len(runs)}"
 
+    reason = None
+    if vectorise is None and len(runs) == 1:
+        vectorise = False  # one run: the plain forward and backward of its module, no vmap overhead
     if vectorise is not False:
         trial = torch.arange(min(m, 16), device=device).expand(len(runs), -1)
         x, y = batch_inputs(data, trial, states, all_ids, train=False)

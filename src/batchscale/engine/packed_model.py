@@ -40,6 +40,22 @@ class PackedModel:
         self.task, self.ignore_index = spec.task, spec.ignore_index
         self.vectorised = True
         self.vectorised_eval = True  # some models (nn.LSTM without autograd) vmap in training only
+        self._bind_modules()
+
+    def _bind_modules(self) -> None:
+        """Make each run's module use views of the stacked tensors as its parameters and buffers, so the
+        run-by-run path is a plain forward and backward whose updates land in the pack's tensors."""
+        for r, module in enumerate(self.modules):
+            slot = {id(p): i for i, (_, p) in enumerate(module.named_parameters())}
+            bound = {}
+            for name, p in list(module.named_parameters(remove_duplicate=False)):  # tied weights: every alias
+                i = slot[id(p)]
+                bound.setdefault(i, torch.nn.Parameter(self.params[i][r], requires_grad=p.requires_grad))
+                owner, _, attr = name.rpartition(".")
+                setattr(module.get_submodule(owner), attr, bound[i])
+            for (name, _), stacked in zip(list(module.named_buffers()), self.buffers):
+                owner, _, attr = name.rpartition(".")
+                module.get_submodule(owner)._buffers[attr] = stacked[r]
 
     @property
     def runs(self) -> int:
@@ -66,12 +82,23 @@ class PackedModel:
                     tuple(params), tuple(buffers), x, y, totals)
             return losses.detach(), list(grads)
         losses, grads = [], [[] for _ in params]
+        own = params is self.params
         for j, r in enumerate(ids):
             module = self.modules[r]
-            module.train(train)
-            leaves = [p[j].detach().requires_grad_() for p in params]
+            if module.training != train:
+                module.train(train)
+            if own:  # the module's own (bound) weights: a plain forward and backward
+                weights = list(module.parameters())
+                with autocast():
+                    loss = tasks.loss_sum(self.task, module(x[j]), y[j], self.ignore_index) / totals[j]
+                for slot, g, weight in zip(grads, torch.autograd.grad(loss, weights, allow_unused=True), weights):
+                    slot.append(torch.zeros_like(weight) if g is None else g)
+                losses.append(loss.detach())
+                continue
+            at = r if params[0].shape[0] == self.runs else j  # the full stack, or a selection of runs `ids`
+            leaves = [p[at].detach().requires_grad_() for p in params]
             with autocast():
-                output = self._call(module, leaves, [b[j] for b in buffers], x[j])
+                output = self._call(module, leaves, [b[at] for b in buffers], x[j])
             loss = tasks.loss_sum(self.task, output, y[j], self.ignore_index) / totals[j]
             for slot, g, leaf in zip(grads, torch.autograd.grad(loss, leaves, allow_unused=True), leaves):
                 slot.append(torch.zeros_like(leaf) if g is None else g)
@@ -89,20 +116,21 @@ class PackedModel:
         result = []
         for j, r in enumerate(ids):
             self.modules[r].eval()
+            at = r if params[0].shape[0] == self.runs else j
             with autocast():
-                result.append(self._call(self.modules[r], [p[j] for p in params], [b[j] for b in buffers], x))
+                result.append(self._call(self.modules[r], [p[at] for p in params], [b[at] for b in buffers], x))
         return torch.stack(result)
 
     def select(self, ids: list[int]):
         """Parameters and buffers of runs `ids` (the stacked tensors themselves when that is every run)."""
-        if ids == list(range(self.runs)):
+        if ids == list(range(self.runs)) or not self.vectorised:  # run by run: indexed where used
             return self.params, self.buffers
         index = torch.tensor(ids, device=self.params[0].device)
         return [p.index_select(0, index) for p in self.params], [b.index_select(0, index) for b in self.buffers]
 
     def put_buffers(self, ids: list[int], buffers) -> None:
         """Write back the buffers of runs `ids` after a training step on a selection."""
-        if ids == list(range(self.runs)):
+        if ids == list(range(self.runs)) or not self.vectorised:
             return
         index = torch.tensor(ids, device=self.params[0].device)
         for stacked, part in zip(self.buffers, buffers):
