@@ -55,7 +55,7 @@ def mixed_runs(model: dict, **overrides) -> list[dict]:
 @pytest.mark.parametrize("model", [{"name": "mlp"}, {"name": "cnn_bn", "options": {"channels": [4, 8]}}])
 def test_packed_runs_equal_runs_alone_in_float64(float64, model):
     runs = mixed_runs(model, epochs=1)
-    packed = train_pack(runs, progress=False)
+    packed = train_pack(runs, progress=False)  # four runs: vectorised by default
     assert all(r.info["pack_vectorised"] for r in packed)
     for result, run in zip(packed, runs):
         alone = train_pack([run], progress=False)[0]
@@ -76,7 +76,7 @@ def test_batch_norm_running_statistics_are_per_run(float64, monkeypatch):
     real = pack.build_packed_model
     monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     runs = mixed_runs({"name": "cnn_bn", "options": {"channels": [4]}}, epochs=1)[:2]
-    train_pack(runs, progress=False)
+    train_pack(runs, progress=False, vectorise=True)
     together = built[-1]
     means = [b for name, b in zip(together.buffer_names, together.buffers) if name.endswith("running_mean")][0]
     assert not torch.equal(means[0], means[1])
@@ -103,7 +103,7 @@ def test_packed_lstm_language_models_equal_runs_alone(float64):
                      optimizer={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": 0.25},
                      evaluation={"points_per_decade": 4, "train_subset": 128, "batch_size": 256})
             for seed in (0, 1)]
-    packed = train_pack(runs, progress=False)
+    packed = train_pack(runs, progress=False, vectorise=True)
     assert packed[0].info["pack_vectorised"] and "test_perplexity" in packed[0].points
     for result, run in zip(packed, runs):
         alone = train_pack([run], progress=False)[0]
@@ -114,7 +114,7 @@ def test_a_diverging_run_stops_while_the_others_complete_unchanged():
     runs = [tiny_run(model={"name": "mlp"}, seed=0, epochs=2),
             tiny_run(model={"name": "mlp"}, seed=1, epochs=2, eta0=500.0, lr_peak=500.0),
             tiny_run(model={"name": "mlp"}, seed=2, epochs=2)]
-    packed = train_pack(runs, progress=False)
+    packed = train_pack(runs, progress=False, vectorise=True)
     assert [r.status for r in packed] == ["completed", "diverged", "completed"]
     assert packed[1].points["step"][-1] < packed[1].steps_total
     assert packed[0].points["step"][-1] == packed[0].steps_total
@@ -127,7 +127,7 @@ def test_a_diverging_run_stops_while_the_others_complete_unchanged():
 def test_runs_of_different_lengths_share_a_pack():
     """`longer` trains more epochs: the shorter runs finish, the longer one goes on alone."""
     runs = [tiny_run(model={"name": "mlp"}, epochs=1), tiny_run(model={"name": "mlp"}, strategy="longer", epochs=2)]
-    packed = train_pack(runs, progress=False)
+    packed = train_pack(runs, progress=False, vectorise=True)
     assert [r.points["step"][-1] for r in packed] == [44, 88]
     for result, run in zip(packed, runs):
         assert max_relative_difference(result, train_pack([run], progress=False)[0]) == 0.0
@@ -152,8 +152,9 @@ def item_mlp(spec) -> torch.nn.Module:
 
 
 def test_a_model_vmap_cannot_handle_trains_run_by_run_and_says_so(capfd):
+    """Four runs: a pack that size is vectorised when it can be; this one cannot, and says so."""
     model = {"name": "test_packing:item_mlp", "options": {}}
-    runs = [tiny_run(model=model, seed=0), tiny_run(model=model, seed=1)]
+    runs = [tiny_run(model=model, seed=seed) for seed in range(4)]
     packed = train_pack(runs, progress=False)
     log = capfd.readouterr().err
     assert "cannot vectorise this model" in log and "one after another" in log
@@ -297,3 +298,14 @@ def test_a_blocked_output_folder_is_reported_in_one_line_before_training(tmp_pat
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("batchscale: error: cannot write to"), lines
     assert str(results if blocked == "output" else checkpoints) in lines[0]
+
+
+def test_small_packs_on_the_cpu_train_run_by_run_and_insisting_on_vmap_still_checks():
+    runs = [tiny_run(model={"name": "mlp"}, seed=seed, max_steps=5) for seed in range(3)]
+    assert not train_pack(runs, progress=False)[0].info["pack_vectorised"]
+    assert train_pack(runs + [tiny_run(model={"name": "mlp"}, seed=3, max_steps=5)],
+                      progress=False)[0].info["pack_vectorised"]
+    item = {"name": "test_packing:item_mlp", "options": {}}
+    with pytest.raises(ValueError, match="vectorising was asked for but fails"):
+        train_pack([tiny_run(model=item, seed=seed, max_steps=5) for seed in range(2)], progress=False,
+                   vectorise=True)

@@ -32,6 +32,9 @@ from batchscale.engine.state import RunState
 from batchscale.engine.train import (DeviceData, MicroBatchTooLarge, RunResult, TerminationFlag, autocast_factory,
                                      pick_device)
 
+# vmap costs about 0.4 ms per step on the CPU whatever the pack; a plain step of a digits MLP about 0.12 ms:
+# measured break-even near 3 runs (benchmarks/bench_packing.py measures 16)
+MIN_RUNS_TO_VECTORISE_ON_CPU = 4
 # what every run of a pack must share (everything else may differ: seed, strategy, rates, optimizer values)
 SHARED_KEYS = ("study", "batch_size", "dataset", "data_root", "model", "micro_batch", "evaluation", "device",
                "precision", "channels_last")
@@ -42,6 +45,8 @@ def check_pack(runs: list[dict]) -> None:
         values = {repr(run.get(key)) for run in runs}
         if len(values) > 1:
             raise ValueError(f"the runs of a pack must share `{key}`; got {len(values)} different values")
+    if len({run["optimizer"].get("grad_clip") for run in runs}) > 1:
+        raise ValueError("the runs of a pack must share `optimizer.grad_clip`")
 
 
 def batch_inputs(data: DeviceData, index: torch.Tensor, states: list[RunState], ids: list[int], train: bool):
@@ -144,10 +149,40 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
     return errors
 
 
+def choose_vectorising(model: PackedModel, data: DeviceData, states, vectorise: bool | None, autocast, label: str,
+                       micro_batch: int | None) -> bool:
+    """Whether the pack trains by one vmapped step: tried on a first batch and compared with the run-by-run
+    gradient (None), or as asked (True: tried and compared all the same, False). A pack of one, or on the CPU of fewer than
+    MIN_RUNS_TO_VECTORISE_ON_CPU runs, trains run by run, where vmap's fixed cost per step is not repaid."""
+    runs = len(states)
+    if vectorise is False or (vectorise is None and
+                              runs < (MIN_RUNS_TO_VECTORISE_ON_CPU if data.x_train.device.type == "cpu" else 2)):
+        return False
+    m = states[0].run["batch_size"]
+    trial = torch.arange(min(m, 16), device=data.x_train.device).expand(runs, -1)
+    x, y = batch_inputs(data, trial, states, list(range(runs)), train=False)
+    totals = torch.full((runs,), float(trial.shape[1]), device=data.x_train.device)
+    try:
+        reason = model.check_vectorising(x, y, totals, autocast)
+    except torch.OutOfMemoryError:
+        raise MicroBatchTooLarge(
+            f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
+            f"lower `micro_batch` in study {states[0].run['study']!r}") from None
+    if reason is not None and vectorise:
+        raise ValueError(f"{label}: vectorising was asked for but fails: {reason}")
+    if reason is not None:
+        print(f"{label}: cannot vectorise this model ({reason}); training its runs one after another",
+              file=sys.stderr)
+    elif not model.vectorised_eval:
+        print(f"{label}: training vectorised; evaluating its runs one after another (vmap cannot evaluate "
+              f"this model without gradients)", file=sys.stderr)
+    return reason is None
+
+
 def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path | None = None, progress: bool = True,
                splits: Splits | None = None, vectorise: bool | None = None) -> list[RunResult]:
-    """Train the runs of one pack; `vectorise`: None tries vmap (for more than one run) and falls back to
-    training run by run, False trains run by run, True insists on vmap."""
+    """Train the runs of one pack; `vectorise`: None decides (choose_vectorising), False trains run by run,
+    True insists on vmap."""
     check_pack(runs)
     torch.set_num_threads(threads)
     first = runs[0]
@@ -180,26 +215,7 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     all_ids = list(range(len(runs)))
     label = f"{first['study']} bs{m} pack of {len(runs)}"
 
-    reason = None
-    if vectorise is None and len(runs) == 1:
-        vectorise = False  # one run: the plain forward and backward of its module, no vmap overhead
-    if vectorise is not False:
-        trial = torch.arange(min(m, 16), device=device).expand(len(runs), -1)
-        x, y = batch_inputs(data, trial, states, all_ids, train=False)
-        totals = torch.full((len(runs),), float(trial.shape[1]), device=device)
-        try:
-            reason = model.check_vectorising(x, y, totals, autocast)
-        except torch.OutOfMemoryError:
-            raise MicroBatchTooLarge(
-                f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
-                f"lower `micro_batch` in study {first['study']!r}") from None
-        if reason is not None:
-            print(f"{label}: cannot vectorise this model ({reason}); training its runs one after another",
-                  file=sys.stderr)
-        elif not model.vectorised_eval:
-            print(f"{label}: training vectorised; evaluating its runs one after another (vmap cannot evaluate "
-                  f"this model without gradients)", file=sys.stderr)
-    model.vectorised = vectorise is not False and (vectorise is True or reason is None)
+    model.vectorised = choose_vectorising(model, data, states, vectorise, autocast, label, micro_batch)
 
     pack_id = checkpoints.pack_hash(runs)
     path = Path(checkpoint_path) if checkpoint_path else None

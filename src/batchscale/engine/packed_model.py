@@ -1,6 +1,7 @@
 """R copies of one architecture with their parameters and buffers stacked over runs: shape (R, ...).
 
-The vectorised path runs one step for every run at once (torch.func: functional_call inside vmap, grad);
+The vectorised path runs one step for every run at once (torch.func: functional_call inside vmap, then
+one backward);
 BatchNorm running statistics are stacked buffers that each run's forward updates in place, which vmap
 handles because every buffer is batched over the runs. The sequential path runs the same functional
 calls run by run on each run's own module, for models vmap cannot handle (data-dependent Python control
@@ -40,6 +41,9 @@ class PackedModel:
         self.task, self.ignore_index = spec.task, spec.ignore_index
         self.vectorised = True
         self.vectorised_eval = True  # some models (nn.LSTM without autograd) vmap in training only
+        # "forward": vmap(forward + loss), then one backward; "grad": vmap(grad(forward + loss)), for models
+        # whose operations vmap batches only when torch.func.grad decomposes them (nn.LSTM)
+        self.transform = "forward"
         self._bind_modules()
 
     def _bind_modules(self) -> None:
@@ -75,12 +79,21 @@ class PackedModel:
         """Per-run loss (k,) and gradients (each (k, ...)) of sum-loss/total on x (k, b, ...), y (k, b, ...).
 
         In train mode the buffers given are updated in place (BatchNorm running statistics)."""
-        if self.vectorised:
+        if self.vectorised and self.transform == "grad":  # models whose forward vmaps only under grad (nn.LSTM)
             self.base.train(train)
             with autocast():
                 grads, losses = vmap(grad_and_value(self._run_loss), randomness="different")(
                     tuple(params), tuple(buffers), x, y, totals)
             return losses.detach(), list(grads)
+        if self.vectorised:
+            # vmap over the forward and the loss only; one ordinary backward of the summed losses gives each
+            # run its own gradient (the runs share no weights), at half the cost of vmap(grad(...))
+            self.base.train(train)
+            leaves = [p.detach().requires_grad_() for p in params]
+            with autocast():
+                losses = vmap(self._run_loss, randomness="different")(tuple(leaves), tuple(buffers), x, y, totals)
+            grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
+            return losses.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         losses, grads = [], [[] for _ in params]
         own = params is self.params
         for j, r in enumerate(ids):
@@ -148,7 +161,13 @@ class PackedModel:
     def _check_vectorising(self, x, y, totals, autocast) -> str | None:
         ids = list(range(self.runs))
         try:
-            self.gradients(self.params, [b.clone() for b in self.buffers], ids, x, y, totals, True, autocast)
+            try:
+                self.gradients(self.params, [b.clone() for b in self.buffers], ids, x, y, totals, True, autocast)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception:
+                self.transform = "grad"
+                self.gradients(self.params, [b.clone() for b in self.buffers], ids, x, y, totals, True, autocast)
             # compared in eval mode, where no dropout draws differ between the two paths
             losses, grads = self.gradients(self.params, self.buffers, ids, x, y, totals, False, autocast)
         except torch.OutOfMemoryError:
