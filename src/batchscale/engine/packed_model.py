@@ -1,11 +1,12 @@
 """R copies of one architecture with their parameters and buffers stacked over runs: shape (R, ...).
 
-The vectorised path runs one step for every run at once (torch.func: functional_call inside vmap, then
-one backward);
-BatchNorm running statistics are stacked buffers that each run's forward updates in place, which vmap
-handles because every buffer is batched over the runs. The sequential path runs the same functional
-calls run by run on each run's own module, for models vmap cannot handle (data-dependent Python control
-flow, `.item()`, in-place state outside parameters and buffers).
+The vectorised path runs one step for every run at once: functional_call of the architecture inside vmap
+(torch.func) for the forward and the loss, then one backward of the summed losses, which gives each run its
+own gradient since the runs share no weights. BatchNorm running statistics are stacked buffers that each
+run's forward updates in place, which vmap handles because every buffer is batched over the runs. The
+run-by-run path is a plain forward and backward of each run's own module, whose parameters and buffers are
+views of the stacked tensors: for models vmap cannot handle (data-dependent Python control flow, `.item()`,
+state outside parameters and buffers) and for packs too small to repay vmap's cost.
 """
 
 from __future__ import annotations
