@@ -7,14 +7,16 @@ For each batch size it trains ResNet-34 (width 1, 10 classes, 3x32x32) on `synth
 settings of presets/paper.yaml (bf16 autocast, channels_last, cuDNN benchmark, SGD with momentum and weight
 decay, micro-batches of `--micro-batch` above that size) and reports:
 
-- the per-epoch time of the engine's training step (`accumulate_gradient` + the engine's SGD step, the
-  loop body of `train_run`), timed over one full epoch of `--n-train` examples after `--warmup-steps`
+- the per-epoch time of the engine's training step (`batch_gradient` + the packed SGD step, the
+  loop body of `train_pack`, for a pack of one), timed over one full epoch of `--n-train` examples after `--warmup-steps`
   untimed steps (cuDNN autotuning, allocator warm-up);
 - the achieved TFLOP/s: 3 x forward FLOPs per example (batchscale.models.flops: 2 x MACs of the convs and
   the classifier, 2.32 GFLOPs for ResNet-34) x examples / time, and its ratio to the card's dense bf16 peak;
 - the per-epoch time of a whole `train_run` of one epoch (unless --no-train-run): the same steps plus the
   evaluations on the log-spaced grid and the end-of-run linear-approximation measurement;
-- the peak GPU memory of the timed epoch, which is what `micro_batch` must keep under the card's memory.
+- the peak GPU memory of the timed epoch, which is what `micro_batch` must keep under the card's memory;
+- packed: `--packed-runs` ResNet-18 runs at batch `--packed-batch` trained as one pack (one vmapped step)
+  against the same runs one after another, in examples per second.
 
 Without CUDA it says so and exits with status 0. Self-contained: no Snakemake, no data files.
 """
@@ -72,6 +74,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-train-run", action="store_true", help="skip the whole-train_run column")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--width", type=float, default=1.0, help="ResNet-34 width multiplier (1 = the paper's)")
+    parser.add_argument("--packed-runs", type=int, default=8, help="runs of the packed case (0: skip it)")
+    parser.add_argument("--packed-batch", type=int, default=128)
+    parser.add_argument("--packed-steps", type=int, default=50, help="timed steps of each run in the packed case")
     parser.add_argument("--cpu-check", action="store_true",
                         help="run on the CPU anyway (to test this script; numbers mean nothing)")
     return parser.parse_args(argv)
@@ -99,51 +104,72 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(run: dict, splits, args) -> dict:
-    """Warm up, then time one full epoch of the engine's training step; returns seconds and peak memory."""
-    from batchscale.engine import train as engine
-    from batchscale.engine.sgd import SGD
-    from batchscale.models import build_model
+def time_steps(runs: list[dict], splits, args, steps: int | None = None) -> dict:
+    """Warm up, then time `steps` (default: one full epoch) of the engine's packed training step for `runs`
+    (a pack; one run is a pack of one); returns seconds and peak memory."""
+    from batchscale.engine import pack as engine
+    from batchscale.engine.optim import build_optimizer
+    from batchscale.engine.packed_model import build_packed_model
+    from batchscale.engine.state import RunState
 
+    run = runs[0]
     device = torch.device(run["device"])
     torch.backends.cudnn.benchmark = True
-    autocast = engine._autocast_factory(device, run["precision"])
+    autocast = engine.autocast_factory(device, run["precision"])
     data = engine.DeviceData(splits, device, run["dataset"].get("augment", False), run["seed"])
-    torch.manual_seed(run["seed"])
-    model = build_model(run["model"], data.spec).to(device)
-    if run["channels_last"] and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = SGD(model.parameters(), momentum=run["optimizer"]["momentum"],
-                    nesterov=run["optimizer"]["nesterov"], weight_decay=run["optimizer"]["weight_decay"])
+    model = build_packed_model(runs, data.spec, device, channels_last=run["channels_last"] and device.type == "cuda")
+    model.vectorised = len(runs) > 1
+    optimizer = build_optimizer(runs, model.params)
     m, n = run["batch_size"], data.x_train.shape[0]
-    steps = n // m
+    steps = steps or n // m
+    states = [RunState.create(r, n, device) for r in runs]
+    ids = list(range(len(runs)))
+    lr = torch.full((len(runs),), 0.01, device=device)
+    active = torch.ones(len(runs), dtype=torch.bool, device=device)
     generator = torch.Generator().manual_seed(0)
-    model.train()
 
     def step(index):
-        optimizer.zero_grad()
-        loss = engine.accumulate_gradient(model, data, index, run["micro_batch"], autocast)
-        optimizer.step(0.01)
-        return loss
+        losses, grads = engine.batch_gradient(model, data, index.expand(len(runs), -1), states, ids, model.params,
+                                              model.buffers, run["micro_batch"], autocast)
+        optimizer.step(grads, lr, active)
+        return losses
 
+    batches = n // m
     perm = torch.randperm(n, generator=generator).to(device)
     for i in range(args.warmup_steps):
-        step(perm[(i % steps) * m:(i % steps + 1) * m])
+        step(perm[(i % batches) * m:(i % batches + 1) * m])
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     perm = torch.randperm(n, generator=generator).to(device)
     began = time.perf_counter()
     for i in range(steps):
-        loss = step(perm[i * m:(i + 1) * m])
+        loss = step(perm[(i % batches) * m:(i % batches + 1) * m])
     synchronize(device)
     seconds = time.perf_counter() - began
-    result = {"steps": steps, "seconds": seconds, "final_loss": float(loss),
+    result = {"steps": steps, "seconds": seconds, "final_loss": float(loss[0]),
               "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0}
     del model, optimizer, data
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def packed_case(splits, args) -> None:
+    """`--packed-runs` ResNet-18 runs (seeds) at batch `--packed-batch`: one pack against one after another."""
+    runs = []
+    for seed in range(args.packed_runs):
+        run = make_run(args.packed_batch, args)
+        run.update(seed=seed, model={"name": "resnet18", "options": {"width": args.width}})
+        runs.append(run)
+    packed = time_steps(runs, splits, args, steps=args.packed_steps)
+    alone = [time_steps([run], splits, args, steps=args.packed_steps) for run in runs]
+    examples = args.packed_steps * args.packed_batch * len(runs)
+    packed_rate = examples / packed["seconds"]
+    alone_rate = examples / sum(a["seconds"] for a in alone)
+    print(f"\npacked: {len(runs)} ResNet-18 runs at batch {args.packed_batch}, {args.packed_steps} steps each: "
+          f"{packed_rate:,.0f} examples/s packed, {alone_rate:,.0f} one after another "
+          f"({packed_rate / alone_rate:.2f}x); peak memory {packed['peak_memory_gib']:.1f} GiB packed")
 
 
 def time_train_run(run: dict, splits) -> dict:
@@ -185,7 +211,7 @@ def main(argv=None) -> int:
             print(f"skipping batch {m}: larger than --n-train {args.n_train}", file=sys.stderr)
             continue
         run = make_run(m, args)
-        timed = time_steps(run, splits, args)
+        timed = time_steps([run], splits, args)
         examples = timed["steps"] * m
         tflops = 3 * fwd * examples / timed["seconds"] / 1e12
         epoch = timed["seconds"] * args.n_train / examples  # the dropped partial batch is not trained
@@ -199,6 +225,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"  batch {m}: {epoch:.2f} s/epoch, {tflops:.0f} TFLOP/s", file=sys.stderr)
 
+    if args.packed_runs:
+        packed_case(splits, args)
     if not rows:
         return 0
     base = rows[0]

@@ -2,9 +2,10 @@
 
 One workflow copy in a temporary directory with two tiny studies (a, b: digits, linear model, blr, batch sizes
 32 and 64, seed 0, one epoch) goes through the edits a user makes, in order; after each, `snakemake -n`
-must schedule exactly the jobs the README's "Incremental reruns" table promises. The targets are the two
-cubes, so the test covers the train -> cube part of the DAG whatever the analysis and figure rules do
-(downstream of a cube, Snakemake reruns what depends on it by the same input/mtime triggers).
+must schedule exactly the jobs the README's "Incremental reruns" table promises. A train job is a pack
+(the runs of a study at one batch size that need training), named train_<study>_bs<m>_p<i>; its outputs
+say which runs it trains. The targets are the two cubes, so the test covers the train -> cube part of the
+DAG whatever the analysis and figure rules do.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def base_config() -> dict:
 
 
 def planned(workdir: Path, *extra: str) -> dict[tuple, str]:
-    """The jobs `snakemake -n` schedules for the cubes: {(rule, study, strategy, batch, seed): reason};
-    a cube job is (cube, study, None, None, None). Checks the job-stats table against the job list."""
+    """The jobs `snakemake -n` schedules for the cubes: {(rule, outputs): reason}, outputs being the
+    (strategy, batch, seed) of the traces a train job writes; a cube job is (cube, study). Checks the job-stats
+    table against the job list."""
     out = snakemake(workdir, "-n", *TARGETS, *extra)  # targets first: --forcerun takes every name after it
     text = out.stdout + out.stderr
     if NOTHING_TO_DO in text:
@@ -44,28 +46,37 @@ def planned(workdir: Path, *extra: str) -> dict[tuple, str]:
         if not rule:
             continue
         fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        runs = frozenset((s, int(m), int(seed)) for s, m, seed in
+                         re.findall(r"traces/(\w+)/bs(\d+)/seed(\d+)\.h5", fields.get("output", "")))
         wildcards = dict(item.split("=", 1) for item in fields.get("wildcards", "").split(", ") if item)
-        key = (rule.group(1), wildcards.get("study"), wildcards.get("strategy"),
-               int(wildcards["batch_size"]) if "batch_size" in wildcards else None,
-               int(wildcards["seed"]) if "seed" in wildcards else None)
+        key = (rule.group(1), runs) if rule.group(1) != "cube" else ("cube", wildcards["study"])
         assert key not in jobs, f"job {key} listed twice"
         jobs[key] = fields.get("reason", "")
     stats = re.search(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+(\d+)", text, re.S)
     assert stats, text[-3000:]
     counts = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", stats.group(1), re.M)}
     listed: dict[str, int] = {}
-    for rule, *_ in jobs:
+    for rule, _ in jobs:
         listed[rule] = listed.get(rule, 0) + 1
     assert counts == listed and int(stats.group(2)) == len(jobs), (counts, listed)
     return jobs
 
 
-def train(study: str, batch: int, seed: int = 0) -> tuple:
-    return ("train", study, "blr", batch, seed)
+def train(study: str, batch: int, seeds=(0,), strategies=("blr",)) -> tuple:
+    """The pack job of `study` at `batch` that trains these seeds and strategies."""
+    return (f"train_{study}_bs{batch}_p0", frozenset((s, batch, seed) for s in strategies for seed in seeds))
 
 
 def cube(study: str) -> tuple:
-    return ("cube", study, None, None, None)
+    return ("cube", study)
+
+
+def train_jobs(jobs: dict) -> set:
+    return {key for key in jobs if key[0] != "cube"}
+
+
+def cube_count(jobs: dict) -> int:
+    return sum(1 for key in jobs if key[0] == "cube")
 
 
 def mtimes(workdir: Path) -> dict[str, int]:
@@ -73,21 +84,20 @@ def mtimes(workdir: Path) -> dict[str, int]:
             if p.suffix in (".h5", ".nc")}
 
 
-def workflow_copy(target: Path) -> Path:
-    workdir = copy_workflow(target)
-    # rules name a conda env (`conda: ../../envs/batchscale.yaml`); Snakemake reads it when it records a
-    # finished job's metadata, even without --sdm conda
-    return workdir
+def changed_since(workdir: Path, before: dict[str, int]) -> set[str]:
+    after = mtimes(workdir)
+    return {path for path in after if before.get(path) != after[path]}
 
 
 def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
-    workdir = workflow_copy(tmp_path)
+    workdir = copy_workflow(tmp_path)
     config = base_config()
     write_config(workdir / "config.yaml", config)
 
-    # (a) dry run: one train job per (study, strategy, batch size, seed), one cube job per study
+    # (a) dry run: one pack job per (study, batch size), one cube job per study
     jobs = planned(workdir)
-    assert set(jobs) == {train(s, m) for s in "ab" for m in (32, 64)} | {cube("a"), cube("b")}
+    assert train_jobs(jobs) == {train(s, m) for s in "ab" for m in (32, 64)}
+    assert cube_count(jobs) == 2
     assert all("Missing output files" in reason for reason in jobs.values())
 
     # (b) real run, then nothing to do
@@ -96,20 +106,18 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     before = mtimes(workdir)
     assert len(before) == 6
 
-    # (c) one study's parameter: that study's train jobs and its cube, nothing of the other study
+    # (c) one study's parameter: that study's packs and its cube, nothing of the other study
     config["studies"]["a"]["eta0"] = 0.02
     write_config(workdir / "config.yaml", config)
     jobs = planned(workdir)
     assert set(jobs) == {train("a", 32), train("a", 64), cube("a")}
     assert all("Params have changed" in jobs[train("a", m)] for m in (32, 64))
     snakemake(workdir, "--cores", "2", *TARGETS)
-    after = mtimes(workdir)
-    changed = {path for path in before if after[path] != before[path]}
-    assert changed == {"results/a/traces/blr/bs32/seed0.h5", "results/a/traces/blr/bs64/seed0.h5",
-                       "results/a/cube.nc"}
+    assert changed_since(workdir, before) == {"results/a/traces/blr/bs32/seed0.h5",
+                                              "results/a/traces/blr/bs64/seed0.h5", "results/a/cube.nc"}
     assert planned(workdir) == {}
 
-    # (d) an added batch size: its train job and the cube
+    # (d) an added batch size: its pack and the cube
     config["studies"]["b"]["batch_sizes"] = [32, 64, 128]
     write_config(workdir / "config.yaml", config)
     jobs = planned(workdir)
@@ -117,20 +125,41 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     snakemake(workdir, "--cores", "2", *TARGETS)
     assert planned(workdir) == {}
 
-    # (e) an added seed: the new seed's train jobs and the cube (dry run only)
+    # (e) an added seed and an added strategy: at each batch size one pack trains only the new runs; the
+    # existing traces are kept as they are
     config["studies"]["a"]["seeds"] = [0, 1]
+    config["studies"]["a"]["strategies"] = ["blr", "lsr"]
     write_config(workdir / "config.yaml", config)
-    assert set(planned(workdir)) == {train("a", 32, 1), train("a", 64, 1), cube("a")}
-    config["studies"]["a"]["seeds"] = [0]
-    write_config(workdir / "config.yaml", config)
-    assert planned(workdir) == {}, "undoing an edit that never ran leaves nothing to do"
+    new = {("blr", 1), ("lsr", 0), ("lsr", 1)}
+    jobs = planned(workdir)
+    assert train_jobs(jobs) == {(f"train_a_bs{m}_p0", frozenset((s, m, seed) for s, seed in new)) for m in (32, 64)}
+    assert cube_count(jobs) == 1 and cube("a") in jobs
+    before = mtimes(workdir)
+    snakemake(workdir, "--cores", "2", *TARGETS)
+    assert changed_since(workdir, before) == {f"results/a/traces/{s}/bs{m}/seed{seed}.h5" for s, seed in new
+                                              for m in (32, 64)} | {"results/a/cube.nc"}
+    assert planned(workdir) == {}
 
-    # Settings that do not change a trace rerun nothing: thread counts are not params of the train rule.
+    # Settings that do not change a trace retrain nothing: thread counts are not params of the train rule,
+    # and the pack size only groups the runs still to train (the cube records the study config, so a
+    # study's pack size reruns its cube).
     config["train_threads"] = {"single_thread_below": 16, "max": 2}
     write_config(workdir / "config.yaml", config)
     assert planned(workdir) == {}
     del config["train_threads"]
+    config["studies"]["a"]["pack"] = {"max_runs": 1}
     write_config(workdir / "config.yaml", config)
+    assert set(planned(workdir)) == {cube("a")}
+
+    # ... but with packs of one, an edit retrains each run in its own job
+    config["studies"]["a"]["eta0"] = 0.03
+    write_config(workdir / "config.yaml", config)
+    jobs = planned(workdir)
+    assert len(train_jobs(jobs)) == 8 and all(len(runs) == 1 for _, runs in train_jobs(jobs))
+    config["studies"]["a"]["eta0"] = 0.02
+    del config["studies"]["a"]["pack"]
+    write_config(workdir / "config.yaml", config)
+    assert planned(workdir) == {}, "undoing an edit that never ran leaves nothing to do"
 
     # A study's description is part of the cube's params (the cube records the study config): the cube
     # reruns, no training does.
@@ -141,21 +170,9 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     del config["studies"]["b"]["description"]
     write_config(workdir / "config.yaml", config)
 
-    # (f) the train rule's command line is its code: editing it reruns every train job (the `code` trigger)
-    rule = workdir / "workflow" / "rules" / "train.smk"
-    original = rule.read_text()
-    rule.write_text(original.replace("--threads {threads}", "--threads {threads} --quiet"))
-    jobs = planned(workdir)
-    assert {key for key in jobs if key[0] == "train"} == {train(s, m) for s in "ab" for m in (32, 64)} | {
-        train("b", 128)}
-    assert all("Code has changed" in reason for key, reason in jobs.items() if key[0] == "train")
-    rule.write_text(original)
-    assert planned(workdir) == {}
-
-    # A change in the code that produces traces (src/batchscale/{engine,models,data,traces.py}) reruns
-    # training: the train rule carries a hash of those sources as a param (Snakemake's code trigger only
-    # sees the text of a shell: command). Simulated on a copy of the package put first on PYTHONPATH (for
-    # the Snakefile and the jobs), with a real edit.
+    # (f) A change in the code that produces traces (src/batchscale/{engine,models,data,traces.py}) retrains
+    # every run: the trace records the hash of those sources, and a trace written by other sources is
+    # stale. Simulated on a copy of the package put first on PYTHONPATH (for the Snakefile and the jobs).
     package = tmp_path / "pkg" / "batchscale"
     shutil.copytree(REPO / "src" / "batchscale", package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("PYTHONPATH", str(package.parent))
@@ -165,13 +182,10 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     analysis = package / "analysis" / "tables.py"
     analysis.write_text(analysis.read_text() + "\n# an edit outside the engine\n")
     assert planned(workdir) == {}, "an analysis edit does not retrain"
-    engine = package / "engine" / "train.py"
+    engine = package / "engine" / "pack.py"
     engine.write_text(engine.read_text().replace("check_every = 1 if", "check_every = 2 if"))
     jobs = planned(workdir)
-    assert set(jobs) == {train(s, m) for s in "ab" for m in (32, 64)} | {train("b", 128), cube("a"), cube("b")}
-    assert all("Params have changed" in r for k, r in jobs.items() if k[0] == "train")
-    # The documented way to retrain after an engine change: force the train rule (its outputs are rewritten,
-    # so every cube, and what depends on it, follows).
-    jobs = planned(workdir, "--forcerun", "train")
-    assert set(jobs) == {train(s, m) for s in "ab" for m in (32, 64)} | {train("b", 128), cube("a"), cube("b")}
-    assert all("Forced execution" in reason for key, reason in jobs.items() if key[0] == "train")
+    every = {(f"train_a_bs{m}_p0", frozenset((s, m, seed) for s in ("blr", "lsr") for seed in (0, 1)))
+             for m in (32, 64)} | {train("b", m) for m in (32, 64, 128)}
+    assert train_jobs(jobs) == every and cube_count(jobs) == 2
+    assert all("Params have changed" in r for k, r in jobs.items() if k[0] != "cube")

@@ -5,7 +5,7 @@ lower; accumulated gradients equal the full batch's for a convolutional model wi
 CPU cost: a batch of 32768 32x32 images is expensive on 2 cores whatever the model. The full-run test
 therefore uses the small `cnn_bn` network (one 4-channel conv-BN layer, the cheapest model with batch norm
 on these inputs); the ResNet-34 (width 1/64) test makes one accumulated step through the engine's
-`accumulate_gradient`, not a whole run (a run also measures the linear-approximation error, a second
+`module_gradient` (the packed step for one model), not a whole run (a run also measures the linear-approximation error, a second
 gradient at 32768), and is marked slow.
 """
 
@@ -20,18 +20,15 @@ import torch
 
 from batchscale.config import RunKey, load_config, run_config
 from batchscale.data import load_dataset
-from batchscale.engine import train as engine
-from batchscale.engine.train import DeviceData, MicroBatchTooLarge, accumulate_gradient, train_run
+from batchscale.engine import pack as engine
+from batchscale.engine.pack import module_gradient
+from batchscale.engine.train import DeviceData, MicroBatchTooLarge, train_run
 from batchscale.models import build_model
 from batchscale.traces import read_trace, write_trace
 from conftest import REPO, tiny_run
 
 BATCH, MICRO = 32768, 4096
 IMAGES = {"name": "synthetic_images", "options": {"n_train": BATCH, "n_test": 256}}
-
-
-def no_autocast():
-    return torch.autocast("cpu", enabled=False)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +53,7 @@ def test_batch_32768_trains_in_micro_batches_and_records_the_ghost_batch_size(bi
     assert attrs["micro_batch"] == MICRO and attrs["ghost_batch_size"] == MICRO
     assert list(points["step"]) == [0, 1] and list(points["examples_seen"]) == [0, BATCH]
     assert torch.isfinite(torch.tensor(points["train_loss"])).all()
-    assert torch.isfinite(torch.tensor(trace["scalars"]["linear_approx_error"]))
+    assert torch.isfinite(torch.tensor(trace["scalars"]["final_linear_approx_error"]))
 
 
 @pytest.mark.slow
@@ -66,18 +63,19 @@ def test_resnet34_accumulates_a_batch_of_32768_in_ghost_batches(big_images):
     net = build_model({"name": "resnet34", "options": {"width": 1 / 64}}, big_images.spec)
     net.train()
     index = torch.randperm(BATCH, generator=torch.Generator().manual_seed(0))
-    loss = accumulate_gradient(net, data, index, MICRO, no_autocast)
+    loss, grads = module_gradient(net, data, index, MICRO)
     assert torch.isfinite(loss) and 1.0 < float(loss) < 10.0
     norms = [module for module in net.modules() if isinstance(module, torch.nn.BatchNorm2d)]
     assert len(norms) == 36  # stem + 2 in each of the 16 blocks + 3 projection shortcuts
     # ghost batch norm: every BN saw 32768 / 4096 = 8 micro-batches, never the whole batch at once
     assert all(int(bn.num_batches_tracked) == BATCH // MICRO for bn in norms)
-    grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
 def test_out_of_memory_in_a_micro_batch_names_the_setting_to_lower(monkeypatch):
-    real_build = engine.build_model
+    from batchscale.engine import packed_model
+
+    real_build = packed_model.build_model
 
     def build_that_runs_out_of_memory(model, spec):
         net = real_build(model, spec)
@@ -91,7 +89,7 @@ def test_out_of_memory_in_a_micro_batch_names_the_setting_to_lower(monkeypatch):
         net.forward = guarded
         return net
 
-    monkeypatch.setattr(engine, "build_model", build_that_runs_out_of_memory)
+    monkeypatch.setattr(packed_model, "build_model", build_that_runs_out_of_memory)
     run = tiny_run(model={"name": "cnn_bn"}, batch_size=64, micro_batch=16)
     with pytest.raises(MicroBatchTooLarge) as raised:
         train_run(run, progress=False)
@@ -112,9 +110,8 @@ def test_accumulated_gradient_at_4096_equals_the_full_batch_for_a_cnn_without_ba
     index = torch.randperm(4096, generator=torch.Generator().manual_seed(1))
 
     def gradient(micro):
-        net.zero_grad(set_to_none=True)
-        loss = accumulate_gradient(net, data, index, micro, no_autocast)
-        return float(loss), torch.cat([p.grad.flatten() for p in net.parameters()])
+        loss, grads = module_gradient(net, data, index, micro)
+        return float(loss), torch.cat([g.flatten() for g in grads])
 
     full_loss, full = gradient(None)
     micro_loss, accumulated = gradient(512)

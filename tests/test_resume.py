@@ -67,7 +67,7 @@ def env() -> dict:
 def checkpoint_step(checkpoint: Path) -> int | None:
     """The step saved in the checkpoint, or None when there is none (it is replaced atomically)."""
     try:
-        return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["step"])
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["progress"]["step"])
     except FileNotFoundError:
         return None
 
@@ -218,21 +218,21 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_trace_bit_for_bit(tmp_path, 
 
 
 def test_a_checkpoint_of_a_different_run_config_is_ignored(tmp_path, capfd):
-    """A checkpoint whose config_hash differs (the study's config changed since) starts the run afresh."""
-    from batchscale.config import config_hash
+    """A checkpoint of another pack (the study's config changed since) starts the run afresh."""
+    from batchscale.engine.checkpoint import pack_hash
     from batchscale.engine.train import train_run
 
     small = dict(max_steps=400, checkpoint_seconds=1e-3)
     old, new = resume_run() | small, resume_run() | small | {"eta0": 0.02, "lr_peak": 0.02}
     checkpoint = tmp_path / "run.pt"
     train_run(old, threads=1, checkpoint_path=checkpoint, progress=False)  # leaves a late checkpoint behind
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    assert saved["config_hash"] == config_hash(old) and saved["state"]["step"] > 0
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["pack_hash"] == pack_hash([old]) and saved["progress"]["step"] > 0
     capfd.readouterr()
 
     fresh = train_run(new, threads=1, checkpoint_path=checkpoint, progress=False)
     assert "resumed from" not in capfd.readouterr().err
-    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["config_hash"] == config_hash(new)
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["pack_hash"] == pack_hash([new])
     uninterrupted = train_run(new, threads=1, progress=False)
     assert fresh.status == uninterrupted.status and fresh.steps_total == uninterrupted.steps_total
     for field in set(uninterrupted.points) - TIMING_DATASETS:

@@ -203,7 +203,8 @@ def test_workflow_on_slurm_equals_local(slurm_cluster, tmp_path):
     rows = slurm_cluster.run("squeue", "--noheader", "--states=all", "--format=%i|%T|%k").stdout.split()
     jobs = [row.split("|", 2) for row in rows]
     ran = sorted(re.sub(r"_wildcards_.*", "", comment) for _, state, comment in jobs if state == "COMPLETED")
-    assert ran.count("rule_train") == 2 and ran.count("rule_cube") == 1, rows
+    # one pack job per batch size (train_<study>_bs<m>_p<i>), each training that batch size's runs
+    assert sum(r.startswith("rule_train_") for r in ran) == 2 and ran.count("rule_cube") == 1, rows
 
     traces = sorted(p.relative_to(local_dir) for p in local_dir.glob("results/tiny/traces/**/*.h5"))
     assert len(traces) == 2, traces
@@ -223,7 +224,7 @@ def test_workflow_on_slurm_equals_local(slurm_cluster, tmp_path):
 
 
 def test_slurm_profile_requests_a_gpu_for_train(slurm_cluster, tmp_path):
-    """The shipped profile asks for one GPU per train job, the test override for none."""
+    """The shipped profile asks for one GPU per pack job (train_*), the test override for none."""
     workdir = _copy_workflow(tmp_path / "wf")
     env = dict(slurm_cluster.env)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
@@ -243,9 +244,14 @@ def test_slurm_profile_requests_a_gpu_for_train(slurm_cluster, tmp_path):
                 found[rule] = m.group(1)
         return found
 
+    def pack(found: dict[str, str]) -> str:
+        return next(value for rule, value in found.items() if rule.startswith("train_"))
+
     shipped = resources("profiles/slurm")
+    shipped["train"] = pack(shipped)
     assert "gpu=1" in shipped["train"] and "cpus_per_gpu=" in shipped["train"], shipped
     assert "slurm_partition=gpu" in shipped["train"], shipped
-    assert "gpu=" not in shipped["cube"], shipped
+    assert "gpu=1" not in shipped["cube"] and "slurm_partition=cpu" in shipped["cube"], shipped
     test = resources("profiles/slurm", "profiles/slurm-local-test")
-    assert "gpu" not in test["train"] and "slurm_partition=debug" in test["train"], test
+    test["train"] = pack(test)
+    assert "gpu=1" not in test["train"] and "slurm_partition=debug" in test["train"], test

@@ -46,8 +46,8 @@ def test_every_trace_attribute_and_dataset_with_its_dtype(traces):
         for name, dtype in TRACE_DATASETS.items():
             assert handle[name].dtype == dtype, name
             assert handle[name].shape == handle["step"].shape
-        assert handle["linear_approx_error"].shape == ()
-        assert np.isfinite(handle["linear_approx_error"][()])
+        assert handle["linear_approx_error"].shape == handle["step"].shape  # at every evaluation point
+        assert np.isfinite(handle["final_linear_approx_error"][()])
         config = json.loads(handle.attrs["config_json"])
         assert config["batch_size"] == 32 and handle.attrs["batch_size"] == 32
         assert handle.attrs["steps_total"] == (1437 // 32) * 2 == handle["step"][-1]

@@ -43,8 +43,10 @@ def _job_counts(output: str) -> dict:
 def test_dry_run_lists_one_job_per_run_and_per_study(finished):
     _, dry, _, again = finished
     counts = _job_counts(dry.stdout)
-    # tiny: 2 strategies x 3 batch sizes x 2 seeds; tiny_mlp: 1 x 3 x 2
-    assert counts["train"] == 12 + 6
+    # one pack job per study and batch size (tiny: 2 strategies x 2 seeds each; tiny_mlp: 1 x 2): 2 x 3
+    packs = {rule: count for rule, count in counts.items() if rule.startswith("train_")}
+    assert sorted(packs) == [f"train_{study}_bs{m}_p0" for study in ("tiny", "tiny_mlp") for m in (16, 32, 64)]
+    assert set(packs.values()) == {1}
     assert counts["cube"] == counts["analyze"] == counts["figures"] == 2
     assert counts["compare"] == 1
     assert "Nothing to be done" in again.stdout + again.stderr

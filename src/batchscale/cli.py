@@ -8,19 +8,45 @@ import sys
 from pathlib import Path
 
 
+class OutputNotWritable(RuntimeError):
+    """An output or checkpoint folder that cannot be written (found before any training step)."""
+
+
+def check_writable(paths) -> None:
+    """Create each file's folder and write a probe file there, so a blocked folder fails now, not after training."""
+    import os
+    import tempfile
+
+    for folder in sorted({Path(path).parent for path in paths}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe")
+            os.close(descriptor)
+            os.unlink(probe)
+        except OSError as err:
+            raise OutputNotWritable(f"cannot write to {folder}: {err.strerror or err}; "
+                                    f"fix its permissions or remove what blocks it") from None
+
+
 def _train(args) -> None:
-    from batchscale.engine.train import train_run
+    from batchscale.engine.pack import train_pack
     from batchscale.traces import write_trace
 
-    run = json.loads(args.run_json)
-    for stale in Path(args.output).parent.glob(Path(args.output).name + ".tmp*"):
-        stale.unlink()  # left by a job killed while writing its trace
-    result = train_run(run, threads=args.threads, checkpoint_path=args.checkpoint, progress=not args.quiet)
-    write_trace(result, args.output)
+    runs = json.loads(args.runs_json) if args.runs_json else [json.loads(args.run_json)]
+    outputs = args.outputs or [args.output]
+    if len(outputs) != len(runs):
+        raise SystemExit(f"batchscale train: {len(runs)} runs but {len(outputs)} outputs")
+    check_writable(outputs + ([args.checkpoint] if args.checkpoint else []))
+    for output in outputs:
+        for stale in Path(output).parent.glob(Path(output).name + ".tmp*"):
+            stale.unlink()  # left by a job killed while writing its trace
+    results = train_pack(runs, threads=args.threads, checkpoint_path=args.checkpoint, progress=not args.quiet)
+    for result, output in zip(results, outputs):
+        write_trace(result, output)
+        print(f"{result.status}: {result.steps_total} steps in {result.wall_seconds:.1f} s "
+              f"(evaluation {result.eval_seconds:.1f} s) -> {output}", file=sys.stderr)
     if args.checkpoint:
-        Path(args.checkpoint).unlink(missing_ok=True)  # the trace is complete; the checkpoint is spent
-    print(f"{result.status}: {result.steps_total} steps in {result.wall_seconds:.1f} s "
-          f"(evaluation {result.eval_seconds:.1f} s) -> {args.output}", file=sys.stderr)
+        Path(args.checkpoint).unlink(missing_ok=True)  # the traces are complete; the checkpoint is spent
 
 
 def _cube(args) -> None:
@@ -129,9 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchscale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one run of the grid and write its HDF5 trace")
-    train.add_argument("--run-json", required=True, help="the resolved run config (JSON)")
-    train.add_argument("--output", required=True)
+    train = sub.add_parser("train", help="train one run, or a pack of runs together, and write their HDF5 traces")
+    one_or_pack = train.add_mutually_exclusive_group(required=True)
+    one_or_pack.add_argument("--run-json", help="the resolved config of one run (JSON)")
+    one_or_pack.add_argument("--runs-json", help="the resolved configs of a pack's runs (a JSON list)")
+    train.add_argument("--output", help="the trace of --run-json")
+    train.add_argument("--outputs", nargs="+", help="the traces of --runs-json, in the same order")
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--checkpoint", default=None, help="checkpoint file for resuming after a kill")
     train.add_argument("--quiet", action="store_true")
@@ -202,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, TraceError, MicroBatchTooLarge) as err:
+    except (ConfigError, TraceError, MicroBatchTooLarge, OutputNotWritable) as err:
         print(f"batchscale: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a file that cannot be read or written: one line, not a traceback

@@ -11,7 +11,11 @@ import xarray as xr
 
 from batchscale.traces import RETRAIN, TraceError, read_trace
 
-PER_RUN = ("steps_total", "lr_peak", "epochs", "wall_seconds", "linear_approx_error",
+# per-run scalars of the traces (the linear approximation error at the end and at the end of warm-up; its
+# value at every evaluation point is a point variable, linear_approx_error)
+TRACE_SCALARS = ("final_linear_approx_error", "final_linear_approx_error_rel", "linear_approx_error_warmup_end",
+                 "linear_approx_error_warmup_end_rel")
+PER_RUN = ("steps_total", "lr_peak", "epochs", "wall_seconds", *TRACE_SCALARS,
            "final_train_loss", "final_test_loss", "final_test_acc")
 
 
@@ -63,7 +67,7 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
         last = {name: trace["points"][name][-1] for name in ("train_loss", "test_loss", "test_acc")}
         values = {"steps_total": attrs["steps_total"], "lr_peak": attrs["lr"], "epochs": attrs["epochs"],
                   "wall_seconds": attrs["wall_seconds"],
-                  "linear_approx_error": trace["scalars"].get("linear_approx_error", np.nan),
+                  **{name: trace["scalars"].get(name, np.nan) for name in TRACE_SCALARS},
                   "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
                   "final_test_acc": last["test_acc"]}
         for name, value in values.items():

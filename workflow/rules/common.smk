@@ -2,7 +2,8 @@
 import json
 import sys
 
-from batchscale.config import ConfigError, RunKey, iter_runs, load_config, read_yaml, run_config
+from batchscale.config import ConfigError, iter_runs, load_config, read_yaml
+from batchscale.engine.packs import pack_mem_mb, pack_runs_json, plan_packs
 from batchscale.traces import source_fingerprint
 
 try:
@@ -22,6 +23,10 @@ RUNS = list(iter_runs(BATCHSCALE))
 # A hash of the package code that produces traces: a param of the train rule, so an edit to the engine
 # reruns training (Snakemake's code trigger sees only the text of a shell: command).
 ENGINE_SOURCE = source_fingerprint()
+# The packs with runs to train: a run whose trace exists, written for its current config by this engine
+# source, belongs to no pack (its trace is an input of the cube, produced by no rule), so adding seeds,
+# strategies or batch sizes trains only the new runs.
+TRAIN_PACKS = plan_packs(BATCHSCALE, RUNS, ENGINE_SOURCE)
 
 
 wildcard_constraints:
@@ -32,24 +37,10 @@ wildcard_constraints:
     comparison="|".join(sorted(COMPARISONS)) or "NONE",
 
 
-def run_key(wildcards):
-    return RunKey(
-        wildcards.study,
-        wildcards.strategy,
-        int(wildcards.batch_size),
-        int(wildcards.seed),
-    )
-
-
-def run_json(wildcards):
-    """The resolved config of one run; as a rule param, any change to it reruns exactly that run."""
-    return json.dumps(run_config(BATCHSCALE, run_key(wildcards)), sort_keys=True)
-
-
-def train_threads(wildcards):
+def pack_threads(pack):
     """One thread below the cut-off: on small batches thread start-up costs more than it saves."""
     settings = BATCHSCALE["train_threads"]
-    if int(wildcards.batch_size) < settings["single_thread_below"]:
+    if pack.batch_size < settings["single_thread_below"]:
         return 1
     return settings["max"]
 
