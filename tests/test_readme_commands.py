@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from batchscale.config import iter_runs, load_config
+from batchscale.engine.packs import plan_packs
 from conftest import REPO, VENV_BIN, copy_repository, tiny_config, workflow_env, write_config
 
 pytestmark = pytest.mark.slow
@@ -53,11 +54,16 @@ def readme_commands() -> list[str]:
     return commands
 
 
-def planned_jobs(dry_run_output: str, rule: str = "train") -> int:
-    """Jobs of `rule` in a `snakemake -n` plan (its Job stats table); 0 when the rule has none."""
+def planned_jobs(dry_run_output: str, prefix: str = "train_") -> int:
+    """Jobs of the rules named `prefix...` (one rule per pack) in a `snakemake -n` plan's Job stats table."""
     table = dry_run_output[dry_run_output.index("Job stats"):]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.M))
-    return int(counts.get(rule, 0))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, re.M))  # a dry run prints the table twice
+    return sum(int(count) for rule, count in counts.items() if rule.startswith(prefix))
+
+
+def planned_traces(dry_run_output: str) -> int:
+    """Distinct trace files the plan will write: the runs that the pack jobs train."""
+    return len(set(re.findall(r"results/[^\s,]+/traces/[^\s,]+\.h5", dry_run_output)))
 
 
 def runs_in(config_path: Path) -> int:
@@ -67,9 +73,10 @@ def runs_in(config_path: Path) -> int:
 
 
 def train_jobs_for(config_path: Path) -> int:
-    """Train jobs the workflow should plan for a config: one per run (workflow/rules/common.smk's RUNS).
-    Where the train rule packs several runs into one job, count the packs here."""
-    return len(list(iter_runs(load_config(config_path, check_data=False))))
+    """Pack jobs the workflow should plan for a config with no traces yet: one per chunk of a study's runs
+    at one batch size (workflow/rules/common.smk's TRAIN_PACKS)."""
+    config = load_config(config_path, check_data=False)
+    return len(plan_packs(config, list(iter_runs(config)), engine_source="", root="/nonexistent"))
 
 
 def run(workdir: Path, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -109,12 +116,10 @@ def plan_count(root: Path, config: str) -> int:
 
 @pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_planned_train_jobs_equal_plan_and_the_runs_of_the_config(fresh, dry_runs, name):
-    planned = planned_jobs(dry_runs[name])
     runs = runs_in(REPO / name)
-    assert planned == train_jobs_for(REPO / name)
+    assert planned_jobs(dry_runs[name]) == train_jobs_for(REPO / name)
+    assert planned_traces(dry_runs[name]) == runs
     assert plan_count(fresh, name) == runs
-    if train_jobs_for(REPO / name) == runs:  # one run per train job
-        assert planned == runs
     # only this config's studies are planned: no default study leaks into a preset
     studies = set(load_config(REPO / name, check_data=False)["studies"])
     planned_studies = set(re.findall(r"results/([^/\s]+)/cube\.nc", dry_runs[name]))
@@ -133,7 +138,7 @@ def test_the_install_command_names_extras_that_exist():
 
 
 def test_default_run_plans_from_the_root_and_a_tiny_configfile_runs_for_real(fresh, dry_runs):
-    assert planned_jobs(dry_runs["config.yaml"]) == runs_in(REPO / "config.yaml")
+    assert planned_traces(dry_runs["config.yaml"]) == runs_in(REPO / "config.yaml")
     run(fresh, "snakemake", "--cores", "2", "--configfile", "tiny.yaml")
     assert sorted(p.name for p in (fresh / "results").iterdir()) == ["tiny"]  # config.yaml's studies stay out
     again = run(fresh, "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "-n")
@@ -150,7 +155,8 @@ def test_validate_command_runs(fresh):
 def test_paper_preset_dry_runs_with_the_slurm_profile_and_a_site_profile(fresh, dry_runs):
     expected = planned_jobs(dry_runs["presets/paper.yaml"])
     slurm = run(fresh, "snakemake", "--profile", "profiles/slurm", "--configfile", "presets/paper.yaml", "-n")
-    assert planned_jobs(slurm.stdout) == expected == runs_in(REPO / "presets/paper.yaml")
+    assert planned_jobs(slurm.stdout) == expected == train_jobs_for(REPO / "presets/paper.yaml")
+    assert planned_traces(slurm.stdout) == runs_in(REPO / "presets/paper.yaml")
     site = fresh / "my-site"
     site.mkdir(exist_ok=True)
     (site / "config.yaml").write_text("default-resources:\n  slurm_partition: short\n  mem_mb: 2000\n  runtime: 30\n")
