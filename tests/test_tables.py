@@ -124,12 +124,15 @@ def test_speedup_table_lower_quartile_per_strategy():
     # lsr, bs 16 at eps 1.075: bracket (200, 1.5) -> (400, 1.0), t = 0.85 -> 200 * 2 ** 0.85
     assert row(df, "lsr", 16).k_mean == pytest.approx(200 * 2 ** 0.85, rel=1e-2)
     assert row(df, "lsr", 128).regime == "stagnation"
-    # at the common eps (the larger of 0.6 and 1.075) both strategies are measured alike
+    # at the common eps (the smaller of 0.6 and 1.075) both strategies are measured alike: lsr's 128 stays
+    # not reached, and lsr 16 (K400) takes as long as blr 16 (K400)
     common = tables.speedup_table(make_cube(), study, scope="common")
-    assert common.threshold.nunique() == 1 and common.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
+    assert common.threshold.nunique() == 1 and common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
     assert (common.threshold_scope == "common").all() and (df.threshold_scope == "strategy").all()
-    # blr 16 at 1.075 is the same bracket as lsr 16 (K400 for both)
-    assert row(common, "blr", 16).k_mean == pytest.approx(row(df, "lsr", 16).k_mean)
+    assert row(common, "lsr", 16).k_mean == pytest.approx(row(df, "blr", 16).k_mean)
+    assert row(common, "lsr", 128).k_mean == math.inf
+    largest = tables.speedup_table(make_cube(), dict(study, common_threshold="largest"), scope="common")
+    assert largest.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
 
 
 def test_critical_batch_summary_is_json_safe():
@@ -353,24 +356,26 @@ def test_comparison_uses_each_studys_rule_and_one_common_threshold():
     own = table[table.threshold_scope == "study"].groupby("study").threshold.first().to_dict()
     assert own == {"a": 1.0, "b": 1.5}  # each study's own rule, not a forced lower quartile
     common = table[table.threshold_scope == "common"]
-    assert set(common.threshold) == {1.5} and set(common.label) == {"A", "B"}
-    # lsr 16 (K400) at 1.5: exactly step 200
-    assert common[(common.study == "a") & (common.batch_size == 16)].k_mean.iloc[0] == 200.0
-    strict = comparison_table({"a": cube, "b": cube}, dict(spec, common_threshold="smallest"), studies)
-    assert set(strict[strict.threshold_scope == "common"].threshold) == {1.0}
+    assert set(common.threshold) == {1.0} and set(common.label) == {"A", "B"}
+    # lsr 16 (K400) at 1.0: exactly step 400
+    assert common[(common.study == "b") & (common.batch_size == 16)].k_mean.iloc[0] == 400.0
+    loose = comparison_table({"a": cube, "b": cube}, dict(spec, common_threshold="largest"), studies)
+    loose = loose[loose.threshold_scope == "common"]
+    assert set(loose.threshold) == {1.5}
+    assert loose[(loose.study == "a") & (loose.batch_size == 16)].k_mean.iloc[0] == 200.0  # K400 at 1.5
 
 
 def test_common_threshold_choices():
     own = {"blr": (0.761, 1024), "srsr": (0.0469, 1024), "lsr": (0.00253, 512)}
-    assert tables.common_threshold(own) == 0.761
-    assert tables.common_threshold(own, "smallest") == 0.00253
+    assert tables.common_threshold(own) == 0.00253
+    assert tables.common_threshold(own, "largest") == 0.761
     assert tables.common_threshold({"a": float("nan"), "b": 0.3}) == 0.3
     with pytest.raises(ValueError, match="common_threshold"):
         tables.common_threshold(own, "median")
-    # the study key reaches the common table: the strictest eps (lsr's 1.075 vs blr's 0.6 -> 0.6)
-    study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="smallest")
+    # the study key reaches the common table: the loosest eps (lsr's 1.075 vs blr's 0.6 -> 1.075)
+    study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="largest")
     common = tables.speedup_table(make_cube(), study, scope="common")
-    assert common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
+    assert common.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
 
 
 def test_headline_quotes_bounds_kinds_regimes_and_source_checks():

@@ -3,8 +3,8 @@ own threshold (its own rule) and at one common threshold across the studies.
 
 ``results/comparisons/{name}/speedup.csv`` has the columns of `tables.SPEEDUP_COLUMNS` with ``study`` and
 ``label`` in front; ``threshold_scope`` is ``study`` (the study's own eps from its own threshold rule) or
-``common`` (by default the largest of those eps, `tables.common_threshold`: every study's source batch
-reaches it; the comparison's ``common_threshold: smallest`` takes the strictest).
+``common`` (by default the smallest of those eps, `tables.common_threshold`; the comparison's
+``common_threshold: largest`` takes the loosest, which every study's source batch reaches).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
         configs[name] = tables.resolve_study(cube, studies.get(name))
         own[name] = tables.study_thresholds(cube.sel(strategy=[strategy]), metric,
                                             configs[name]["threshold"])[strategy]
-    common = tables.common_threshold(own, spec.get("common_threshold", "largest"))
+    common = tables.common_threshold(own, spec.get("common_threshold", "smallest"))
     frames = []
     for scope in ("study", "common"):
         for name, label in zip(names, labels):

@@ -17,7 +17,7 @@ batch_size                  m (examples per step)
 metric                      train_loss, test_loss or test_error (= 1 - test accuracy, a fraction)
 threshold                   eps, in the metric's unit (loss in nats, error as a fraction)
 threshold_scope             ``strategy`` (the strategy's own eps) or ``common`` (the metric's common eps:
-                            by default the largest of the strategies' own eps, see `common_threshold`)
+                            by default the smallest of the strategies' own eps, see `common_threshold`)
 threshold_rule              lower_quartile_of_largest, quantile_of_largest:q or fixed:v
 threshold_batch_size        the strategy's source batch size: the largest at which every seed completed
                             (empty for fixed rules)
@@ -52,8 +52,9 @@ evaluation grid is log-spaced; the paper weights every stretch of training alike
 of those per-seed quantiles, so every seed of the source batch reaches eps (checked, and written as
 ``source_seeds_all_reached`` in critical_batch.json). Per-strategy panels use each strategy's own eps;
 wherever strategies are compared (overlays, comparisons) one common eps per metric is used: by default
-(``common_threshold: largest``) the largest of the strategies' own eps, which every strategy's source batch
-still reaches; ``smallest`` takes the strictest one instead.
+(``common_threshold: smallest``) the strictest of the strategies' own eps, so a strategy that stalls at
+large batch sizes shows as not reached there; ``largest`` takes the loosest, which every strategy's source
+batch reaches.
 
 ``critical_batch.json`` -- ``thresholds`` {metric: {strategies: {strategy: {threshold, source_batch_size,
 source_seeds_all_reached}}, common}}; ``strategies`` {strategy: {metric: entry}} at the strategy's own eps;
@@ -111,7 +112,7 @@ DEFAULT_STUDY = {
     "regimes": {"linear_efficiency": 0.8, "stagnation_gain": 0.1},
     "bootstrap": {"samples": 1000, "confidence": 0.9},
     "critical_batch": {"overhead": 0.2, "max_log_rmse": 0.25},
-    "common_threshold": "largest",
+    "common_threshold": "smallest",
 }
 BOOTSTRAP_SEED = 0
 
@@ -203,12 +204,13 @@ def study_thresholds(cube, metric: str, rule) -> dict:
 COMMON_THRESHOLD_CHOICES = ("largest", "smallest")
 
 
-def common_threshold(thresholds: dict, choice: str = "largest") -> float:
+def common_threshold(thresholds: dict, choice: str = "smallest") -> float:
     """The common eps of a metric where strategies (or studies) are compared, from their own eps
-    (`thresholds` {name: eps or (eps, source)}). ``largest`` (default): each own eps is reached by every
-    seed of that curve's source batch, so the largest is too, and no curve loses its source batch.
-    ``smallest``: the strictest target; curves whose own eps is looser may then never reach it at large
-    batch sizes (shown as not reached). NaN if none."""
+    (`thresholds` {name: eps or (eps, source)}). ``smallest`` (default): the strictest target any curve
+    sets; a curve whose own eps is looser may never reach it at large batch sizes (shown as not reached),
+    which is the finding (BLR stalls where LSR goes on). ``largest``: every seed of every curve's source
+    batch reaches it, but it can be so loose that large batches reach it within a few steps, where
+    speedups say little. NaN if none."""
     if choice not in COMMON_THRESHOLD_CHOICES:
         raise ValueError(f"common_threshold {choice!r} is not allowed; use {' or '.join(COMMON_THRESHOLD_CHOICES)}")
     values = [float(v[0] if isinstance(v, (tuple, list)) else v) for v in thresholds.values()]
@@ -444,7 +446,7 @@ def critical_document(study: dict, threshold_rule: str, entries: dict, common: d
         "bootstrap_samples": int(study["bootstrap"]["samples"]),
         "interval_kinds": INTERVAL_NOTE,
         "regimes": {k: float(v) for k, v in study["regimes"].items()},
-        "common_threshold": study.get("common_threshold", "largest"),
+        "common_threshold": study.get("common_threshold", "smallest"),
         "critical_batch": {k: float(v) for k, v in study["critical_batch"].items()},
         "null": NULL_NOTE,
         "thresholds": thresholds or {},
