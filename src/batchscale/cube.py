@@ -44,8 +44,9 @@ def _refuse_two_traces_of_one_run(traces) -> None:
         attrs = trace["attrs"]
         run = (attrs["strategy"], int(attrs["batch_size"]), int(attrs["seed"]), _trial(trace))
         if run in seen:
-            raise TraceError(f"trace {path}: records strategy {run[0]}, batch size {run[1]}, seed {run[2]}, "
-                             f"trial {run[3]}, like {seen[run]} (a copied trace?); {RETRAIN}")
+            trial = "" if run[3] is None else f", trial {run[3]}"
+            raise TraceError(f"trace {path}: records strategy {run[0]}, batch size {run[1]}, seed {run[2]}{trial}, "
+                             f"like {seen[run]} (a copied trace?); {RETRAIN}")
         seen[run] = path
 
 
