@@ -122,7 +122,7 @@ def draw_tuned_figures(tables_dir, study_config: dict, out_dir) -> list[Path]:
     entry = (critical.get("strategies", {}).get("tuned") or {}).get(metric) or {}
     fig, axes = new_figure(1, 1, panel=(6.0, 4.5))
     plot_eta_star(axes[0, 0], own, entry, base)
-    fig.suptitle(f"best learning rate η*(m) at tuned's ε ({metric}); grey: the range searched")
+    fig.suptitle(f"η*(m) at tuned's own ε ({metric}); grey: the range searched")
     paths += save_figure(fig, out_dir, "tuned_eta_star")
 
     sizes = sorted(own["batch_size"].astype(int))
