@@ -139,7 +139,8 @@ def test_plan_counts_steps_examples_and_flops_as_computed_by_hand():
         # the end-of-run linear-approximation error: one batch gradient (3x) and two subset passes
         evaluated = len(expected_points[steps]) * (256 + 200) + 2 * 256
         assert run.eval_flops == 1280 * evaluated + 3 * 1280 * m
-    assert study.jobs == 4 and study.steps == 62 + 30 + 62 + 60
+    # one pack job per batch size (both strategies' runs of a batch size train together)
+    assert study.n_runs == 4 and study.jobs == 2 and study.trials == 0 and study.steps == 62 + 30 + 62 + 60
     total = sum(r.train_flops + r.eval_flops for r in study.runs)
     assert study.flops == total
     assert plan.gpu_hours(total) == pytest.approx(total / (400e12 * 0.5) / 3600)
@@ -193,8 +194,8 @@ def test_plan_of_the_paper_preset_lists_every_study_and_totals(capsys):
         assert f"\n{name} " in out, name
     assert "400 TFLOP/s x 0.4 utilisation = 160 TFLOP/s" in out
     assert "\ntotal " in out and "WARNING" not in out
-    jobs = sum(1 for _ in iter_runs(load_config_without_data(PAPER)))
-    assert f"{jobs} training jobs" in out
+    runs = sum(1 for _ in iter_runs(load_config_without_data(PAPER)))
+    assert f"{runs} training runs (0 of them trials of the tuned search) in " in out
 
 
 def test_plan_reports_a_bad_config_in_one_line(tmp_path, capsys):

@@ -109,9 +109,11 @@ def dry_runs(fresh) -> dict:
     return outputs
 
 
-def plan_count(root: Path, config: str) -> int:
+def plan_count(root: Path, config: str) -> tuple[int, int]:
+    """(training runs, pack jobs) as `batchscale plan` prints them."""
     out = run(root, "python", "-m", "batchscale", "plan", config).stdout
-    return int(re.search(r"(\d+) training jobs", out).group(1))
+    found = re.search(r"(\d+) training runs \(\d+ of them trials of the tuned search\) in (\d+) pack jobs", out)
+    return int(found.group(1)), int(found.group(2))
 
 
 @pytest.mark.parametrize("name", SHIPPED_CONFIGS)
@@ -119,7 +121,7 @@ def test_planned_train_jobs_equal_plan_and_the_runs_of_the_config(fresh, dry_run
     runs = runs_in(REPO / name)
     assert planned_jobs(dry_runs[name]) == train_jobs_for(REPO / name)
     assert planned_traces(dry_runs[name]) == runs
-    assert plan_count(fresh, name) == runs
+    assert plan_count(fresh, name) == (runs, train_jobs_for(REPO / name))
     # only this config's studies are planned: no default study leaks into a preset
     studies = set(load_config(REPO / name, check_data=False)["studies"])
     planned_studies = set(re.findall(r"results/([^/\s]+)/cube\.nc", dry_runs[name]))

@@ -86,7 +86,7 @@ def test_refinement_round_spacing_numbering_and_kept_hyperparameters():
 
 
 def test_schema_fragment_accepts_good_blocks_refuses_bad_ones_and_matches_search_defaults():
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "tuning.schema.yaml").read_text())["tuning"]
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())["$defs"]["study_partial"]["properties"]["tuning"]
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     good = {"trials": 8, "seed": 3, "lr": {"min": 0.01, "max": 2.0},

@@ -74,6 +74,12 @@ def _tables(args) -> None:
         print(line, file=sys.stderr)
 
 
+def _tuned_figures(args) -> None:
+    from batchscale.figures.tuned import draw_tuned_figures
+
+    draw_tuned_figures(args.tables, json.loads(args.study_json), args.out)
+
+
 def _figures(args) -> None:
     from batchscale.figures import draw_study_figures
 
@@ -190,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--study-json", required=True)
     figures.add_argument("--out", required=True)
     figures.set_defaults(handler=_figures)
+    tuned = sub.add_parser("tuned-figures", help="draw the figures of a study's tuned search")
+    tuned.add_argument("--tables", required=True, help="folder with tuned.csv, tuned_trials.csv, "
+                       "speedup_common.csv and critical_batch.json")
+    tuned.add_argument("--study-json", required=True)
+    tuned.add_argument("--out", required=True)
+    tuned.set_defaults(handler=_tuned_figures)
 
     compare_tables = sub.add_parser("compare-tables",
                                     help="speedup rows of a group of studies at their own and a common threshold")

@@ -19,7 +19,8 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-STRATEGIES = ("blr", "lsr", "srsr", "longer")
+STRATEGIES = ("blr", "lsr", "srsr", "longer", "tuned")
+TUNED = "tuned"  # the searched strategy: one run per trial (batchscale.search), the others one per seed
 REQUIRED_STUDY_KEYS = ("dataset.name", "model.name", "eta0", "base_batch", "epochs", "batch_sizes")
 
 
@@ -256,6 +257,27 @@ def _check_study(name: str, study: dict, config: dict) -> None:
         raise ConfigError(
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
             f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
+    if TUNED in study["strategies"]:
+        _check_tuning(prefix, study)
+
+
+def _check_tuning(prefix: str, study: dict) -> None:
+    """The `tuning` block of a study that runs `tuned`: ranges ordered, and only what the workflow runs."""
+    from batchscale.search import search_dimensions
+
+    tuning = study["tuning"]
+    for key in ("lr", "one_minus_momentum", "one_minus_beta2"):
+        bounds = tuning.get(key)
+        if bounds is not None and bounds["min"] > bounds["max"]:
+            raise ConfigError(f"config key {prefix}.tuning.{key}: min ({bounds['min']:g}) is larger than max "
+                              f"({bounds['max']:g}); allowed: min <= max")
+    if tuning.get("refine") is not None:
+        raise ConfigError(f"config key {prefix}.tuning.refine: the workflow trains the first round only; "
+                          f"allowed value: null (a second round is not run yet)")
+    if tuning.get("one_minus_beta2") is not None:
+        raise ConfigError(f"config key {prefix}.tuning.one_minus_beta2: searched only for AdamW, which the tuned "
+                          f"runs do not use yet; allowed value: null")
+    search_dimensions(tuning)  # the last word on the search space (raises nothing once the above hold)
 
 
 def load_config(source, check_data: bool = True) -> dict:
@@ -308,7 +330,7 @@ def load_config(source, check_data: bool = True) -> dict:
                 raise ConfigError(
                     f"config key comparisons.{group}.strategy: {spec['strategy']!r} is not run by study "
                     f"{study_name!r}; allowed values: the strategies every study of the group runs "
-                    f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
+                    f"({', '.join(s for s in STRATEGIES if s != TUNED and all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
     _check_data_fits(resolved)
     return resolved
@@ -407,10 +429,16 @@ def _check_registries(config: dict, check_data: bool = True) -> None:
 
 
 # Where a run's trace lives: the one place this template is written (the train rule, the cube's inputs and
-# the check of a trace against its own path all use it through RunKey).
-TRACE_PATH = "results/{study}/traces/{strategy}/bs{batch_size}/seed{seed}.h5"
-_TRACE_PATH_PATTERN = re.compile(
-    "(?:^|/)" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(TRACE_PATH)) + "$")
+# the check of a trace against its own path all use it through RunKey). `{trial}` is empty for the fixed
+# strategies and TRIAL_PART for a trial of `tuned`: results/s/traces/tuned/bs64/seed2_trial17.h5.
+TRACE_PATH = "results/{study}/traces/{strategy}/bs{batch_size}/seed{seed}{trial}.h5"
+TRIAL_PART = "_trial{trial}"
+_FIELD_PATTERNS = {"study": "[^/]+", "strategy": "[^/]+", "batch_size": r"\d+", "seed": r"\d+",
+                   "trial": "(?:" + re.escape(TRIAL_PART).replace(r"\{trial\}", r"(?P<trial>\d+)") + ")?"}
+_TRACE_PATH_PATTERN = re.compile("(?:^|/)" + re.sub(
+    r"\\\{(\w+)\\\}",
+    lambda m: _FIELD_PATTERNS[m.group(1)] if m.group(1) == "trial" else f"(?P<{m.group(1)}>{_FIELD_PATTERNS[m.group(1)]})",
+    re.escape(TRACE_PATH)) + "$")
 
 
 @dataclass(frozen=True)
@@ -419,32 +447,45 @@ class RunKey:
     strategy: str
     batch_size: int
     seed: int
+    trial: int | None = None  # the trial of a `tuned` search; None for the fixed strategies
 
     @property
     def trace_path(self) -> str:
-        return TRACE_PATH.format(study=self.study, strategy=self.strategy, batch_size=self.batch_size, seed=self.seed)
+        trial = "" if self.trial is None else TRIAL_PART.format(trial=self.trial)
+        return TRACE_PATH.format(study=self.study, strategy=self.strategy, batch_size=self.batch_size,
+                                 seed=self.seed, trial=trial)
 
     @classmethod
     def from_trace_path(cls, path) -> "RunKey | None":
         """The run a path names under the trace template, or None for a path outside it."""
         found = _TRACE_PATH_PATTERN.search(Path(path).as_posix())
-        if found is None or not (found["batch_size"].isdigit() and found["seed"].isdigit()):
+        if found is None:
             return None
-        return cls(found["study"], found["strategy"], int(found["batch_size"]), int(found["seed"]))
+        trial = None if found["trial"] is None else int(found["trial"])
+        return cls(found["study"], found["strategy"], int(found["batch_size"]), int(found["seed"]), trial)
+
+
+def study_trials(study: dict) -> list[dict]:
+    """The trials of a study's `tuned` search (the same at every batch size); [] when it runs no `tuned`."""
+    from batchscale.search import first_round
+
+    return first_round(study["tuning"]) if TUNED in study["strategies"] else []
 
 
 def iter_runs(config: dict) -> Iterator[RunKey]:
     for study_name, study in config["studies"].items():
+        trials = [t["trial"] for t in study_trials(study)]
         for strategy in study["strategies"]:
             for batch_size in study["batch_sizes"]:
-                for seed in study["seeds"]:
-                    yield RunKey(study_name, strategy, int(batch_size), int(seed))
+                for trial in (trials if strategy == TUNED else [None]):
+                    for seed in study["seeds"]:
+                        yield RunKey(study_name, strategy, int(batch_size), int(seed), trial)
 
 
 def peak_learning_rate(strategy: str, eta0: float, batch_size: int, base_batch: int) -> float:
     """The strategy's learning rate for batch size m (before warm-up and schedule)."""
     ratio = batch_size / base_batch
-    if strategy in ("blr", "longer"):
+    if strategy in ("blr", "longer", TUNED):  # a tuned trial's eta0 is the trial's own rate
         return eta0
     if strategy == "lsr":
         return eta0 * ratio
@@ -464,7 +505,7 @@ def run_epochs(strategy: str, epochs: int, batch_size: int, base_batch: int, max
 def run_config(config: dict, key: RunKey) -> dict:
     """The fully resolved config of one run: everything the engine needs, nothing else."""
     study = config["studies"][key.study]
-    return {
+    run = {
         "study": key.study,
         "strategy": key.strategy,
         "batch_size": key.batch_size,
@@ -489,6 +530,22 @@ def run_config(config: dict, key: RunKey) -> dict:
         "divergence_factor": study["divergence_factor"],
         "checkpoint_seconds": study["checkpoint_seconds"],
     }
+    if key.trial is not None:
+        run.update(trial_settings(study, key.trial, run))
+    return run
+
+
+def trial_settings(study: dict, trial: int, run: dict) -> dict:
+    """What a trial of `tuned` changes in its run config: its learning rate (eta0 = lr_peak = the trial's
+    lr), and momentum and schedule where the search covers them; recorded as `trial` and `trial_hyper`."""
+    point = next(t for t in study_trials(study) if t["trial"] == trial)
+    hyper = {name: value for name, value in point.items() if name not in ("trial", "round")}
+    settings = {"trial": int(trial), "trial_hyper": hyper, "eta0": hyper["lr"], "lr_peak": hyper["lr"]}
+    if "momentum" in hyper:
+        settings["optimizer"] = {**run["optimizer"], "momentum": hyper["momentum"]}
+    if "schedule" in hyper:
+        settings["schedule"] = {**run["schedule"], "name": hyper["schedule"]}
+    return settings
 
 
 def config_hash(run: dict) -> str:

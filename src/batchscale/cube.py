@@ -1,4 +1,11 @@
-"""Aggregate a study's traces into one xarray cube (strategy x batch_size x seed x step)."""
+"""Aggregate a study's traces into one xarray cube (strategy x batch_size x seed x step).
+
+The trials of the `tuned` search are not a strategy of the `strategy` coordinate (the fixed rules have
+no trials): they are stacked beside it as the variables prefixed TUNED_PREFIX, with a `trial` dimension
+(batch_size x trial x seed [x step]), plus the trials' hyperparameters (tuned_lr, and tuned_momentum /
+tuned_schedule where searched) over (batch_size, trial). So every fixed-rule analysis reads the cube as
+before, and the tuned analysis (batchscale.analysis.tuned_tables) reads the tuned_ variables.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from batchscale.config import TUNED
 from batchscale.traces import RETRAIN, TraceError, read_trace
+
+TUNED_PREFIX = "tuned_"
 
 # per-run scalars of the traces (the linear approximation error at the end and at the end of warm-up; its
 # value at every evaluation point is a point variable, linear_approx_error)
@@ -32,23 +42,76 @@ def _refuse_two_traces_of_one_run(traces) -> None:
     seen = {}
     for path, trace in traces:
         attrs = trace["attrs"]
-        run = (attrs["strategy"], int(attrs["batch_size"]), int(attrs["seed"]))
+        run = (attrs["strategy"], int(attrs["batch_size"]), int(attrs["seed"]), _trial(trace))
         if run in seen:
-            raise TraceError(f"trace {path}: records strategy {run[0]}, batch size {run[1]}, seed {run[2]}, "
+            trial = "" if run[3] is None else f", trial {run[3]}"
+            raise TraceError(f"trace {path}: records strategy {run[0]}, batch size {run[1]}, seed {run[2]}{trial}, "
                              f"like {seen[run]} (a copied trace?); {RETRAIN}")
         seen[run] = path
 
 
+def _trial(trace) -> int | None:
+    return json.loads(trace["attrs"]["config_json"]).get("trial")
+
+
+def _run_values(trace) -> dict:
+    attrs = trace["attrs"]
+    last = {name: trace["points"][name][-1] for name in ("train_loss", "test_loss", "test_acc")}
+    return {"steps_total": attrs["steps_total"], "lr_peak": attrs["lr"], "epochs": attrs["epochs"],
+            "wall_seconds": attrs["wall_seconds"],
+            **{name: trace["scalars"].get(name, np.nan) for name in TRACE_SCALARS},
+            "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
+            "final_test_acc": last["test_acc"]}
+
+
+def tuned_variables(traces, batch_sizes, seeds, steps, point_names) -> tuple[dict, dict]:
+    """The tuned_ variables of the trials' traces (dims batch_size, trial, seed [, step]) and the trial
+    coordinate; ({}, {}) without trials."""
+    trials = sorted({_trial(t) for _, t in traces})
+    if not trials:
+        return {}, {}
+    shape = (len(batch_sizes), len(trials), len(seeds), len(steps))
+    step_index = {s: i for i, s in enumerate(steps)}
+    points = {name: np.full(shape, np.nan) for name in point_names}
+    per_run = {name: np.full(shape[:3], np.nan) for name in PER_RUN}
+    status = np.full(shape[:3], "missing", dtype=object)
+    hyper: dict[str, np.ndarray] = {}
+    for _, trace in traces:
+        attrs = trace["attrs"]
+        where = (batch_sizes.index(int(attrs["batch_size"])), trials.index(_trial(trace)), seeds.index(int(attrs["seed"])))
+        columns = [step_index[int(s)] for s in trace["points"]["step"]]
+        for name, values in trace["points"].items():
+            if name != "step":
+                points[name][where + (columns,)] = values
+        for name, value in _run_values(trace).items():
+            per_run[name][where] = value
+        status[where] = attrs["status"]
+        for name, value in json.loads(attrs["config_json"]).get("trial_hyper", {}).items():
+            if name not in hyper:
+                hyper[name] = np.full(shape[:2], np.nan) if not isinstance(value, str) else np.full(shape[:2], "", dtype=object)
+            hyper[name][where[:2]] = value
+    dims = ("batch_size", "trial", "seed", "step")
+    out = {TUNED_PREFIX + name: (dims, array) for name, array in points.items()}
+    out.update({TUNED_PREFIX + name: (dims[:3], array) for name, array in per_run.items()})
+    out[TUNED_PREFIX + "status"] = (dims[:3], status.astype(str))
+    out.update({TUNED_PREFIX + name: (dims[:2], array.astype(str) if array.dtype == object else array)
+                for name, array in hyper.items()})
+    return out, {"trial": np.asarray(trials, dtype=np.int64)}
+
+
 def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) -> xr.Dataset:
-    """Stack traces onto the union of their evaluation steps; NaN where a run has no point."""
-    traces = [(Path(p), read_trace(p)) for p in trace_paths]
-    _refuse_two_traces_of_one_run(traces)
+    """Stack traces onto the union of their evaluation steps; NaN where a run has no point. Trials of
+    `tuned` go to the tuned_ variables (module docstring)."""
+    every = [(Path(p), read_trace(p)) for p in trace_paths]
+    _refuse_two_traces_of_one_run(every)
+    traces = [(p, t) for p, t in every if t["attrs"]["strategy"] != TUNED]
+    trial_traces = [(p, t) for p, t in every if t["attrs"]["strategy"] == TUNED]
     strategies = [s for s in study_config.get("strategies", []) if any(t["attrs"]["strategy"] == s for _, t in traces)]
     strategies += sorted({t["attrs"]["strategy"] for _, t in traces} - set(strategies))
-    batch_sizes = sorted({int(t["attrs"]["batch_size"]) for _, t in traces})
-    seeds = sorted({int(t["attrs"]["seed"]) for _, t in traces})
-    steps = sorted({int(s) for _, t in traces for s in t["points"]["step"]})
-    point_names = sorted({name for _, t in traces for name in t["points"]} - {"step"})
+    batch_sizes = sorted({int(t["attrs"]["batch_size"]) for _, t in every})
+    seeds = sorted({int(t["attrs"]["seed"]) for _, t in every})
+    steps = sorted({int(s) for _, t in every for s in t["points"]["step"]})
+    point_names = sorted({name for _, t in every for name in t["points"]} - {"step"})
     shape = (len(strategies), len(batch_sizes), len(seeds), len(steps))
     step_index = {s: i for i, s in enumerate(steps)}
     point_arrays = {name: np.full(shape, np.nan) for name in point_names}
@@ -64,25 +127,24 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
             if name != "step":
                 point_arrays[name][where + (columns,)] = values
         status[where] = attrs["status"]
-        last = {name: trace["points"][name][-1] for name in ("train_loss", "test_loss", "test_acc")}
-        values = {"steps_total": attrs["steps_total"], "lr_peak": attrs["lr"], "epochs": attrs["epochs"],
-                  "wall_seconds": attrs["wall_seconds"],
-                  **{name: trace["scalars"].get(name, np.nan) for name in TRACE_SCALARS},
-                  "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
-                  "final_test_acc": last["test_acc"]}
-        for name, value in values.items():
+        for name, value in _run_values(trace).items():
             run_arrays[name][where] = value
+    for path, trace in every:
+        attrs = trace["attrs"]
         provenance.append({"path": str(path), "config_hash": attrs["config_hash"], "sha256": _sha256(path),
                            "status": attrs["status"], "device": attrs["device"]})
     dims = ("strategy", "batch_size", "seed", "step")
     data_vars = {name: (dims, array) for name, array in point_arrays.items()}
     data_vars.update({name: (dims[:3], array) for name, array in run_arrays.items()})
     data_vars["status"] = (dims[:3], status.astype(str))
-    first = traces[0][1]["attrs"] if traces else {}
+    tuned_vars, trial_coord = tuned_variables(trial_traces, batch_sizes, seeds, steps, point_names)
+    data_vars.update(tuned_vars)
+    first = every[0][1]["attrs"] if every else {}
     cube = xr.Dataset(
         data_vars,
         coords={"strategy": strategies, "batch_size": np.asarray(batch_sizes, dtype=np.int64),
-                "seed": np.asarray(seeds, dtype=np.int64), "step": np.asarray(steps, dtype=np.int64)},
+                "seed": np.asarray(seeds, dtype=np.int64), "step": np.asarray(steps, dtype=np.int64),
+                **trial_coord},
         attrs={"study": study, "study_config_json": json.dumps(study_config, sort_keys=True),
                "base_batch": int(study_config.get("base_batch", batch_sizes[0] if batch_sizes else 1)),
                "eta0": float(study_config.get("eta0", np.nan)), "task": first.get("task", ""),

@@ -27,6 +27,8 @@ How the numbers are counted:
   (its share of the study's log-spaced grid, step 0 and the final step included), plus the end-of-run
   linear-approximation measurement (one gradient of a batch of m: 3 x forward; two passes over the
   training subset: 1 x forward each).
+- Runs: every strategy x batch size x seed, and for `tuned` every trial of its search as well; jobs: the
+  pack jobs that train them (the runs of a study at one batch size, chunked by `pack.max_runs`).
 - Every run is assumed to complete; a run that diverges stops early and costs less.
 - GPU-hours: total FLOPs / (gpu_tflops x utilisation) / 3600. The default, 400 TFLOP/s x 0.4, is a
   sustained 160 TFLOP/s: roughly what bf16 training of these small-image networks reaches on an H100-class
@@ -40,7 +42,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchscale.config import ConfigError, iter_runs, load_config, run_config
+from batchscale.config import TUNED, ConfigError, iter_runs, load_config, run_config
 
 # Published sizes of the real datasets (train / test examples before any option), so that a plan never
 # needs the files. WikiText-2 counts tokens (with <eos> after every line, as `read_tokens` builds them).
@@ -91,10 +93,20 @@ class StudyPlan:
     data: DataShape
     forward_flops: float
     runs: list[RunCost] = field(default_factory=list)
+    packs: int = 0  # training jobs: one per pack of runs
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.runs)
+
+    @property
+    def trials(self) -> int:
+        """Runs of the `tuned` search (trials x seeds x batch sizes)."""
+        return sum(1 for r in self.runs if r.strategy == TUNED)
 
     @property
     def jobs(self) -> int:
-        return len(self.runs)
+        return self.packs
 
     @property
     def steps(self) -> int:
@@ -267,9 +279,14 @@ def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Pl
                     raise
                 raise ConfigError(f"config key studies.{name}.model: {err}") from None
         studies[name] = StudyPlan(name, study["dataset"]["name"], study["model"]["name"], data, flops[model_key])
-    for key in iter_runs(config):
+    from batchscale.engine.packs import all_packs
+
+    keys = list(iter_runs(config))
+    for key in keys:
         plan = studies[key.study]
         plan.runs.append(run_cost(run_config(config, key), plan.data, plan.forward_flops))
+    for pack in all_packs(config, keys):
+        studies[pack.study].packs += 1
     return Plan(str(source) if isinstance(source, (str, Path)) else "(config)", list(studies.values()),
                 len(config.get("comparisons", {})), gpu_tflops, utilisation)
 
@@ -297,19 +314,21 @@ def _number(value: float) -> str:
 
 
 def format_plan(plan: Plan) -> str:
-    header = ["study", "dataset", "model", "train n", "jobs", "steps", "examples", "GFLOP/ex", "PFLOP",
+    header = ["study", "dataset", "model", "train n", "runs", "trials", "jobs", "steps", "examples", "GFLOP/ex", "PFLOP",
               "eval %", "GPU-h", "max GPU-h/job"]
     rows = []
     for s in plan.studies:
         longest = max((r.flops for r in s.runs), default=0.0)
-        rows.append([s.name, s.dataset, s.model, f"{s.data.n_train:,}", str(s.jobs), f"{s.steps:,}",
+        rows.append([s.name, s.dataset, s.model, f"{s.data.n_train:,}", str(s.n_runs), str(s.trials),
+                     str(s.jobs), f"{s.steps:,}",
                      _count(s.examples), f"{s.forward_flops / 1e9:.3g}", _number(s.flops / 1e15),
                      f"{100 * s.eval_flops / s.flops:.1f}" if s.flops else "-",
                      _number(plan.gpu_hours(s.flops)), _number(plan.gpu_hours(longest))])
     total_flops = sum(s.flops for s in plan.studies)
     total_eval = sum(s.eval_flops for s in plan.studies)
     longest_all = max((r.flops for s in plan.studies for r in s.runs), default=0.0)
-    rows.append(["total", "", "", "", str(sum(s.jobs for s in plan.studies)), f"{sum(s.steps for s in plan.studies):,}",
+    rows.append(["total", "", "", "", str(sum(s.n_runs for s in plan.studies)),
+                 str(sum(s.trials for s in plan.studies)), str(sum(s.jobs for s in plan.studies)), f"{sum(s.steps for s in plan.studies):,}",
                  _count(sum(s.examples for s in plan.studies)), "", _number(total_flops / 1e15),
                  f"{100 * total_eval / total_flops:.1f}" if total_flops else "-", _number(plan.gpu_hours(total_flops)),
                  _number(plan.gpu_hours(longest_all))])
@@ -321,9 +340,12 @@ def format_plan(plan: Plan) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     jobs = sum(s.jobs for s in plan.studies)
+    runs = sum(s.n_runs for s in plan.studies)
+    trials = sum(s.trials for s in plan.studies)
     sustained = plan.gpu_tflops * plan.utilisation
     lines = [
-        f"plan for {plan.config_path}: {len(plan.studies)} studies, {jobs} training jobs "
+        f"plan for {plan.config_path}: {len(plan.studies)} studies, {runs} training runs "
+        f"({trials} of them trials of the tuned search) in {jobs} pack jobs "
         f"(+ per-study cube/analysis/figure jobs and {plan.comparisons} comparison(s), CPU, minutes each)",
         f"GPU-hours at {plan.gpu_tflops:g} TFLOP/s x {plan.utilisation:g} utilisation = {sustained:g} TFLOP/s "
         f"sustained (set with --gpu-tflops and --utilisation)",
@@ -336,7 +358,9 @@ def format_plan(plan: Plan) -> str:
     ]
     notes = (
         "train n: training examples after fraction and caps (language models: windows of bptt tokens). "
-        "steps: floor(n/m) x epochs, capped at max_steps, summed over the study's jobs; examples: steps x m. "
+        "runs: strategies x batch sizes x seeds, trials x batch sizes x seeds for tuned (counted in trials); "
+        "jobs: pack jobs, each training the runs of one batch size together (at most pack.max_runs). "
+        "steps: floor(n/m) x epochs, capped at max_steps, summed over the study's runs; examples: steps x m. "
         "FLOPs = 2 x multiply-accumulates of the Conv2d, Linear and LSTM layers (models/flops.py); training = "
         "3 x forward FLOPs x examples; evaluation (eval %) = forward passes over the training subset and the "
         "test split at every point of the run's log-spaced grid, plus the end-of-run linear-approximation "

@@ -19,7 +19,7 @@ their spacing is known (a `max_spacing` of 1.2 gives neighbours at most 1.2× ap
 Functions return plain lists of dicts, one per trial, so the config layer can turn each into a run.
 
 Proposed config keys (a study's `tuning:` block, used when `strategies` contains `tuned`; the JSON-schema
-fragment is workflow/schemas/tuning.schema.yaml)::
+schema is `tuning` in workflow/schemas/config.schema.yaml)::
 
     tuning:
       trials: 16                 # K, first-round trials per batch size (a power of two balances Sobol)
@@ -31,7 +31,7 @@ fragment is workflow/schemas/tuning.schema.yaml)::
       refine: null               # or {factor: 2, trials: 8, max_spacing: 1.2}
 
 Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K. A trial's trace is
-`TRIAL_TRACE_TEMPLATE` (the plain strategies keep results/{study}/traces/{strategy}/bs{m}/seed{s}.h5).
+config.TRACE_PATH with its trial part: results/{study}/traces/tuned/bs{m}/seed{s}_trial{t}.h5.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ from typing import Mapping
 
 import numpy as np
 
-TRIAL_TRACE_TEMPLATE = "results/{study}/traces/tuned/bs{batch_size}/seed{seed}_trial{trial}.h5"
-"""Path of one trial's trace: one file per (batch size, seed, trial), beside the other strategies'."""
 
 LOG_RANGE_KEYS = (("lr", "lr"), ("one_minus_momentum", "momentum"), ("one_minus_beta2", "beta2"))
 """(config key, hyperparameter name) of the log-range dimensions, in the order of the Sobol dimensions."""
@@ -197,6 +195,7 @@ def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
 
 
 def trial_trace_path(study: str, batch_size: int, seed: int, trial: int) -> str:
-    """The trace path of one trial (`TRIAL_TRACE_TEMPLATE` filled in)."""
-    return TRIAL_TRACE_TEMPLATE.format(study=study, batch_size=int(batch_size), seed=int(seed),
-                                       trial=int(trial))
+    """The trace path of one trial (config.TRACE_PATH, through RunKey, holds the template)."""
+    from batchscale.config import TUNED, RunKey
+
+    return RunKey(study, TUNED, int(batch_size), int(seed), int(trial)).trace_path

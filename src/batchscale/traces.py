@@ -152,3 +152,7 @@ def _check_contract(path: Path, attrs: dict, points: dict) -> None:
             if (int(recorded) if isinstance(wanted, int) else str(recorded)) != wanted:
                 fail(f"attribute {field} is {recorded!r} but the path is for {field} {wanted!r} "
                      f"(a trace copied from another run?)")
+        recorded_trial = json.loads(attrs["config_json"]).get("trial")
+        if recorded_trial != expected.trial:
+            fail(f"its run config records trial {recorded_trial!r} but the path is for trial {expected.trial!r} "
+                 f"(a trace copied from another run?)")

@@ -56,6 +56,27 @@ rule analyze:
         "--out results/{wildcards.study} 2> {log}"
 
 
+# A study with the tuned strategy: the same command also writes tuned.csv and tuned_trials.csv (and the
+# tuned entries of critical_batch.json), declared here; only tuned studies match this rule, and for them it
+# is preferred to the plain one.
+use rule analyze as analyze_tuned with:
+    output:
+        **rules.analyze.output,
+        tuned=report(
+            "results/{study}/tuned.csv",
+            caption="../report/tuned_table.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"study": "{study}", "table": "tuned: steps to result"},
+        ),
+        tuned_trials="results/{study}/tuned_trials.csv",
+    wildcard_constraints:
+        study="|".join(TUNED_STUDIES) or "NONE",
+
+
+ruleorder: analyze_tuned > analyze
+
+
 rule comparison_table:
     input:
         comparison_cubes,

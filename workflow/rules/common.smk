@@ -2,7 +2,7 @@
 import json
 import sys
 
-from batchscale.config import ConfigError, iter_runs, load_config, read_yaml
+from batchscale.config import TUNED, ConfigError, iter_runs, load_config, read_yaml
 from batchscale.engine.packs import pack_mem_mb, pack_runs_json, plan_packs
 from batchscale.traces import source_fingerprint
 
@@ -31,7 +31,7 @@ TRAIN_PACKS = plan_packs(BATCHSCALE, RUNS, ENGINE_SOURCE)
 
 wildcard_constraints:
     study="|".join(sorted(STUDIES)) or "NONE",
-    strategy="blr|lsr|srsr|longer",
+    strategy="blr|lsr|srsr|longer|tuned",
     batch_size=r"\d+",
     seed=r"\d+",
     comparison="|".join(sorted(COMPARISONS)) or "NONE",
@@ -87,8 +87,18 @@ STUDY_FIGURES = [
 ]
 
 
+# Studies that run the tuned search get its tables (written by the analyze rule, rule analyze_tuned) and
+# figures (rule tuned_figures) besides the ones above.
+TUNED_STUDIES = [name for name, study in STUDIES.items() if TUNED in study["strategies"]]
+TUNED_TABLES = ["tuned.csv", "tuned_trials.csv"]
+TUNED_FIGURES = ["tuned_steps_to_result", "tuned_eta_star", "tuned_trials"]
+
+
 def all_outputs():
     outputs = []
+    for study in TUNED_STUDIES:
+        outputs += [f"results/{study}/{name}" for name in TUNED_TABLES]
+        outputs += [f"results/{study}/figures/{name}.{ext}" for name in TUNED_FIGURES for ext in ("png", "svg")]
     for study in STUDIES:
         outputs.append(f"results/{study}/cube.nc")
         outputs += [f"results/{study}/{name}" for name in STUDY_TABLES]

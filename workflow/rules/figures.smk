@@ -23,6 +23,29 @@ rule figures:
         "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
 
 
+# The tuned search's figures (TUNED_FIGURES), for the studies that run it, drawn from its tables.
+rule tuned_figures:
+    input:
+        tables=study_tables,
+        tuned=[f"results/{{study}}/{name}" for name in TUNED_TABLES],
+    output:
+        png=[study_figure_png(name) for name in TUNED_FIGURES],
+        svg=[f"results/{{study}}/figures/{name}.svg" for name in TUNED_FIGURES],
+    wildcard_constraints:
+        study="|".join(TUNED_STUDIES) or "NONE",
+    log:
+        "logs/{study}/tuned_figures.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        study=study_json,
+    shell:
+        "python -m batchscale tuned-figures --tables results/{wildcards.study} "
+        "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
+
+
 rule compare:
     input:
         table="results/comparisons/{comparison}/speedup.csv",

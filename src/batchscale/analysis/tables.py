@@ -90,6 +90,7 @@ import numpy as np
 import pandas as pd
 
 from batchscale.analysis import measurements as ms
+from batchscale.analysis import tuned_tables
 from batchscale.analysis.accessors import last_finite, metric_values, run_status  # noqa: F401 (public here too)
 
 METRICS = ("train_loss", "test_loss", "test_error")
@@ -408,12 +409,46 @@ def k_at(cube, strategy: str, metric: str, eps: float):
     return sizes, k, stat.values, last
 
 
+def metric_thresholds(cube, study: dict, metric: str):
+    """({strategy: (eps, source batch)}, common eps) of a metric; a cube with tuned trials adds ``tuned``
+    (its own eps: the rule applied to the best trial of the largest batch), which takes part in the common
+    eps like any strategy."""
+    thresholds = study_thresholds(cube, metric, study["threshold"])
+    if tuned_tables.has_tuned(cube):
+        own = tuned_tables.own_threshold(cube, metric, study["threshold"])
+        thresholds[tuned_tables.TUNED] = (own["eps"], own)
+    return thresholds, common_threshold(thresholds, study["common_threshold"])
+
+
+def tuned_analysis(cube, study: dict) -> dict:
+    """tuned.csv and tuned_trials.csv frames and the tuned critical-batch entries {scope: {metric: entry}}."""
+    def entry_of(sizes, k, labels, status):
+        return critical_entry(sizes, k, labels, study["bootstrap"], None, status, study["base_batch"],
+                              study["critical_batch"])
+
+    rows, trials, entries = [], [], {"strategy": {}, "common": {}}
+    for metric in study["metrics"]:
+        thresholds, common = metric_thresholds(cube, study, metric)
+        own, source = thresholds[tuned_tables.TUNED]
+        for scope, eps in (("strategy", own), ("common", common)):
+            if not np.isfinite(eps):
+                continue
+            got = tuned_tables.tuned_at(cube, study, metric, eps, scope, source, entry_of)
+            rows.append(got["rows"])
+            trials.append(got["trials"])
+            entries[scope][metric] = got["entry"]
+    return {"tuned": pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(tuned_tables.TUNED_COLUMNS)),
+            "tuned_trials": pd.concat(trials, ignore_index=True) if trials else
+            pd.DataFrame(columns=list(tuned_tables.TRIAL_COLUMNS)),
+            "entries": entries}
+
+
 def _curves(cube, study: dict, scope: str = "strategy"):
     """Yield (strategy, metric, eps, source batch, batch sizes, k (batch x seed), status, last steps)
     at each strategy's own eps (`scope` ``strategy``) or at the metric's common eps (``common``)."""
     for metric in study["metrics"]:
-        thresholds = study_thresholds(cube, metric, study["threshold"])
-        common = common_threshold(thresholds, study["common_threshold"])
+        thresholds, common = metric_thresholds(cube, study, metric)
+        thresholds.pop(tuned_tables.TUNED, None)
         for strategy in [str(s) for s in cube["strategy"].values]:
             eps, source = thresholds[strategy]
             if scope == "common":
@@ -493,6 +528,17 @@ def analyse_cube(cube, study=None) -> dict:
         key = "speedup" if scope == "strategy" else "speedup_common"
         out[key] = pd.concat(frames, ignore_index=True)[list(SPEEDUP_COLUMNS)] if frames else \
             pd.DataFrame(columns=list(SPEEDUP_COLUMNS))
+    if tuned_tables.has_tuned(cube):
+        tuned = tuned_analysis(cube, study)
+        out["tuned"], out["tuned_trials"] = tuned["tuned"], tuned["tuned_trials"]
+        for metric, entry in tuned["entries"]["strategy"].items():
+            summary.setdefault(tuned_tables.TUNED, {})[metric] = entry
+            thresholds.setdefault(metric, {"strategies": {}})["strategies"][tuned_tables.TUNED] = {
+                "threshold": entry["threshold"], "source_batch_size": entry["threshold_batch_size"],
+                "source_trial": entry["threshold_trial"]}
+        for metric, entry in tuned["entries"]["common"].items():
+            common_entries.setdefault(metric, {"threshold": entry["threshold"], "strategies": {}})
+            common_entries[metric]["strategies"][tuned_tables.TUNED] = entry
     document = critical_document(study, rule_text, summary, common_entries, thresholds)
     if "study" in getattr(cube, "attrs", {}):
         document = {"study": str(cube.attrs["study"]), **document}
@@ -766,7 +812,8 @@ def write_study_tables(cube_path, study_config=None, out_dir=None) -> dict:
     with xr.open_dataset(cube_path, engine="h5netcdf") as handle:
         cube = handle.load()
     result = study_tables(cube, study_config)
-    frames = {name: result[name] for name in ("speedup", "speedup_common", "accuracy", "linear_error")}
+    frames = {name: result.get(name) for name in ("speedup", "speedup_common", "accuracy", "linear_error",
+                                                  "tuned", "tuned_trials")}
     result["paths"] = write_tables(out_dir if out_dir is not None else cube_path.parent, frames,
                                    result["critical_batch"])
     return result

@@ -50,20 +50,29 @@ def trace_is_current(path: str | Path, run: dict, engine_source: str) -> bool:
         return False
 
 
-def plan_packs(config: dict, keys: list[RunKey], engine_source: str, root: str | Path = ".") -> list[Pack]:
-    """The packs with at least one run to train, in grid order."""
+def all_packs(config: dict, keys: list[RunKey]) -> list[Pack]:
+    """Every pack of the grid, trained or not: the runs of a study at one batch size (every strategy and
+    every trial of `tuned`), in the order seed, strategy, trial, chunked by `pack.max_runs`."""
     groups: dict[tuple[str, int], list[RunKey]] = {}
     for key in keys:
         groups.setdefault((key.study, key.batch_size), []).append(key)
     packs = []
     for (study, batch_size), members in groups.items():
-        members = sorted(members, key=lambda k: (k.seed, k.strategy))
+        members = sorted(members, key=lambda k: (k.seed, k.strategy, -1 if k.trial is None else k.trial))
         size = config["studies"][study]["pack"]["max_runs"]
         for index in range(0, len(members), size):
-            todo = tuple(k for k in members[index:index + size]
-                         if not trace_is_current(Path(root) / k.trace_path, run_config(config, k), engine_source))
-            if todo:
-                packs.append(Pack(study, batch_size, index // size, todo))
+            packs.append(Pack(study, batch_size, index // size, tuple(members[index:index + size])))
+    return packs
+
+
+def plan_packs(config: dict, keys: list[RunKey], engine_source: str, root: str | Path = ".") -> list[Pack]:
+    """The packs with at least one run to train (only those runs), in grid order."""
+    packs = []
+    for pack in all_packs(config, keys):
+        todo = tuple(k for k in pack.keys
+                     if not trace_is_current(Path(root) / k.trace_path, run_config(config, k), engine_source))
+        if todo:
+            packs.append(Pack(pack.study, pack.batch_size, pack.index, todo))
     return packs
 
 

@@ -1,0 +1,159 @@
+"""The tables of the `tuned` strategy from a study cube: tuned.csv, tuned_trials.csv and the tuned entries
+of critical_batch.json. The measurements themselves are `batchscale.analysis.tuned`'s; this module reads
+the cube's tuned_ variables (dims batch_size, trial, seed [, step]; see batchscale.cube) into its tables.
+
+``tuned.csv`` -- one row per metric x threshold scope x batch size: ``strategy`` (tuned), ``metric``,
+``batch_size``, ``threshold`` (eps), ``threshold_scope`` (``strategy``: tuned's own eps, the configured
+rule applied to the best trial of the largest batch size, `tuned.tuned_threshold`; ``common``: the
+metric's one common eps shared with the fixed rules), ``threshold_rule``, ``threshold_batch_size`` and
+``threshold_trial`` (the source of tuned's own eps), ``base_batch``, ``k`` (steps to result: the fewest
+steps any trial needs, a trial's k being its mean over seeds; inf when no trial reached eps), ``k_low``,
+``k_high`` and ``interval_kind`` (a percentile bootstrap resampling seeds and trials together,
+``bootstrap_seeds_trials``), ``best_trial`` (-1 when none reached eps), ``lr`` (eta*(m), the best trial's
+peak learning rate) and the other searched hyperparameters (``momentum``, ``schedule``), ``n_trials``,
+``n_reached``, ``lr_min``/``lr_max`` (the range tried), ``lr_edge`` (``low``/``high`` when eta*(m) is at an
+edge of that range: the optimum may lie outside it and k is then an upper bound; empty otherwise),
+``speedup`` (k(m0)/k(m)), ``ideal_speedup`` (m/m0) and ``efficiency``.
+
+``tuned_trials.csv`` -- every trial's k against its hyperparameters: ``metric``, ``threshold_scope``,
+``threshold``, ``batch_size``, ``trial``, ``lr`` (and ``momentum``/``schedule`` when searched), ``k``
+(mean over seeds; inf when a seed missed eps or diverged), ``n_seeds``, ``n_diverged``.
+
+critical_batch.json gains ``tuned`` under ``strategies`` (tuned's own eps) and under ``common`` (the common
+eps): the usual entry of `tables.critical_entry` computed on the per-seed k of each batch size's best
+trial, whose B_crit interval is replaced by the bootstrap over seeds and trials of the envelope, plus
+``B_noise`` and ``eta_max`` of the fit eta*(m) = eta_max / (1 + B_noise/m) with the same bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from batchscale.analysis import measurements as ms
+from batchscale.analysis import tuned as tn
+
+PREFIX = "tuned_"
+TUNED = "tuned"
+INTERVAL_KIND = "bootstrap_seeds_trials"
+HYPER_NAMES = ("lr", "momentum", "beta2", "schedule")
+TUNED_COLUMNS = ("strategy", "metric", "batch_size", "threshold", "threshold_scope", "threshold_rule",
+                 "threshold_batch_size", "threshold_trial", "base_batch", "k", "k_low", "k_high",
+                 "interval_kind", "best_trial", "lr", "momentum", "schedule", "n_trials", "n_reached", "lr_min",
+                 "lr_max", "lr_edge", "speedup", "ideal_speedup", "efficiency")
+TRIAL_COLUMNS = ("metric", "threshold_scope", "threshold", "batch_size", "trial", "lr", "momentum", "schedule",
+                 "k", "n_seeds", "n_diverged")
+
+
+def has_tuned(cube) -> bool:
+    return f"{PREFIX}status" in cube
+
+
+def trial_view(cube):
+    """The tuned_ variables of a cube without their prefix (dims batch_size, trial, seed [, step])."""
+    names = [name for name in cube.data_vars if name.startswith(PREFIX)]
+    return cube[names].rename({name: name[len(PREFIX):] for name in names})
+
+
+def trial_values(view, metric: str):
+    if metric == "test_error":
+        return 1.0 - view["test_acc"]
+    return view[metric]
+
+
+def trial_status(view):
+    """Each trial run's status; ``missing`` where the run has no finite value of `metric`'s traces."""
+    import xarray as xr
+
+    present = np.isfinite(view["train_loss"]).any("step")
+    return xr.where(present, view["status"].astype(str), "missing")
+
+
+def own_threshold(cube, metric: str, rule) -> dict:
+    """Tuned's own eps for `metric`: `tuned.tuned_threshold` over the completed trial runs."""
+    view = trial_view(cube)
+    values = trial_values(view, metric).where(trial_status(view) == "completed")
+    long = values.rename("value").to_dataframe().reset_index()[["batch_size", "trial", "seed", "step", "value"]]
+    return tn.tuned_threshold(long, rule, value_column="value")
+
+
+def trial_table(cube, metric: str, eps: float) -> pd.DataFrame:
+    """One row per (batch size, trial, seed): k at `eps` (inf when not reached or diverged, NaN when the
+    run is missing), status and the trial's hyperparameters."""
+    view = trial_view(cube)
+    status = trial_status(view)
+    k = ms.k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
+    table = k.to_dataframe().reset_index()[["batch_size", "trial", "seed", "k"]]
+    table["status"] = status.transpose("batch_size", "trial", "seed").values.ravel()
+    for name in HYPER_NAMES:
+        if name in view:
+            hyper = view[name].to_dataframe().reset_index()[["batch_size", "trial", name]]
+            table = table.merge(hyper, on=["batch_size", "trial"])
+    table.loc[table["status"] == "missing", "k"] = np.nan
+    return table
+
+
+def _per_seed_of_best(table: pd.DataFrame, best: pd.DataFrame, sizes, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """(k, status) per (batch size, seed) of each batch size's best trial (inf rows where none reached)."""
+    k = np.full((len(sizes), len(seeds)), np.inf)
+    status = np.full(k.shape, "completed", dtype=object)
+    for i, size in enumerate(sizes):
+        trial = int(best.loc[best["batch_size"] == size, "trial"].iloc[0])
+        rows = table[(table["batch_size"] == size) & (table["trial"] == (trial if trial >= 0 else table["trial"].min()))]
+        for _, row in rows.iterrows():
+            j = seeds.index(int(row["seed"]))
+            k[i, j] = row["k"] if trial >= 0 else np.inf
+            status[i, j] = row["status"]
+    return k, status
+
+
+def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict, entry_of) -> dict:
+    """tuned.csv rows, tuned_trials.csv rows and the critical-batch entry of one metric at one eps.
+
+    `entry_of(sizes, k_per_seed, labels, status)` builds the usual critical-batch entry (tables.critical_entry
+    with the study's settings)."""
+    base = int(study["base_batch"])
+    table = trial_table(cube, metric, eps)
+    keep = [c for c in table.columns if c != "status"]
+    best = tn.steps_to_result(table[keep])
+    boot = tn.bootstrap_tuned(table[keep].dropna(subset=["k"]), samples=int(study["bootstrap"]["samples"]),
+                              confidence=float(study["bootstrap"]["confidence"]), seed=0)
+    sizes = [int(m) for m in best["batch_size"]]
+    seeds = sorted(int(s) for s in table["seed"].unique())
+    k = best["k"].to_numpy(dtype=float)
+    k_base = k[sizes.index(base)] if base in sizes else math.nan
+    rows = best.rename(columns={"trial": "best_trial"}).copy()
+    rows = rows.merge(boot["table"][["batch_size", "k_low", "k_high"]], on="batch_size", how="left")
+    rows["strategy"], rows["metric"], rows["threshold"], rows["threshold_scope"] = TUNED, metric, eps, scope
+    rows["threshold_rule"] = ms.describe_threshold_rule(study["threshold"])
+    rows["threshold_batch_size"], rows["threshold_trial"] = source.get("batch_size"), source.get("trial")
+    rows["base_batch"], rows["interval_kind"] = base, INTERVAL_KIND
+    rows["speedup"] = [float(ms.speedup(v, k_base)) for v in k]
+    rows["ideal_speedup"] = [float(ms.ideal_speedup(m, base)) for m in sizes]
+    rows["efficiency"] = [float(ms.efficiency(v, k_base, m, base)) for v, m in zip(k, sizes)]
+    rows = rows.reindex(columns=list(TUNED_COLUMNS))
+
+    per_trial = tn.trial_steps(table[keep])
+    diverged = table[table["status"] == "diverged"].groupby(["batch_size", "trial"]).size()
+    per_trial["n_diverged"] = [int(diverged.get((m, t), 0)) for m, t in zip(per_trial["batch_size"], per_trial["trial"])]
+    per_trial["metric"], per_trial["threshold_scope"], per_trial["threshold"] = metric, scope, eps
+    trials = per_trial.reindex(columns=list(TRIAL_COLUMNS))
+
+    k_seed, status = _per_seed_of_best(table, best, sizes, seeds)
+    labels = ms.regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
+                        float(study["regimes"]["stagnation_gain"]))
+    entry = entry_of(sizes, k_seed, labels, status)
+    entry["B_crit"].update({"low": boot["B_crit_low"], "high": boot["B_crit_high"], "interval_kind": INTERVAL_KIND})
+    fit = tn.fit_optimal_lr(sizes, best["lr"].to_numpy(dtype=float))
+    entry["B_noise"] = {"estimate": fit["B_noise"], "low": boot["B_noise_low"], "high": boot["B_noise_high"],
+                        "interval_kind": INTERVAL_KIND}
+    entry["eta_max"] = fit["eta_max"]
+    entry["eta_fit_max_abs_log_residual"] = fit["max_abs_log_residual"]
+    entry["eta_star"] = {str(m): lr for m, lr in zip(sizes, best["lr"].to_numpy(dtype=float))}
+    entry["lr_edge"] = {str(m): edge for m, edge in zip(sizes, best["lr_edge"]) if edge}
+    entry["interval"] = boot["interval"]
+    entry["threshold"] = eps
+    entry["threshold_batch_size"], entry["threshold_trial"] = source.get("batch_size"), source.get("trial")
+    return {"rows": rows, "trials": trials, "entry": entry}
