@@ -5,6 +5,8 @@ active (diverged or finished) is not touched at all. The update is the one torch
 run: weight decay adds wd*w to the gradient, the first momentum buffer is the gradient itself, then
 buf = momentum*buf + grad, and the step is lr*buf (lr*(grad + momentum*buf) with Nesterov).
 
+AdamW (engine/adamw.py) makes torch.optim.AdamW's update the same way.
+
 An optimizer is chosen by `run["optimizer"]["name"]` from OPTIMIZERS below; adding one is one entry.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from batchscale.engine.adamw import PackedAdamW
 
 
 def _per_run(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,7 @@ class OptimizerEntry:
 
 OPTIMIZERS = {
     "sgd": OptimizerEntry(PackedSGD, per_run=("momentum", "weight_decay"), shared=("nesterov",)),
+    "adamw": OptimizerEntry(PackedAdamW, per_run=("beta1", "beta2", "eps", "weight_decay")),
 }
 
 
