@@ -93,8 +93,10 @@ def build_optimizer(runs: list[dict], params: list[torch.Tensor]):
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name {name!r} is not known; known: {', '.join(sorted(OPTIMIZERS))}")
     entry = OPTIMIZERS[name]
-    device, dtype = params[0].device, params[0].dtype
-    kwargs = {key: torch.tensor([float(run["optimizer"][key]) for run in runs], dtype=dtype, device=device)
+    # float64 whatever the parameters' dtype: each optimizer casts where a value meets a tensor (AdamW keeps
+    # its betas in float64 for the bias corrections, as torch computes them in Python floats)
+    device = params[0].device
+    kwargs = {key: torch.tensor([float(run["optimizer"][key]) for run in runs], dtype=torch.float64, device=device)
               for key in entry.per_run}
     for key in entry.shared:
         values = {run["optimizer"].get(key) for run in runs}
