@@ -328,8 +328,13 @@ def test_draw_comparison_from_its_table(cube, tmp_path):
         assert [line.get_gid() for line in ax.lines].count("speedup") == 2
         assert _is_log2(ax.xaxis)
     texts = [t.get_text() for t in own.get_legend().get_texts()]
-    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5)") for t in texts)  # its own rule
+    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5; B_crit") for t in texts)  # its own rule
     assert any(t.startswith("big data (\u03b5 = ") and "lower quartile" in t for t in texts)
+    # each curve's critical batch size, as the table gives it, is in its legend entry
+    for label in ("big data", "small data"):
+        report = table[(table.label == label) & (table.threshold_scope == "study")].b_crit_report.iloc[0]
+        entry = next(t for t in texts if t.startswith(label))
+        assert (f"B_crit {report}" if isinstance(report, str) and report else "B_crit not estimable") in entry
     eps_common = table[table.threshold_scope == "common"].threshold.iloc[0]
     assert "common" in common.get_title() and f"{eps_common:.3g}" in common.get_title()
 
