@@ -408,6 +408,8 @@ def test_comparison_rows_carry_each_studys_critical_batch_as_its_own_tables_give
         own = tables.analyse_cube(cube, studies[name])["critical_batch"]["strategies"]["lsr"]["train_loss"]["B_crit"]
         rows = table[(table.study == name) & (table.threshold_scope == "study")]
         assert rows.b_crit_report.nunique() == 1 and rows.b_crit_report.iloc[0] == own["report"]
+        assert rows.b_crit_fit_meaningful.iloc[0] == tables.analyse_cube(cube, studies[name])["critical_batch"][
+            "strategies"]["lsr"]["train_loss"]["fit_meaningful"]
         for column, key in (("b_crit", "estimate"), ("b_crit_low", "low"), ("b_crit_high", "high")):
             want = float("nan") if own[key] is None else own[key]
             assert rows[column].iloc[0] == pytest.approx(want, nan_ok=True, rel=1e-12)

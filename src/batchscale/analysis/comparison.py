@@ -9,7 +9,8 @@ own threshold (its own rule) and at one common threshold across the studies.
 Each curve's critical batch size (the study's own fit, `tables.critical_entry`, at that curve's eps) is
 repeated on its rows in CRITICAL_COLUMNS: the estimate with its interval, and ``b_crit_report`` the text to
 quote: the value, or the bound (``> 128``) where the fit puts it outside the measured batch sizes (then the
-figure draws no line), or empty where it cannot be estimated.
+figure draws no line), or empty where it cannot be estimated; ``b_crit_fit_meaningful`` is the study's own
+test (in range and log-RMSE small enough) for drawing it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from batchscale.analysis import tables
 from batchscale.config import ConfigError
 
 
-CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind", "b_crit_report")
+CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind", "b_crit_report",
+                    "b_crit_fit_meaningful")
 
 
 def critical_columns(entry: dict) -> dict:
@@ -33,7 +35,7 @@ def critical_columns(entry: dict) -> dict:
 
     return {"b_crit": number(b_crit["estimate"]), "b_crit_low": number(b_crit["low"]),
             "b_crit_high": number(b_crit["high"]), "b_crit_interval_kind": b_crit["interval_kind"],
-            "b_crit_report": b_crit.get("report") or ""}
+            "b_crit_report": b_crit.get("report") or "", "b_crit_fit_meaningful": bool(entry["fit_meaningful"])}
 
 
 def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:

@@ -37,16 +37,25 @@ def critical_text(rows: pd.DataFrame) -> str:
     inside = not text.split()[1] in ("<", ">")
     if inside and np.isfinite(low) and np.isfinite(high):
         text += f" [{_fmt(low)}, {_fmt(high)}]"
+    if inside and not _fit_meaningful(rows):
+        text += ", poor fit: not drawn"
     return text
 
 
+def _fit_meaningful(rows: pd.DataFrame) -> bool:
+    if "b_crit_fit_meaningful" not in rows:
+        return True
+    return str(rows["b_crit_fit_meaningful"].iloc[0]).lower() == "true"
+
+
 def draw_critical_batch(ax, rows: pd.DataFrame, color) -> None:
-    """A dotted line at the curve's B_crit and its interval shaded, where the fit puts it inside the range."""
+    """A dotted line at the curve's B_crit and its interval shaded, where the fit puts it inside the range and
+    describes k(m) (the study's own `fit_meaningful`, as its own figures decide)."""
     if "b_crit" not in rows:
         return
     b_crit = pd.to_numeric(rows["b_crit"], errors="coerce").iloc[0]
     report = str(rows["b_crit_report"].iloc[0])
-    if not np.isfinite(b_crit) or report.startswith(("<", ">")):
+    if not np.isfinite(b_crit) or report.startswith(("<", ">")) or not _fit_meaningful(rows):
         return
     ax.axvline(b_crit, color=color, linestyle=":", linewidth=1.2)
     low, high = (pd.to_numeric(rows[c], errors="coerce").iloc[0] for c in ("b_crit_low", "b_crit_high"))
