@@ -328,7 +328,7 @@ def test_draw_comparison_from_its_table(cube, tmp_path):
         assert [line.get_gid() for line in ax.lines].count("speedup") == 2
         assert _is_log2(ax.xaxis)
     texts = [t.get_text() for t in own.get_legend().get_texts()]
-    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5; B_crit") for t in texts)  # its own rule
+    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5;\nB_crit") for t in texts)  # its own rule
     assert any(t.startswith("big data (\u03b5 = ") and "lower quartile" in t for t in texts)
     # each curve's critical batch size, as the table gives it, is in its legend entry
     for label in ("big data", "small data"):

@@ -89,7 +89,7 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
                 continue
             eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
             style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
-                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)}; "
+                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)};\n"
                               f"{critical_text(rows)})" if scope == "study" else f"{label} ({critical_text(rows)})"}
             draw_critical_batch(ax, rows, style["color"])
             for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
