@@ -156,6 +156,15 @@ CASES = [
     ("structure", "download a string", {**tiny_config(), "download": "yes"}, ["config key download", "expected boolean"]),
     ("structure", "train threads zero", {**tiny_config(), "train_threads": {"max": 0}}, ["train_threads.max", ">= 1"]),
     ("structure", "unknown key under defaults", {**tiny_config(), "defaults": {"learning_rate": 0.1}}, ["config key defaults", "'learning_rate'", "eta0"]),
+    # optimizers and the strategies that scale them
+    ("optimizer", "adam_srsr with sgd", _study(strategies=["blr", "adam_srsr"]), ["studies.tiny.strategies", "'adam_srsr'", "optimizer.name: adamw", "sgd allows blr, lsr, srsr, longer"]),
+    ("optimizer", "adam_srsr beta1 not positive", _study(optimizer={"name": "adamw"}, strategies=["adam_srsr"], batch_sizes=[32, 512]), ["studies.tiny.batch_sizes", "batch size 512", "beta1", "largest batch size allowed is 319"]),
+    ("optimizer", "adam_srsr beta2 not positive", _study(optimizer={"name": "adamw", "betas": [0.99, 0.9]}, strategies=["adam_srsr"], batch_sizes=[32, 320]), ["studies.tiny.batch_sizes", "batch size 320", "beta2", "largest batch size allowed is 319"]),
+    ("optimizer", "momentum for adamw", _study(optimizer={"name": "adamw", "momentum": 0.9}), ["studies.tiny.optimizer", "momentum not read by optimizer 'adamw'", "adamw reads name, betas, eps"]),
+    ("optimizer", "betas for sgd", _study(optimizer__betas=[0.9, 0.99]), ["studies.tiny.optimizer", "betas not read by optimizer 'sgd'", "sgd reads momentum"]),
+    ("optimizer", "unknown optimizer", _study(optimizer={"name": "adam"}), ["studies.tiny.optimizer.name", "'adam'", "sgd, adamw"]),
+    ("optimizer", "beta2 of 1", _study(optimizer={"name": "adamw", "betas": [0.9, 1.0]}), ["studies.tiny.optimizer.betas.1", "< 1"]),
+    ("optimizer", "eps of 0", _study(optimizer={"name": "adamw", "eps": 0.0}), ["studies.tiny.optimizer.eps", "> 0"]),
 ]
 
 ALL_CASES = [("basic", *case) for case in BASIC_CASES] + CASES
@@ -187,6 +196,8 @@ GOOD_NEIGHBOURS = [
     ("batch equal to the training examples", _study(dataset__max_examples=64)),
     ("largest allowed seed", _study(seeds=[2**32 - 1])),
     ("comparison of a strategy both studies run", _with_comparison("blr")),
+    ("adam_srsr up to the largest batch beta1 allows", _study(optimizer={"name": "adamw"}, strategies=["adam_srsr", "lsr"], batch_sizes=[32, 256])),
+    ("sgd and adamw studies compared", _with_comparison("blr", optimizer={"name": "adamw"}, eta0=1e-3)),
     ("mlp with tanh and no hidden layer", _study(model=_model("mlp", hidden=[], activation="tanh"))),
 ]
 

@@ -14,7 +14,11 @@ def test_defaults_are_filled_and_ranges_expanded():
     config = load_config(tiny_config(batch_sizes={"min": 8, "max": 64}))
     study = config["studies"]["tiny"]
     assert study["batch_sizes"] == [8, 16, 32, 64]
-    assert study["optimizer"] == {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": None}
+    assert study["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
+                                  "grad_clip": None, "betas": [0.9, 0.999], "eps": 1e-8}
+    # an SGD run carries only the keys SGD reads, as before AdamW existed, so its config hash is unchanged
+    assert run_config(config, RunKey("tiny", "blr", 8, 0))["optimizer"] == {
+        "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": None}
     assert study["schedule"]["name"] == "constant"
     assert study["threshold"] == "lower_quartile_of_largest"
     assert study["evaluation"]["batch_size"] == 1024
@@ -31,7 +35,8 @@ def test_defaults_section_applies_to_every_study_and_studies_override_it():
     })
     a, b = config["studies"]["a"], config["studies"]["b"]
     assert a["eta0"] == 0.1 and b["eta0"] == 0.2
-    assert b["optimizer"] == {"momentum": 0.5, "nesterov": True, "weight_decay": 0.0, "grad_clip": None}  # merged
+    assert b["optimizer"] == {"name": "sgd", "momentum": 0.5, "nesterov": True, "weight_decay": 0.0,  # merged
+                              "grad_clip": None, "betas": [0.9, 0.999], "eps": 1e-8}
 
 
 def test_grid_has_one_run_per_strategy_batch_and_seed():

@@ -328,8 +328,13 @@ def test_draw_comparison_from_its_table(cube, tmp_path):
         assert [line.get_gid() for line in ax.lines].count("speedup") == 2
         assert _is_log2(ax.xaxis)
     texts = [t.get_text() for t in own.get_legend().get_texts()]
-    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5)") for t in texts)  # its own rule
+    assert any(t.startswith("small data (\u03b5 = 0.5, fixed at 0.5;\nB_crit") for t in texts)  # its own rule
     assert any(t.startswith("big data (\u03b5 = ") and "lower quartile" in t for t in texts)
+    # each curve's critical batch size, as the table gives it, is in its legend entry
+    for label in ("big data", "small data"):
+        report = table[(table.label == label) & (table.threshold_scope == "study")].b_crit_report.iloc[0]
+        entry = next(t for t in texts if t.startswith(label))
+        assert (f"B_crit {report}" if isinstance(report, str) and report else "B_crit not estimable") in entry
     eps_common = table[table.threshold_scope == "common"].threshold.iloc[0]
     assert "common" in common.get_title() and f"{eps_common:.3g}" in common.get_title()
 
@@ -345,3 +350,26 @@ def test_external_figure_hook(tmp_path):
     assert sorted(p.name for p in written) == ["speedup.png", "speedup.svg", "steps_vs_examples.png",
                                                "steps_vs_examples.svg"]
     assert all(p.exists() for p in written)
+
+
+def test_comparison_draws_a_critical_batch_only_where_its_fit_is_meaningful():
+    # two curves, both with B_crit = 40 [30, 50] inside 8..512; only the first fit describes k(m)
+    rows = []
+    for label, meaningful in (("good", True), ("poor", False)):
+        for m, k in ((8, 100.0), (32, 40.0), (128, 20.0), (512, 18.0)):
+            rows.append({"study": label, "label": label, "strategy": "lsr", "batch_size": m, "metric": "train_loss",
+                         "threshold": 0.2, "threshold_scope": "study", "threshold_rule": "fixed at 0.2",
+                         "threshold_batch_size": 512, "base_batch": 8, "k_mean": k, "k_low": k, "k_high": k,
+                         "interval_kind": "none", "n_seeds": 1, "n_reached": 1, "n_diverged": 0,
+                         "examples_to_threshold": k * m, "speedup": 100.0 / k, "speedup_low": 100.0 / k,
+                         "speedup_high": 100.0 / k, "speedup_interval_kind": "none", "ideal_speedup": m / 8,
+                         "efficiency": 800.0 / (k * m), "regime": "diminishing", "status": "completed",
+                         "b_crit": 40.0, "b_crit_low": 30.0, "b_crit_high": 50.0, "b_crit_interval_kind": "none",
+                         "b_crit_report": "40", "b_crit_fit_meaningful": meaningful})
+    fig = comparison.comparison_figure(pd.DataFrame(rows), title="fits")
+    own = fig.axes[0]
+    verticals = [line for line in own.lines if line.get_linestyle() == ":"]
+    assert len(verticals) == 1 and list(verticals[0].get_xdata()) == [40.0, 40.0]
+    texts = [t.get_text() for t in own.get_legend().get_texts()]
+    assert any(t.startswith("good") and "B_crit 40 [30, 50])" in t for t in texts)
+    assert any(t.startswith("poor") and "B_crit 40 [30, 50], poor fit: not drawn" in t for t in texts)

@@ -396,3 +396,20 @@ def test_headline_quotes_bounds_kinds_regimes_and_source_checks():
                         "S_min = 31.5 (no interval), log-RMSE 0.41")
     assert lines[2] == ("  overhead-based critical batch (20% over linear): 37.2; regimes: linear up to none "
                         "beyond m0, stagnation from 128")
+
+
+def test_comparison_rows_carry_each_studys_critical_batch_as_its_own_tables_give_it():
+    from batchscale.analysis.comparison import comparison_table
+
+    cube = make_cube()
+    studies = {"a": dict(STUDY, threshold={"fixed": 1.0}), "b": dict(STUDY, threshold={"fixed": 1.5})}
+    table = comparison_table({"a": cube, "b": cube}, {"studies": ["a", "b"], "strategy": "lsr"}, studies)
+    for name in ("a", "b"):
+        own = tables.analyse_cube(cube, studies[name])["critical_batch"]["strategies"]["lsr"]["train_loss"]["B_crit"]
+        rows = table[(table.study == name) & (table.threshold_scope == "study")]
+        assert rows.b_crit_report.nunique() == 1 and rows.b_crit_report.iloc[0] == own["report"]
+        assert rows.b_crit_fit_meaningful.iloc[0] == tables.analyse_cube(cube, studies[name])["critical_batch"][
+            "strategies"]["lsr"]["train_loss"]["fit_meaningful"]
+        for column, key in (("b_crit", "estimate"), ("b_crit_low", "low"), ("b_crit_high", "high")):
+            want = float("nan") if own[key] is None else own[key]
+            assert rows[column].iloc[0] == pytest.approx(want, nan_ok=True, rel=1e-12)

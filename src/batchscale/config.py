@@ -18,8 +18,10 @@ from typing import Iterator
 import jsonschema
 import yaml
 
+from batchscale import strategies as scaling
+from batchscale.strategies import STRATEGIES, peak_learning_rate, run_epochs  # noqa: F401 (re-exported)
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
-STRATEGIES = ("blr", "lsr", "srsr", "longer", "tuned")
 TUNED = "tuned"  # the searched strategy: one run per trial (batchscale.search), the others one per seed
 REQUIRED_STUDY_KEYS = ("dataset.name", "model.name", "eta0", "base_batch", "epochs", "batch_sizes")
 
@@ -274,10 +276,38 @@ def _check_tuning(prefix: str, study: dict) -> None:
     if tuning.get("refine") is not None:
         raise ConfigError(f"config key {prefix}.tuning.refine: the workflow trains the first round only; "
                           f"allowed value: null (a second round is not run yet)")
-    if tuning.get("one_minus_beta2") is not None:
-        raise ConfigError(f"config key {prefix}.tuning.one_minus_beta2: searched only for AdamW, which the tuned "
-                          f"runs do not use yet; allowed value: null")
+    searched = {"one_minus_momentum": "sgd", "one_minus_beta2": "adamw"}
+    for key, optimizer in searched.items():
+        if tuning.get(key) is not None and study["optimizer"].get("name", "sgd") != optimizer:
+            raise ConfigError(f"config key {prefix}.tuning.{key}: searched only with optimizer {optimizer}, and "
+                              f"this study uses {study['optimizer'].get('name', 'sgd')}; allowed value: null")
     search_dimensions(tuning)  # the last word on the search space (raises nothing once the above hold)
+
+
+def _check_optimizer_keys(name: str, given: dict) -> None:
+    """A key the chosen optimizer does not read (momentum for adamw, betas for sgd) is a mistake, not a no-op."""
+    optimizer = given.get("name", "sgd")
+    if optimizer not in scaling.OPTIMIZER_KEYS:
+        return  # the schema names the allowed values
+    unread = sorted(set(given) - set(scaling.OPTIMIZER_KEYS[optimizer]) - {"name"})
+    if unread:
+        raise ConfigError(f"config key studies.{name}.optimizer: {', '.join(unread)} not read by optimizer "
+                          f"{optimizer!r}; {optimizer} reads {', '.join(scaling.OPTIMIZER_KEYS[optimizer])}")
+
+
+def _check_scaling_rules(name: str, study: dict) -> None:
+    """Every strategy must apply to the optimizer and to every batch size (adam_srsr's betas stay positive)."""
+    for strategy in study["strategies"]:
+        try:
+            scaling.check_strategy(strategy, study["optimizer"]["name"])
+        except scaling.ScalingRuleError as err:
+            raise ConfigError(f"config key studies.{name}.strategies: {err}") from None
+    for strategy in study["strategies"]:
+        for batch_size in study["batch_sizes"]:
+            try:
+                scaling.study_hyperparameters(study, strategy, batch_size)
+            except scaling.ScalingRuleError as err:
+                raise ConfigError(f"config key studies.{name}.batch_sizes: {err}") from None
 
 
 def load_config(source, check_data: bool = True) -> dict:
@@ -312,8 +342,10 @@ def load_config(source, check_data: bool = True) -> dict:
     studies = {}
     for name, study in raw["studies"].items():
         merged = deep_merge(shared, study or {})
+        _check_optimizer_keys(name, merged.get("optimizer") or {})
         first_error(_validator_with_defaults(study_schema), merged, f"studies.{name}")
         _check_study(name, merged, resolved)
+        _check_scaling_rules(name, merged)
         studies[name] = merged
     resolved["studies"] = studies
     for group, spec in resolved.get("comparisons", {}).items():
@@ -482,29 +514,21 @@ def iter_runs(config: dict) -> Iterator[RunKey]:
                         yield RunKey(study_name, strategy, int(batch_size), int(seed), trial)
 
 
-def peak_learning_rate(strategy: str, eta0: float, batch_size: int, base_batch: int) -> float:
-    """The strategy's learning rate for batch size m (before warm-up and schedule)."""
-    ratio = batch_size / base_batch
-    if strategy in ("blr", "longer", TUNED):  # a tuned trial's eta0 is the trial's own rate
-        return eta0
-    if strategy == "lsr":
-        return eta0 * ratio
-    if strategy == "srsr":
-        return eta0 * math.sqrt(ratio)
-    raise ConfigError(f"strategy {strategy!r} is not allowed; allowed values: {', '.join(STRATEGIES)}")
-
-
-def run_epochs(strategy: str, epochs: int, batch_size: int, base_batch: int, max_factor: float) -> int:
-    """Epochs for one run: `longer` trains m/m0 times more epochs (Hoffer et al.), capped."""
-    if strategy != "longer":
-        return int(epochs)
-    factor = min(max(batch_size / base_batch, 1.0), max_factor)
-    return int(round(epochs * factor))
+def run_optimizer(optimizer: dict, hyper: dict) -> dict:
+    """A run's optimizer settings: the keys its optimizer reads (an SGD run's are exactly those it always had,
+    so its config hash is unchanged), and for AdamW the run's own beta1, beta2, eps and weight decay as its
+    strategy scaled them (in place of the study's base betas and eps)."""
+    settings = scaling.optimizer_settings(optimizer)
+    if settings.get("name") == "adamw":
+        settings.pop("betas")
+        settings.update({name: hyper[name] for name in ("beta1", "beta2", "eps", "weight_decay")})
+    return settings
 
 
 def run_config(config: dict, key: RunKey) -> dict:
     """The fully resolved config of one run: everything the engine needs, nothing else."""
     study = config["studies"][key.study]
+    hyper = scaling.study_hyperparameters(study, key.strategy, key.batch_size)
     run = {
         "study": key.study,
         "strategy": key.strategy,
@@ -514,13 +538,13 @@ def run_config(config: dict, key: RunKey) -> dict:
         "data_root": config["data_root"],
         "download": config["download"],
         "model": study["model"],
-        "optimizer": study["optimizer"],
+        "optimizer": run_optimizer(study["optimizer"], hyper),
         "eta0": study["eta0"],
         "base_batch": study["base_batch"],
-        "lr_peak": peak_learning_rate(key.strategy, study["eta0"], key.batch_size, study["base_batch"]),
-        "warmup_epochs": study["warmup_epochs"] if key.strategy in study["warmup_strategies"] else 0,
+        "lr_peak": hyper["lr_peak"],
+        "warmup_epochs": hyper["warmup_epochs"],
         "schedule": study["schedule"],
-        "epochs": run_epochs(key.strategy, study["epochs"], key.batch_size, study["base_batch"], study["longer_max_factor"]),
+        "epochs": hyper["epochs"],
         "max_steps": study["max_steps"],
         "evaluation": study["evaluation"],
         "micro_batch": study["micro_batch"],
@@ -541,8 +565,9 @@ def trial_settings(study: dict, trial: int, run: dict) -> dict:
     point = next(t for t in study_trials(study) if t["trial"] == trial)
     hyper = {name: value for name, value in point.items() if name not in ("trial", "round")}
     settings = {"trial": int(trial), "trial_hyper": hyper, "eta0": hyper["lr"], "lr_peak": hyper["lr"]}
-    if "momentum" in hyper:
-        settings["optimizer"] = {**run["optimizer"], "momentum": hyper["momentum"]}
+    for name in ("momentum", "beta2"):  # beta2 is searched for AdamW only, momentum for SGD only
+        if name in hyper:
+            settings["optimizer"] = {**settings.get("optimizer", run["optimizer"]), name: hyper[name]}
     if "schedule" in hyper:
         settings["schedule"] = {**run["schedule"], "name": hyper["schedule"]}
     return settings

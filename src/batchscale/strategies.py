@@ -8,6 +8,7 @@ With kappa = m / m0 (the run's batch size over the base batch size):
     srsr        sgd, adamw    eta0 sqrt(k)    as configured              as conf.     E
     longer      sgd, adamw    eta0            as configured              as conf.     E min(max(k, 1), cap)
     adam_srsr   adamw         eta0 sqrt(k)    1 - kappa (1 - beta)       eps/sqrt(k)  E
+    tuned       sgd, adamw    each trial's    as configured (or searched) as conf.    E
 
 `adam_srsr` is the square-root scaling rule of Malladi et al. 2022 ("On the SDEs and Scaling Rules for
 Adaptive Gradient Algorithms"): it keeps Adam's SDE approximation fixed across batch sizes by scaling
@@ -29,7 +30,7 @@ from batchscale.engine.schedule import learning_rate
 
 OPTIMIZERS = ("sgd", "adamw")
 # Strategies that scale the learning rate (and epochs) only: they apply to every optimizer.
-LEARNING_RATE_STRATEGIES = ("blr", "lsr", "srsr", "longer")
+LEARNING_RATE_STRATEGIES = ("blr", "lsr", "srsr", "longer", "tuned")
 # Strategies that also scale an adaptive optimizer's betas and eps: AdamW only.
 ADAPTIVE_STRATEGIES = ("adam_srsr",)
 STRATEGIES = LEARNING_RATE_STRATEGIES + ADAPTIVE_STRATEGIES
@@ -72,7 +73,7 @@ def check_strategy(strategy: str, optimizer: str) -> None:
 def peak_learning_rate(strategy: str, eta0: float, batch_size: int, base_batch: int) -> float:
     """The strategy's learning rate at batch size m, before warm-up and schedule."""
     kappa = batch_size / base_batch
-    if strategy in ("blr", "longer"):
+    if strategy in ("blr", "longer", "tuned"):  # a tuned trial's eta0 is the trial's own rate
         return eta0
     if strategy == "lsr":
         return eta0 * kappa

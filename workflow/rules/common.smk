@@ -31,7 +31,7 @@ TRAIN_PACKS = plan_packs(BATCHSCALE, RUNS, ENGINE_SOURCE)
 
 wildcard_constraints:
     study="|".join(sorted(STUDIES)) or "NONE",
-    strategy="blr|lsr|srsr|longer|tuned",
+    strategy="blr|lsr|srsr|longer|tuned|adam_srsr",
     batch_size=r"\d+",
     seed=r"\d+",
     comparison="|".join(sorted(COMPARISONS)) or "NONE",

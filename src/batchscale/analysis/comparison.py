@@ -5,6 +5,12 @@ own threshold (its own rule) and at one common threshold across the studies.
 ``label`` in front; ``threshold_scope`` is ``study`` (the study's own eps from its own threshold rule) or
 ``common`` (by default the smallest of those eps, `tables.common_threshold`; the comparison's
 ``common_threshold: largest`` takes the loosest, which every study's source batch reaches).
+
+Each curve's critical batch size (the study's own fit, `tables.critical_entry`, at that curve's eps) is
+repeated on its rows in CRITICAL_COLUMNS: the estimate with its interval, and ``b_crit_report`` the text to
+quote: the value, or the bound (``> 128``) where the fit puts it outside the measured batch sizes (then the
+figure draws no line), or empty where it cannot be estimated; ``b_crit_fit_meaningful`` is the study's own
+test (in range and log-RMSE small enough) for drawing it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,22 @@ import pandas as pd
 from batchscale.analysis import measurements as ms
 from batchscale.analysis import tables
 from batchscale.config import ConfigError
+
+
+CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind", "b_crit_report",
+                    "b_crit_fit_meaningful")
+
+
+def critical_columns(entry: dict) -> dict:
+    """A curve's critical batch size from `tables.critical_entry` as flat columns (NaN where not estimable)."""
+    b_crit = entry["B_crit"]
+
+    def number(value):
+        return float("nan") if value is None else float(value)
+
+    return {"b_crit": number(b_crit["estimate"]), "b_crit_low": number(b_crit["low"]),
+            "b_crit_high": number(b_crit["high"]), "b_crit_interval_kind": b_crit["interval_kind"],
+            "b_crit_report": b_crit.get("report") or "", "b_crit_fit_meaningful": bool(entry["fit_meaningful"])}
 
 
 def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
@@ -42,11 +64,15 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
             eps, source = own[name]
             if scope == "common":
                 eps = common
-            sizes, k, stat, _last = tables.k_at(cubes[name], strategy, metric, eps)
+            sizes, k, stat, last = tables.k_at(cubes[name], strategy, metric, eps)
             rows = tables.speedup_rows(sizes, k, stat, study["base_batch"], study["regimes"], study["bootstrap"])
             rows = tables.with_curve_columns(rows, strategy, metric, eps,
                                              ms.describe_threshold_rule(study["threshold"]), source, scope)
+            entry = tables.critical_entry(sizes, k, rows["regime"].tolist(), study["bootstrap"], last, stat,
+                                          study["base_batch"], study["critical_batch"])
             rows = rows[list(tables.SPEEDUP_COLUMNS)]
+            for column, value in critical_columns(entry).items():
+                rows[column] = value
             rows.insert(0, "label", label)
             rows.insert(0, "study", name)
             frames.append(rows)

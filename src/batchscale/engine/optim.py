@@ -5,6 +5,8 @@ active (diverged or finished) is not touched at all. The update is the one torch
 run: weight decay adds wd*w to the gradient, the first momentum buffer is the gradient itself, then
 buf = momentum*buf + grad, and the step is lr*buf (lr*(grad + momentum*buf) with Nesterov).
 
+AdamW (engine/adamw.py) makes torch.optim.AdamW's update the same way.
+
 An optimizer is chosen by `run["optimizer"]["name"]` from OPTIMIZERS below; adding one is one entry.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from batchscale.engine.adamw import PackedAdamW
 
 
 def _per_run(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,7 @@ class OptimizerEntry:
 
 OPTIMIZERS = {
     "sgd": OptimizerEntry(PackedSGD, per_run=("momentum", "weight_decay"), shared=("nesterov",)),
+    "adamw": OptimizerEntry(PackedAdamW, per_run=("beta1", "beta2", "eps", "weight_decay")),
 }
 
 
@@ -88,8 +93,10 @@ def build_optimizer(runs: list[dict], params: list[torch.Tensor]):
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name {name!r} is not known; known: {', '.join(sorted(OPTIMIZERS))}")
     entry = OPTIMIZERS[name]
-    device, dtype = params[0].device, params[0].dtype
-    kwargs = {key: torch.tensor([float(run["optimizer"][key]) for run in runs], dtype=dtype, device=device)
+    # float64 whatever the parameters' dtype: each optimizer casts where a value meets a tensor (AdamW keeps
+    # its betas in float64 for the bias corrections, as torch computes them in Python floats)
+    device = params[0].device
+    kwargs = {key: torch.tensor([float(run["optimizer"][key]) for run in runs], dtype=torch.float64, device=device)
               for key in entry.per_run}
     for key in entry.shared:
         values = {run["optimizer"].get(key) for run in runs}

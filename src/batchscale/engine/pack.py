@@ -311,7 +311,9 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
             ids = [r for r, state in enumerate(states) if state.is_training()]
             position = progress_state["position"]
             index = perms[ids, position:position + m].to(device, non_blocking=True)
-            lr = torch.tensor([states[r].lr(step) if r in ids else 0.0 for r in all_ids], device=device)
+            # float64: the optimizers cast it to the parameters' dtype (AdamW keeps its scalars in float64)
+            lr = torch.tensor([states[r].lr(step) if r in ids else 0.0 for r in all_ids], dtype=torch.float64,
+                              device=device)
             active = torch.tensor([r in ids for r in all_ids], device=device)
             if linear_approx:  # the last finite weights of a run that diverges at this step
                 previous = [p.clone() for p in model.params]

@@ -27,10 +27,47 @@ from batchscale.figures.base import (
 )
 
 
+def critical_text(rows: pd.DataFrame) -> str:
+    """A curve's critical batch size as its legend says it: the value with its interval, or the bound."""
+    if "b_crit_report" not in rows or not str(rows["b_crit_report"].iloc[0]) or \
+            str(rows["b_crit_report"].iloc[0]) == "nan":
+        return "B_crit not estimable"
+    text = f"B_crit {rows['b_crit_report'].iloc[0]}"
+    low, high = (pd.to_numeric(rows[c], errors="coerce").iloc[0] for c in ("b_crit_low", "b_crit_high"))
+    inside = not text.split()[1] in ("<", ">")
+    if inside and np.isfinite(low) and np.isfinite(high):
+        text += f" [{_fmt(low)}, {_fmt(high)}]"
+    if inside and not _fit_meaningful(rows):
+        text += ", poor fit: not drawn"
+    return text
+
+
+def _fit_meaningful(rows: pd.DataFrame) -> bool:
+    if "b_crit_fit_meaningful" not in rows:
+        return True
+    return str(rows["b_crit_fit_meaningful"].iloc[0]).lower() == "true"
+
+
+def draw_critical_batch(ax, rows: pd.DataFrame, color) -> None:
+    """A dotted line at the curve's B_crit and its interval shaded, where the fit puts it inside the range and
+    describes k(m) (the study's own `fit_meaningful`, as its own figures decide)."""
+    if "b_crit" not in rows:
+        return
+    b_crit = pd.to_numeric(rows["b_crit"], errors="coerce").iloc[0]
+    report = str(rows["b_crit_report"].iloc[0])
+    if not np.isfinite(b_crit) or report.startswith(("<", ">")) or not _fit_meaningful(rows):
+        return
+    ax.axvline(b_crit, color=color, linestyle=":", linewidth=1.2)
+    low, high = (pd.to_numeric(rows[c], errors="coerce").iloc[0] for c in ("b_crit_low", "b_crit_high"))
+    if np.isfinite(low) and np.isfinite(high):
+        ax.axvspan(low, high, color=color, alpha=0.12, linewidth=0)
+
+
 def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Speedup curves of several studies (paper Figs. 3, 4) from the comparison table
     (batchscale.analysis.comparison): left, each study at its own eps (its own threshold rule); right, all
-    at the common eps. Each legend label gives that curve's eps."""
+    at the common eps. Each legend label gives that curve's eps and critical batch size (with its interval, or
+    the bound where it lies outside the measured range); a dotted line and shaded band mark it in range."""
     if table is None or table.empty:
         return message_figure(title or "comparison", "no studies to compare")
     strategy = str(table["strategy"].iloc[0])
@@ -52,8 +89,9 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
                 continue
             eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
             style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
-                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)})"
-                     if scope == "study" else f"{label}"}
+                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)};\n"
+                              f"{critical_text(rows)})" if scope == "study" else f"{label} ({critical_text(rows)})"}
+            draw_critical_batch(ax, rows, style["color"])
             for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
                 flags[key] = flags.get(key, False) or value
         if scope == "common" and not rows_scope.empty:
