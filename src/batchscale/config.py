@@ -488,6 +488,8 @@ def run_config(config: dict, key: RunKey) -> dict:
         "channels_last": study["channels_last"],
         "divergence_factor": study["divergence_factor"],
         "checkpoint_seconds": study["checkpoint_seconds"],
+        # the analysis window changes no trace, so it stays out of the run (and its hash)
+        "noise_scale": {k: v for k, v in study["noise_scale"].items() if k != "window"},
     }
 
 
