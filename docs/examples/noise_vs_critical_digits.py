@@ -84,7 +84,7 @@ def main():
     if len(sys.argv) > 1:
         from matplotlib.figure import Figure
 
-        from batchscale.figures_noise import plot_noise_scale
+        from batchscale.figures.noise import plot_noise_scale
         figure = Figure(figsize=(7, 4.5))
         ax = figure.add_subplot()
         plot_noise_scale(ax, over, critical, x="examples_seen")

@@ -76,6 +76,8 @@ STUDY_TABLES = [
     "accuracy.csv",
     "accuracy.md",
     "linear_error.csv",
+    "noise_scale.csv",
+    "noise_over_training.csv",
 ]
 STUDY_FIGURES = [
     "fig1_train_loss_contours",
@@ -84,6 +86,7 @@ STUDY_FIGURES = [
     "fig2_accuracy_linear_error",
     "steps_vs_examples",
     "loss_curves",
+    "noise_scale",
 ]
 
 
