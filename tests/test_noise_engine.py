@@ -12,7 +12,7 @@ from batchscale.engine.noise_points import NOISE_FIELDS, noise_generator
 from batchscale.engine.pack import train_pack
 from conftest import tiny_run
 
-NOISE = {"enabled": True, "batch_small": 4, "batch_big": 32, "draws": 2, "exact_max_params_times_examples": 2e7}
+NOISE = {"enabled": True, "batch_small": 4, "batch_big": 32, "draws": 2, "exact_max_params_times_examples": 2e7}  # exact on: the budget admits the tiny MLP
 
 
 @pytest.fixture
