@@ -46,3 +46,38 @@ def test_the_base_run_is_the_engines_run_and_a_branch_starts_from_its_checkpoint
     branch = brun.train_branch(run, last, 1, 256, "linear", seed=5, evaluations=2)
     assert branch["steps"] == 8 and branch["eval_steps"] == [4, 8] and len(branch["losses"]) == 2
     assert np.all(np.isfinite(branch["losses"])) and branch["losses"][-1] != last["train_loss"]
+
+
+def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint():
+    """k = 2 from the last checkpoint, momentum 0: w <- w - 2 lr g on batches of 2B from the branch's own
+    randperm, recomputed with a plain module; losses on the training subset at steps 2 and 4."""
+    from batchscale.data import load_dataset
+    from batchscale.models import build_model
+
+    torch.set_num_threads(1)
+    run = tiny_run(model={"name": "linear"}, epochs=1, batch_size=32, optimizer={"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                                                              "grad_clip": None})
+    checkpoint = brun.train_base(run, 2)["checkpoints"][-1]
+    branch = brun.train_branch(run, checkpoint, 2, 256, "linear", seed=7, evaluations=2)
+    assert (branch["batch_size"], branch["steps"], branch["eval_steps"]) == (64, 4, [2, 4])
+    splits = load_dataset(run["dataset"])
+    net = build_model(run["model"], splits.spec)
+    with torch.no_grad():
+        for p, saved in zip(net.parameters(), checkpoint["params"]):
+            p.copy_(saved[0])
+    x, y = splits.train_x.float(), splits.train_y
+    n = x.shape[0]
+    subset = torch.randperm(n, generator=torch.Generator().manual_seed(104729))[:256]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(7))
+    lr = 2 * checkpoint["lr"]
+    expected = []
+    for step in range(4):
+        index = perm[64 * step:64 * (step + 1)]
+        net.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[index]), y[index]).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+            if step + 1 in (2, 4):
+                expected.append(float(torch.nn.functional.cross_entropy(net(x[subset]), y[subset])))
+    np.testing.assert_allclose(branch["losses"], expected, rtol=1e-5)
