@@ -5,6 +5,7 @@ engine's own run."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -81,3 +82,14 @@ def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint
             if step + 1 in (2, 4):
                 expected.append(float(torch.nn.functional.cross_entropy(net(x[subset]), y[subset])))
     np.testing.assert_allclose(branch["losses"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("study, key", [
+    ({"branching": dict(BRANCHING, k=[2, 4])}, "branching.k"),
+    ({"noise_scale": {"batch_small": 64, "batch_big": 32}}, "noise_scale.batch_small"),
+])
+def test_a_bad_noise_or_branching_key_is_named(study, key):
+    from batchscale.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=f"studies.tiny.{key}"):
+        load_config(tiny_config(**study))

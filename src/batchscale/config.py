@@ -250,12 +250,26 @@ def _check_study(name: str, study: dict, config: dict) -> None:
     if study["base_batch"] not in sizes:
         raise ConfigError(
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
+    _check_noise_and_branching(prefix, study)
     warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
     if warmed and study["warmup_epochs"] > study["epochs"]:
         # only a strategy that warms up cares (the default warms up lsr alone)
         raise ConfigError(
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
             f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
+
+
+def _check_noise_and_branching(prefix: str, study: dict) -> None:
+    noise = study["noise_scale"]
+    if noise["batch_small"] >= noise["batch_big"]:
+        raise ConfigError(f"config key {prefix}.noise_scale.batch_small: {noise['batch_small']} must be smaller "
+                          f"than batch_big ({noise['batch_big']})")
+    branching = study["branching"]
+    if branching["enabled"] and 1 not in branching["k"]:
+        raise ConfigError(f"config key {prefix}.branching.k: {branching['k']} must contain 1 (the reference branch)")
+    if branching["enabled"] and branching["strategy"] not in STRATEGIES:
+        raise ConfigError(f"config key {prefix}.branching.strategy: {branching['strategy']!r} is not allowed; "
+                          f"allowed values: {', '.join(STRATEGIES)}")
 
 
 def load_config(source, check_data: bool = True) -> dict:
