@@ -118,7 +118,7 @@ def test_no_figure_module_measures_anything():
     folder = Path(figures.__file__).parent
     modules = sorted(folder.glob("*.py"))
     assert {p.stem for p in modules} >= {"__init__", "base", "contours", "speedup", "accuracy_error",
-                                         "steps_examples", "loss_curves", "comparison"}
+                                         "steps_examples", "loss_curves", "comparison", "noise"}
     for path in modules:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -296,7 +296,7 @@ def test_draw_study_figures_writes_every_file(cube, tmp_path):
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in figures.STUDY_FIGURES for ext in ("png", "svg")}
-    assert len(paths) == 12 and {p.name for p in paths} == expected
+    assert len(paths) == 14 and {p.name for p in paths} == expected  # 7 figures (noise_scale a note here)
     assert {p.name for p in out.iterdir()} == expected
     assert all(p.stat().st_size > 1000 for p in paths)
 

@@ -66,15 +66,18 @@ def test_at_threshold_and_beside_the_critical_batch():
     assert row["k_mean_steps"] == pytest.approx((math.sqrt(10) + 100) / 2)
     assert (row["n_seeds"], row["n_at_eps"]) == (3, 2)
     document = {"strategies": {"blr": {"train_loss": {
-        "B_crit": {"estimate": 150.0, "low": 100.0, "high": None}, "overhead_batch": 75.0}}}}
+        "B_crit": {"estimate": 150.0, "low": 100.0, "high": None, "interval_kind": "percentile", "report": "150"},
+        "overhead_critical_batch": {"overhead": 0.2, "direct": {"estimate": 75.0}, "from_fit": {"estimate": 90.0}}}}}}
     critical = an.critical_from_document(document, "train_loss")
     assert critical.iloc[0][["B_crit", "B_crit_low", "B_crit_overhead"]].tolist() == [150.0, 100.0, 75.0]
     assert math.isnan(critical.iloc[0]["B_crit_high"])
+    assert critical.iloc[0][["B_crit_interval_kind", "B_crit_report"]].tolist() == ["percentile", "150"]
     table = an.noise_vs_critical(at, critical)
     assert list(table.columns) == list(an.VERSUS_CRITICAL_COLUMNS)
     assert table.iloc[0]["ratio_B_crit_over_B_simple"] == pytest.approx(4.0)
     assert table.iloc[0]["ratio_B_crit_overhead_over_B_simple"] == pytest.approx(2.0)
-    assert set(an.VERSUS_CRITICAL_COLUMNS) - {"strategy", "metric", "batch_size", "n_at_eps"} <= set(an.UNITS)
+    assert set(an.VERSUS_CRITICAL_COLUMNS) - {"strategy", "metric", "batch_size", "n_at_eps", "B_crit_interval_kind",
+                                            "B_crit_report"} <= set(an.UNITS)
 
 
 def test_missing_noise_variables_are_named():

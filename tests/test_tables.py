@@ -185,7 +185,9 @@ def test_write_study_tables_roundtrip(tmp_path):
     result = tables.write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "critical_batch.json",
-                                                    "linear_error.csv", "speedup.csv", "speedup_common.csv"]
+                                                    "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
+                                                    "speedup.csv", "speedup_common.csv"]
+    assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows
     speed = pd.read_csv(out / "speedup.csv")
     assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS) and len(speed) == 24
     r = row(speed, "blr", 128)

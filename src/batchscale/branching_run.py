@@ -1,143 +1,127 @@
-"""Prototype: train a base run with checkpoints and branch short runs from them (Merrill et al. 2025).
+"""Local critical batch by branching from checkpoints (Merrill et al. 2025), over the packed engine's pieces.
 
-Self-contained on purpose, to survive the engine rewrite (issue 10): everything it needs from a study is a
-`BranchSetup` (data on the device, a model factory, the summed loss, an optimizer factory), and the only
-place that touches the engine is `setup_from_run`, a thin adapter over the current single-run engine's
-public pieces (load_dataset, DeviceData, build_model, tasks, SGD). The rewrite replaces that adapter; the
-lead then moves `train_branch` into the engine proper (docs/noise_scale.md, "What the engine must expose").
+There is one engine: the base run and every branch are a pack of one of `batchscale.engine` -- its model
+(`build_packed_model`), data on the device (`DeviceData`, the fixed evaluation subset), step
+(`pack.batch_gradient`: micro-batches, ghost BatchNorm, augmentation from the run's own stream), optimizer
+(`optim.build_optimizer`, any registered one), learning rate (`RunState.lr`: strategy, warm-up, schedule) and
+evaluation (`pack.evaluate`, eval mode). This module only drives them in a short loop that can stop at given
+steps and start from saved weights, which `train_pack` (a whole run, resumable) does not expose:
 
-The loop is the engine's in miniature: seeded `torch.randperm` epochs with the last partial batch dropped,
-exact mean-loss gradients, SGD with momentum from batchscale.engine.sgd (through the setup), and the train
-loss measured in eval mode on the study's fixed evaluation subset.
+- `train_base(run, count)`: the base run (a resolved run config of the study), with its weights, buffers,
+  optimizer state, learning rate and examples seen saved at `checkpoint_steps(total, count)`; its batch order
+  and initial weights are the engine's, so its trajectory is the one the study's trace of that run records.
+- `train_branch(run, checkpoint, k, ...)`: from a checkpoint, training at batch k B with the constant rate
+  `branch_lr(lr at the checkpoint, k, rule)` for Delta examples, momentum buffers kept (continued training),
+  its own data order; the train loss on the evaluation subset at `evaluations` points over its last half.
 
-A checkpoint is a dict {step, examples_seen, batch_size, lr, model (state_dict), optimizer (state_dict)},
-saved with torch.save. A branch from it loads the weights and the momentum buffers (continued training),
-trains at `batch_size` with a constant learning rate for floor(delta / batch_size) steps (at least one),
-and evaluates the train loss at `evaluations` points spread evenly over the last half of its steps.
+The command line (`python -m batchscale.branching_run base|branch|table|figure`) is what the Snakemake rules of
+workflow/rules/branching.smk call.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+import argparse
+import json
+import os
+import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from batchscale.analysis import branching as br
+from batchscale.data import load_dataset
+from batchscale.engine.optim import build_optimizer
+from batchscale.engine.pack import batch_gradient, evaluate
+from batchscale.engine.packed_model import build_packed_model
+from batchscale.engine.state import RunState
+from batchscale.engine.train import DeviceData, autocast_factory, pick_device
+
+BRANCH_SEED_STRIDE = 1000  # branch j of checkpoint c: seed + 1000 c + j
 
 
-@dataclass
-class BranchSetup:
-    """What a branch needs from a study; tensors already on the device."""
+class Engine:
+    """A pack of one run on the engine's pieces: model, data, optimizer, schedule and evaluation subset."""
 
-    make_model: Callable[[], torch.nn.Module]           # a fresh model on the device
-    make_optimizer: Callable[[torch.nn.Module], object]  # .step(lr), .zero_grad(), .state_dict(), .load_state_dict()
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    eval_x: torch.Tensor
-    eval_y: torch.Tensor
-    loss_sum: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # summed loss over the batch's targets
-    target_count: Callable[[torch.Tensor], int]
-    prepare: Callable[[torch.Tensor, bool], torch.Tensor] = lambda x, train: x  # normalise / augment
-    eval_batch_size: int = 4096
+    def __init__(self, run: dict, splits=None):
+        self.run = run
+        self.device = pick_device(run.get("device", "cpu"))
+        splits = splits if splits is not None else load_dataset(run["dataset"], run.get("data_root", "data"),
+                                                                run.get("download", False))
+        self.data = DeviceData(splits, self.device, run["dataset"].get("augment", False), run["seed"])
+        self.n = self.data.x_train.shape[0]
+        self.autocast = autocast_factory(self.device, run.get("precision", "fp32"))
+        subset_generator = torch.Generator().manual_seed(run["dataset"].get("split_seed", 0) + 104729)
+        subset = torch.randperm(self.n, generator=subset_generator)[: run["evaluation"]["train_subset"]]
+        self.eval_x, self.eval_y = self.data.x_train[subset.to(self.device)], self.data.y_train[subset.to(self.device)]
+        self.model = build_packed_model([run], self.data.spec, self.device)
+        self.model.vectorised = False  # a pack of one trains run by run, as train_pack does on the CPU
+        self.optimizer = build_optimizer([run], self.model.params)
+        self.state = RunState.create(run, self.n, self.device)
 
+    def train_loss(self) -> float:
+        return evaluate(self.model, self.data, self.model.params, self.model.buffers, [0], self.eval_x, self.eval_y,
+                        self.run["evaluation"]["batch_size"], self.autocast)[0]["loss"]
 
-def setup_from_run(run: dict) -> BranchSetup:
-    """The thin adapter over the current engine: a resolved run config (as `plan` writes it) to a setup."""
-    from batchscale.data import load_dataset
-    from batchscale.engine import tasks
-    from batchscale.engine.sgd import SGD
-    from batchscale.engine.train import DeviceData, pick_device
-    from batchscale.models import build_model
+    def steps(self, batch_size: int, count: int, lr, generator: torch.Generator, on_step=None) -> None:
+        """`count` updates at `batch_size`, rate `lr(step)` (0-based), batches as the engine draws them: a
+        fresh randperm per epoch from `generator`, the last partial batch dropped."""
+        perm, position = None, self.n
+        active = torch.ones(1, dtype=torch.bool, device=self.device)
+        for step in range(count):
+            if position + batch_size > self.n:
+                perm, position = torch.randperm(self.n, generator=generator), 0
+            index = perm[None, position:position + batch_size].to(self.device)
+            position += batch_size
+            _, grads = batch_gradient(self.model, self.data, index, [self.state], [0], self.model.params,
+                                      self.model.buffers, self.run.get("micro_batch"), self.autocast)
+            if self.run["optimizer"].get("grad_clip"):
+                from batchscale.engine.pack import clip_gradients
+                grads = clip_gradients(grads, self.run["optimizer"]["grad_clip"])
+            self.optimizer.step(grads, torch.tensor([lr(step)], device=self.device), active)
+            if on_step is not None:
+                on_step(step + 1)
 
-    device = pick_device(run.get("device", "cpu"))
-    splits = load_dataset(run["dataset"], run.get("data_root", "data"), run.get("download", False))
-    data = DeviceData(splits, device, run["dataset"].get("augment", False), run["seed"])
-    n = data.x_train.shape[0]
-    subset_generator = torch.Generator().manual_seed(run["dataset"].get("split_seed", 0) + 104729)
-    subset = torch.randperm(n, generator=subset_generator)[: run["evaluation"]["train_subset"]].to(device)
-    spec, opt = data.spec, run["optimizer"]
-    return BranchSetup(
-        make_model=lambda: build_model(run["model"], spec).to(device),
-        make_optimizer=lambda model: SGD(model.parameters(), momentum=opt["momentum"], nesterov=opt["nesterov"],
-                                         weight_decay=opt["weight_decay"]),
-        train_x=data.x_train, train_y=data.y_train, eval_x=data.x_train[subset], eval_y=data.y_train[subset],
-        loss_sum=lambda out, y: tasks.loss_sum(spec.task, out, y, spec.ignore_index),
-        target_count=lambda y: tasks.target_count(spec.task, y, spec.ignore_index),
-        prepare=data.prepare, eval_batch_size=run["evaluation"]["batch_size"],
-    )
+    def snapshot(self) -> dict:
+        return {"params": [p.clone() for p in self.model.params], "buffers": [b.clone() for b in self.model.buffers],
+                "optimizer": _clone(self.optimizer.state_dict())}
 
-
-def eval_loss(setup: BranchSetup, model: torch.nn.Module) -> float:
-    """Mean train loss on the evaluation subset, in eval mode (as the engine's train_loss)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, setup.eval_x.shape[0], setup.eval_batch_size):
-            xb = setup.prepare(setup.eval_x[start:start + setup.eval_batch_size], False)
-            yb = setup.eval_y[start:start + setup.eval_batch_size]
-            total += float(setup.loss_sum(model(xb), yb))
-            count += setup.target_count(yb)
-    model.train(was_training)
-    return total / count
+    def restore(self, saved: dict, momentum: bool = True) -> None:
+        with torch.no_grad():
+            for target, value in zip(self.model.params + self.model.buffers, saved["params"] + saved["buffers"]):
+                target.copy_(value)
+        if momentum:
+            self.optimizer.load_state_dict(_clone(saved["optimizer"]))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless batch indices: seeded randperm epochs, last partial batch dropped (every step has m examples)."""
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield perm[start:start + batch_size]
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    return value
 
 
-def _sgd_step(setup: BranchSetup, model, optimizer, index: torch.Tensor, lr: float) -> float:
-    optimizer.zero_grad()
-    index = index.to(setup.train_x.device)
-    y = setup.train_y[index]
-    loss = setup.loss_sum(model(setup.prepare(setup.train_x[index], True)), y) / max(setup.target_count(y), 1)
-    loss.backward()
-    optimizer.step(lr)
-    return float(loss.detach())
+def train_base(run: dict, count: int, splits=None) -> dict:
+    """The base run with checkpoints: {"run", "total_steps", "checkpoints": [{step, examples_seen, batch_size,
+    lr (the rate of the update that made it), train_loss, params, buffers, optimizer}]} (plain tensors)."""
+    engine = Engine(run, splits)
+    total = engine.state.steps_total
+    wanted = set(br.checkpoint_steps(total, count))
+    torch.manual_seed(run["seed"])
+    saved = []
 
+    def on_step(step):
+        if step in wanted:
+            saved.append({"step": step, "examples_seen": step * run["batch_size"], "batch_size": run["batch_size"],
+                          "lr": float(engine.state.lr(step - 1)), "train_loss": engine.train_loss(),
+                          **engine.snapshot()})
 
-def make_checkpoint(model, optimizer, step: int, batch_size: int, lr: float) -> dict:
-    return {"step": int(step), "examples_seen": int(step * batch_size), "batch_size": int(batch_size),
-            "lr": float(lr), "model": copy.deepcopy(model.state_dict()),
-            "optimizer": copy.deepcopy(optimizer.state_dict())}
-
-
-def train_base(setup: BranchSetup, batch_size: int, lr: float | Callable[[int], float], total_steps: int,
-               save_steps, seed: int, on_step: Callable[[int, torch.nn.Module], None] | None = None
-               ) -> dict[int, dict]:
-    """Train the base run for `total_steps` and return {step: checkpoint} at each of `save_steps`.
-
-    `lr` is a constant or a function of the step (0-based: the rate of the update that makes step+1);
-    a checkpoint records the rate of the step that produced it. `on_step(step, model)`, when given, is
-    called at step 0 and after every step (1-based count), e.g. to trace losses or the noise scale; it must
-    leave the model's weights and mode as it found them.
-    """
-    lr_at = lr if callable(lr) else (lambda _step, value=float(lr): value)
-    torch.manual_seed(seed)
-    model, generator = setup.make_model(), torch.Generator().manual_seed(seed)
-    optimizer = setup.make_optimizer(model)
-    wanted, saved = {int(s) for s in save_steps}, {}
-    model.train()
-    batches = _batches(setup.train_x.shape[0], batch_size, generator)
-    if on_step is not None:
-        on_step(0, model)
-    for step in range(total_steps):
-        rate = lr_at(step)
-        _sgd_step(setup, model, optimizer, next(batches), rate)
-        if on_step is not None:
-            on_step(step + 1, model)
-        if step + 1 in wanted:
-            saved[step + 1] = make_checkpoint(model, optimizer, step + 1, batch_size, rate)
-    return saved
+    engine.steps(run["batch_size"], total, engine.state.lr, torch.Generator().manual_seed(run["seed"]), on_step)
+    return {"run": run, "total_steps": total, "checkpoints": saved}
 
 
 def branch_evaluation_steps(steps: int, evaluations: int) -> list[int]:
@@ -146,70 +130,116 @@ def branch_evaluation_steps(steps: int, evaluations: int) -> list[int]:
     return sorted({int(p) for p in points if p >= 1})
 
 
-def train_branch(setup: BranchSetup, checkpoint: dict, batch_size: int, lr: float, delta_examples: int,
-                 seed: int, evaluations: int = 5, reset_momentum: bool = False) -> dict:
-    """One branch: from `checkpoint`, `branch_steps(delta, batch)` steps at `batch_size` and constant `lr`.
-
-    Returns {batch_size, lr, steps, examples, eval_steps, eval_examples, losses}: the train loss on the
-    evaluation subset at each evaluation step (examples counted from the checkpoint).
-    """
+def train_branch(run: dict, checkpoint: dict, k: int, delta_examples: int, lr_rule: str, seed: int,
+                 evaluations: int = 5, splits=None) -> dict:
+    """One branch from `checkpoint` at batch k B (see the module docstring); returns its losses."""
+    batch_size = int(k) * int(checkpoint["batch_size"])
+    branch_run = {**run, "batch_size": batch_size, "seed": int(seed)}
+    engine = Engine(branch_run, splits)
+    if batch_size > engine.n:
+        raise ValueError(f"branch batch {batch_size} exceeds the {engine.n} training examples")
+    engine.restore(checkpoint)
+    lr = br.branch_lr(checkpoint["lr"], k, lr_rule)
     steps = br.branch_steps(delta_examples, batch_size)
-    if batch_size > setup.train_x.shape[0]:
-        raise ValueError(f"branch batch {batch_size} exceeds the {setup.train_x.shape[0]} training examples")
-    model = setup.make_model()
-    model.load_state_dict(checkpoint["model"])
-    optimizer = setup.make_optimizer(model)
-    if not reset_momentum:
-        optimizer.load_state_dict(copy.deepcopy(checkpoint["optimizer"]))
-    torch.manual_seed(seed)
-    batches = _batches(setup.train_x.shape[0], batch_size, torch.Generator().manual_seed(seed))
     eval_steps = branch_evaluation_steps(steps, evaluations)
     losses = []
-    model.train()
-    for step in range(1, steps + 1):
-        _sgd_step(setup, model, optimizer, next(batches), lr)
-        if step in eval_steps:
-            losses.append(eval_loss(setup, model))
-    return {"batch_size": int(batch_size), "lr": float(lr), "steps": steps, "examples": steps * batch_size,
-            "eval_steps": eval_steps, "eval_examples": [s * batch_size for s in eval_steps], "losses": losses}
+    torch.manual_seed(seed)
+    engine.steps(batch_size, steps, lambda _step: lr, torch.Generator().manual_seed(int(seed)),
+                 lambda step: losses.append(engine.train_loss()) if step in eval_steps else None)
+    return {"checkpoint_step": int(checkpoint["step"]), "checkpoint_examples": int(checkpoint["examples_seen"]),
+            "base_batch": int(checkpoint["batch_size"]), "k": int(k), "batch_size": batch_size, "lr": lr,
+            "steps": steps, "examples": steps * batch_size, "eval_steps": eval_steps,
+            "eval_examples": [s * batch_size for s in eval_steps], "losses": losses}
 
 
-def branch_checkpoint(setup: BranchSetup, checkpoint: dict, ks, delta_examples: int, lr_rule: str, seed: int,
-                      evaluations: int = 5, checkpoint_index: int = 0) -> list[dict]:
-    """Every branch k of one checkpoint, at batch k B and lr = branch_lr(lr at the checkpoint, k, rule).
-
-    Branch j of checkpoint c uses seed + 1000 c + j for its data order (no two branches share one).
-    """
-    base = checkpoint["batch_size"]
-    rows = []
-    for j, k in enumerate(sorted(int(k) for k in ks)):
-        lr = br.branch_lr(checkpoint["lr"], k, lr_rule)
-        result = train_branch(setup, checkpoint, k * base, lr, delta_examples, seed + 1000 * checkpoint_index + j,
-                              evaluations)
-        rows.append({"checkpoint_step": checkpoint["step"], "checkpoint_examples": checkpoint["examples_seen"],
-                     "base_batch": base, "k": k, **result})
-    return rows
+def branch_checkpoint(run: dict, checkpoint: dict, index: int, ks, delta_examples: int, lr_rule: str,
+                      evaluations: int = 5, splits=None) -> list[dict]:
+    """Every branch k of checkpoint `index` (a pack of one each: their batch sizes differ)."""
+    return [train_branch(run, checkpoint, k, delta_examples, lr_rule, run["seed"] + BRANCH_SEED_STRIDE * index + j,
+                         evaluations, splits)
+            for j, k in enumerate(sorted(int(k) for k in ks))]
 
 
 def branch_table(rows: list[dict], smoothing: dict | None = None) -> pd.DataFrame:
-    """Tidy (checkpoint_examples, base_batch, k, batch_size, lr, steps, examples, loss) with the smoothed loss,
+    """Tidy (checkpoint_examples, base_batch, k, batch_size, lr, steps, examples, loss), loss smoothed,
     ready for `analysis.branching.local_critical_table`."""
     smoothing = smoothing or {}
-    table = pd.DataFrame([{key: row[key] for key in ("checkpoint_examples", "base_batch", "k", "batch_size", "lr",
-                                                      "steps", "examples")} for row in rows])
+    columns = ("checkpoint_examples", "base_batch", "k", "batch_size", "lr", "steps", "examples")
+    table = pd.DataFrame([{key: row[key] for key in columns} for row in rows], columns=list(columns))
     table["loss"] = [br.smoothed_loss(row["losses"], smoothing.get("kind", "last_mean"), smoothing.get("points", 3),
                                       smoothing.get("ema_alpha", 0.5)) for row in rows]
     return table
 
 
-def save_checkpoint(checkpoint: dict, path) -> None:
-    """Write atomically (temporary name, then rename), as the engine writes traces."""
+# --------------------------------------------------------------------------------------------
+# Files and the command line (rules of workflow/rules/branching.smk)
+
+
+def save_base(base: dict, path) -> None:
+    """Atomically; tensors and plain containers only, so `load_base` reads it with weights_only=True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    temporary.replace(path)
+    temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(base, temporary)
+    os.replace(temporary, path)
 
 
-def load_checkpoint(path, device: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)
+def load_base(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _write_json(document, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batchscale.branching_run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    base = sub.add_parser("base", help="train the base run and save its checkpoints")
+    base.add_argument("--run-json", required=True)
+    base.add_argument("--checkpoints", type=int, required=True)
+    base.add_argument("--output", required=True)
+    branch = sub.add_parser("branch", help="every branch k of one checkpoint")
+    branch.add_argument("--base", required=True)
+    branch.add_argument("--index", type=int, required=True)
+    branch.add_argument("--branching-json", required=True)
+    branch.add_argument("--output", required=True)
+    table = sub.add_parser("table", help="local_critical_batch.csv from the branch files")
+    table.add_argument("--branching-json", required=True)
+    table.add_argument("--output", required=True)
+    table.add_argument("branches", nargs="+")
+    figure = sub.add_parser("figure", help="local_critical_batch.png/.svg from the table")
+    figure.add_argument("--table", required=True)
+    figure.add_argument("--study", required=True)
+    figure.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.command == "base":
+        save_base(train_base(json.loads(args.run_json), args.checkpoints), args.output)
+    elif args.command == "branch":
+        saved, cfg = load_base(args.base), json.loads(args.branching_json)
+        checkpoints = saved["checkpoints"]
+        rows = []
+        if args.index < len(checkpoints):  # rounding may merge early checkpoint steps: fewer files carry rows
+            rows = branch_checkpoint(saved["run"], checkpoints[args.index], args.index, cfg["k"],
+                                     cfg["delta_examples"], cfg["lr_rule"], cfg["evaluations"])
+        _write_json({"index": args.index, "branches": rows}, args.output)
+    elif args.command == "table":
+        cfg = json.loads(args.branching_json)
+        rows = [row for path in args.branches for row in json.loads(Path(path).read_text())["branches"]]
+        result = br.local_critical_table(branch_table(rows, cfg["smoothing"]), cfg["tolerance"], cfg["tolerance_kind"])
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(args.output, index=False)
+    else:
+        from batchscale.figures.base import save_figure
+        from batchscale.figures.noise import local_critical_batch_figure
+
+        save_figure(local_critical_batch_figure(pd.read_csv(args.table), args.study), args.out,
+                    "local_critical_batch")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -253,6 +253,7 @@ def _check_study(name: str, study: dict, config: dict) -> None:
     if study["base_batch"] not in sizes:
         raise ConfigError(
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
+    _check_noise_and_branching(prefix, study)
     warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
     if warmed and study["warmup_epochs"] > study["epochs"]:
         # only a strategy that warms up cares (the default warms up lsr alone)
@@ -308,6 +309,19 @@ def _check_scaling_rules(name: str, study: dict) -> None:
                 scaling.study_hyperparameters(study, strategy, batch_size)
             except scaling.ScalingRuleError as err:
                 raise ConfigError(f"config key studies.{name}.batch_sizes: {err}") from None
+
+
+def _check_noise_and_branching(prefix: str, study: dict) -> None:
+    noise = study["noise_scale"]
+    if noise["batch_small"] >= noise["batch_big"]:
+        raise ConfigError(f"config key {prefix}.noise_scale.batch_small: {noise['batch_small']} must be smaller "
+                          f"than batch_big ({noise['batch_big']})")
+    branching = study["branching"]
+    if branching["enabled"] and 1 not in branching["k"]:
+        raise ConfigError(f"config key {prefix}.branching.k: {branching['k']} must contain 1 (the reference branch)")
+    if branching["enabled"] and branching["strategy"] not in STRATEGIES:
+        raise ConfigError(f"config key {prefix}.branching.strategy: {branching['strategy']!r} is not allowed; "
+                          f"allowed values: {', '.join(STRATEGIES)}")
 
 
 def load_config(source, check_data: bool = True) -> dict:
@@ -553,6 +567,8 @@ def run_config(config: dict, key: RunKey) -> dict:
         "channels_last": study["channels_last"],
         "divergence_factor": study["divergence_factor"],
         "checkpoint_seconds": study["checkpoint_seconds"],
+        # the analysis window changes no trace, so it stays out of the run (and its hash)
+        "noise_scale": {k: v for k, v in study["noise_scale"].items() if k != "window"},
     }
     if key.trial is not None:
         run.update(trial_settings(study, key.trial, run))

@@ -43,6 +43,14 @@ rule analyze:
             subcategory="tables",
             labels={"study": "{study}", "table": "linear approximation error"},
         ),
+        noise_scale=report(
+            "results/{study}/noise_scale.csv",
+            caption="../report/noise_scale_table.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"study": "{study}", "table": "noise scale at eps beside the critical batch"},
+        ),
+        noise_over_training="results/{study}/noise_over_training.csv",
     log:
         "logs/{study}/analyze.log",
     conda:

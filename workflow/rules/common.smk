@@ -76,7 +76,12 @@ STUDY_TABLES = [
     "accuracy.csv",
     "accuracy.md",
     "linear_error.csv",
+    "noise_scale.csv",
+    "noise_over_training.csv",
 ]
+# a study with `branching.enabled` adds these (workflow/rules/branching.smk)
+BRANCHING_OUTPUTS = ["local_critical_batch.csv", "figures/local_critical_batch.png",
+                     "figures/local_critical_batch.svg"]
 STUDY_FIGURES = [
     "fig1_train_loss_contours",
     "fig5_test_loss_contours",
@@ -84,6 +89,7 @@ STUDY_FIGURES = [
     "fig2_accuracy_linear_error",
     "steps_vs_examples",
     "loss_curves",
+    "noise_scale",
 ]
 
 
@@ -107,6 +113,8 @@ def all_outputs():
             for name in STUDY_FIGURES
             for ext in ("png", "svg")
         ]
+        if STUDIES[study]["branching"]["enabled"]:
+            outputs += [f"results/{study}/{name}" for name in BRANCHING_OUTPUTS]
     for comparison in COMPARISONS:
         outputs += [
             f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("csv", "png", "svg")

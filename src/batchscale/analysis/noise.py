@@ -42,7 +42,8 @@ AT_THRESHOLD_COLUMNS = (
 VERSUS_CRITICAL_COLUMNS = (
     "strategy", "metric", "batch_size", "k_mean_steps", "b_simple_at_eps", "b_simple_at_eps_min",
     "b_simple_at_eps_max", "b_simple_exact_at_eps", "n_at_eps", "B_crit", "B_crit_low", "B_crit_high",
-    "B_crit_overhead", "ratio_B_crit_over_B_simple", "ratio_B_crit_overhead_over_B_simple",
+    "B_crit_interval_kind", "B_crit_report", "B_crit_overhead", "ratio_B_crit_over_B_simple",
+    "ratio_B_crit_overhead_over_B_simple", "ratio_B_crit_over_B_simple_exact",
 )
 UNITS = {
     "step": "steps", "examples_seen": "examples", "k_mean_steps": "steps",
@@ -51,7 +52,7 @@ UNITS = {
     "b_simple_at_eps_min": "examples", "b_simple_at_eps_max": "examples", "b_simple_exact_at_eps": "examples",
     "B_crit": "examples per step", "B_crit_low": "examples per step", "B_crit_high": "examples per step",
     "B_crit_overhead": "examples per step", "ratio_B_crit_over_B_simple": "dimensionless",
-    "ratio_B_crit_overhead_over_B_simple": "dimensionless",
+    "ratio_B_crit_overhead_over_B_simple": "dimensionless", "ratio_B_crit_over_B_simple_exact": "dimensionless",
 }
 
 
@@ -167,11 +168,23 @@ def _estimate(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def critical_from_document(document: dict, metric: str, overhead_key: str = "overhead_batch") -> pd.DataFrame:
-    """(strategy, metric, B_crit, B_crit_low, B_crit_high, B_crit_overhead) from a critical_batch.json document.
+def _overhead(entry: dict, overhead_key: str) -> float:
+    """The overhead-based critical batch of a critical_batch.json entry: `overhead_key` holds a number, an
+    {"estimate": ...} mapping, or (as analysis.tables writes it, key overhead_critical_batch) a mapping whose
+    `direct` estimate (read off the measured k(m), not the fit) is taken."""
+    value = entry.get(overhead_key)
+    if isinstance(value, dict) and "direct" in value:
+        value = value["direct"]
+    return _estimate(value)
 
-    The overhead-based critical batch is read from each entry's `overhead_key` (a number or an
-    {"estimate": ...} mapping) and is NaN where the document has none.
+
+def critical_from_document(document: dict, metric: str, overhead_key: str = "overhead_critical_batch") -> pd.DataFrame:
+    """(strategy, metric, B_crit, B_crit_low, B_crit_high, B_crit_interval_kind, B_crit_report,
+    B_crit_overhead) from a critical_batch.json document (analysis.tables.critical_entry).
+
+    B_crit_report is the document's text to quote (``< 4`` or ``> 128`` when B_crit lies outside the
+    measured range, a bound rather than an estimate); the overhead-based critical batch is NaN where the
+    document has none.
     """
     rows = []
     for strategy, metrics in document.get("strategies", {}).items():
@@ -179,10 +192,14 @@ def critical_from_document(document: dict, metric: str, overhead_key: str = "ove
         if entry is None:
             continue
         fit = entry.get("B_crit") or {}
+        report = fit.get("report")
         rows.append({"strategy": strategy, "metric": metric, "B_crit": _estimate(fit.get("estimate")),
                      "B_crit_low": _estimate(fit.get("low")), "B_crit_high": _estimate(fit.get("high")),
-                     "B_crit_overhead": _estimate(entry.get(overhead_key))})
-    return pd.DataFrame(rows, columns=["strategy", "metric", "B_crit", "B_crit_low", "B_crit_high", "B_crit_overhead"])
+                     "B_crit_interval_kind": fit.get("interval_kind") or entry.get("interval_kind") or "none",
+                     "B_crit_report": report if report is not None else "",
+                     "B_crit_overhead": _overhead(entry, overhead_key)})
+    return pd.DataFrame(rows, columns=["strategy", "metric", "B_crit", "B_crit_low", "B_crit_high",
+                                       "B_crit_interval_kind", "B_crit_report", "B_crit_overhead"])
 
 
 def _ratio(numerator, denominator):
@@ -204,4 +221,40 @@ def noise_vs_critical(at_threshold: pd.DataFrame, critical: pd.DataFrame) -> pd.
         table["metric"] = np.nan
     table["ratio_B_crit_over_B_simple"] = _ratio(table["B_crit"], table["b_simple_at_eps"])
     table["ratio_B_crit_overhead_over_B_simple"] = _ratio(table["B_crit_overhead"], table["b_simple_at_eps"])
+    table["ratio_B_crit_over_B_simple_exact"] = _ratio(table["B_crit"], table["b_simple_exact_at_eps"])
     return table[list(VERSUS_CRITICAL_COLUMNS)].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A study's noise tables (rule analyze)
+
+
+def k_runs_from_cube(cube, thresholds: dict, metric: str = "train_loss") -> pd.DataFrame:
+    """(strategy, batch_size, seed, k) at each strategy's eps (`thresholds` {strategy: eps}), as the speedup
+    table measures k (analysis.tables.k_at)."""
+    from batchscale.analysis.tables import k_at
+
+    rows = []
+    for strategy, eps in thresholds.items():
+        if eps is None or strategy not in [str(s) for s in cube["strategy"].values]:
+            continue
+        sizes, k, _, _ = k_at(cube, strategy, metric, float(eps))
+        for i, size in enumerate(sizes):
+            for j, seed in enumerate(cube["seed"].values):
+                rows.append({"strategy": strategy, "batch_size": int(size), "seed": int(seed), "k": float(k[i, j])})
+    return pd.DataFrame(rows, columns=["strategy", "batch_size", "seed", "k"])
+
+
+def study_noise_tables(cube, critical_document: dict, window: int, metric: str = "train_loss") -> dict:
+    """{"noise_over_training": B_simple per run and point (OVER_TRAINING_COLUMNS), "noise_scale": B_simple at
+    eps beside the measured critical batch (VERSUS_CRITICAL_COLUMNS)}; both with their columns and no rows
+    when the cube holds no noise scale (noise_scale.enabled false), so every study writes the same files."""
+    if "noise_g2" not in cube or "noise_trace_sigma" not in cube:
+        return {"noise_over_training": pd.DataFrame(columns=list(OVER_TRAINING_COLUMNS)),
+                "noise_scale": pd.DataFrame(columns=list(VERSUS_CRITICAL_COLUMNS))}
+    over = b_simple_over_training(noise_points(cube), window)
+    thresholds = {strategy: (metrics.get(metric) or {}).get("threshold")
+                  for strategy, metrics in critical_document.get("strategies", {}).items()}
+    at = b_simple_at_threshold(over, k_runs_from_cube(cube, thresholds, metric))
+    return {"noise_over_training": over,
+            "noise_scale": noise_vs_critical(at, critical_from_document(critical_document, metric))}

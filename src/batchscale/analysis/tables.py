@@ -799,6 +799,10 @@ def study_tables(cube, study_config=None) -> dict:
     train = result["speedup"][result["speedup"]["metric"] == "train_loss"]
     eps = {str(s): float(g["threshold"].iloc[0]) for s, g in train.groupby("strategy")}
     result["linear_error"] = linear_error_table(cube, eps) if "train_loss" in cube else None
+    from batchscale.analysis.noise import study_noise_tables  # noise_scale.csv, noise_over_training.csv
+    raw = study_config if study_config is not None else json.loads(cube.attrs.get("study_config_json", "{}"))
+    window = (raw.get("noise_scale") or {}).get("window", 3)
+    result.update(study_noise_tables(cube, result["critical_batch"], window))
     return result
 
 
@@ -813,7 +817,7 @@ def write_study_tables(cube_path, study_config=None, out_dir=None) -> dict:
         cube = handle.load()
     result = study_tables(cube, study_config)
     frames = {name: result.get(name) for name in ("speedup", "speedup_common", "accuracy", "linear_error",
-                                                  "tuned", "tuned_trials")}
+                                                  "noise_scale", "noise_over_training", "tuned", "tuned_trials")}
     result["paths"] = write_tables(out_dir if out_dir is not None else cube_path.parent, frames,
                                    result["critical_batch"])
     return result

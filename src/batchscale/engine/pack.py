@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from batchscale.data import Splits, load_dataset
 from batchscale.engine import checkpoint as checkpoints
-from batchscale.engine import tasks
+from batchscale.engine import noise_points, tasks
 from batchscale.engine.optim import build_optimizer
 from batchscale.engine.packed_model import PackedModel, build_packed_model
 from batchscale.engine.state import RunState
@@ -37,7 +37,7 @@ from batchscale.engine.train import (DeviceData, MicroBatchTooLarge, RunResult, 
 MIN_RUNS_TO_VECTORISE_ON_CPU = 4
 # what every run of a pack must share (everything else may differ: seed, strategy, rates, optimizer values)
 SHARED_KEYS = ("study", "batch_size", "dataset", "data_root", "model", "micro_batch", "evaluation", "device",
-               "precision", "channels_last")
+               "precision", "channels_last", "noise_scale")
 
 
 def check_pack(runs: list[dict]) -> None:
@@ -202,6 +202,7 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     subset = torch.randperm(n, generator=subset_generator)[: evaluation["train_subset"]].to(device)
     eval_x, eval_y = data.x_train[subset], data.y_train[subset]
     linear_approx = evaluation.get("linear_approx", True)
+    noise_cfg = first.get("noise_scale") or {}
 
     model = build_packed_model(runs, data.spec, device,
                                channels_last=bool(first.get("channels_last")) and device.type == "cuda"
@@ -258,6 +259,7 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                             autocast)
             approx = linear_approximation_errors(model, data, params, buffers, ids, states, [t["loss"] for t in train],
                                                  eval_x, eval_y, autocast) if linear_approx else None
+            noise = noise_values(ids, params, buffers, step) if noise_cfg.get("enabled") else None
         except torch.OutOfMemoryError:
             raise MicroBatchTooLarge(
                 f"out of device memory evaluating {evaluation['batch_size']} examples at once; "
@@ -275,9 +277,27 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                 values["test_miou"] = test[j]["miou"]
             if approx is not None:
                 values["linear_approx_error"], values["linear_approx_error_rel"] = approx[j]
+            if noise is not None:
+                values.update(zip(noise_points.NOISE_FIELDS, (float(column[j]) for column in noise)))
             for name, value in values.items():
                 state.points.setdefault(name, []).append(value)
         return [t["loss"] for t in train]
+
+    def noise_values(ids: list[int], params, buffers, step: int):
+        """The noise-scale columns (noise_points.NOISE_FIELDS) of runs `ids` at `step`, each a list over ids."""
+        def gradient(index):
+            return batch_gradient(model, data, index, states, ids, params, buffers, micro_batch, autocast,
+                                  train=False)[1]
+        g2, trace = noise_points.two_batch_points(gradient, subset, [states[r].run["seed"] for r in ids], step,
+                                                  noise_cfg)
+        if params[0].shape[0] != len(ids):  # run by run, select() gave the whole stack
+            index_ids = torch.tensor(ids, device=device)
+            params, buffers = [p.index_select(0, index_ids) for p in params], [b.index_select(0, index_ids)
+                                                                               for b in buffers]
+        exact = noise_points.exact_points(model, params, buffers, data.prepare(eval_x, train=False), eval_y,
+                                          data.spec.task, data.spec.ignore_index,
+                                          noise_cfg["exact_max_params_times_examples"], label)
+        return g2.tolist(), trace.tolist(), exact[0], exact[1]
 
     def approx_scalar(ids: list[int], params) -> list[tuple[float, float]]:
         """The linear approximation error (absolute, relative) of runs `ids` at the given weights (NaN where

@@ -17,6 +17,8 @@ numbers they are given:
   informative linear approximation error available.
 - `steps_examples` -- ``steps_vs_examples``: S = k(m) against E = m S with the fit where meaningful.
 - `loss_curves` -- ``loss_curves``: loss against iterations per batch size, eps drawn.
+- `noise` -- ``noise_scale``: B_simple over training (noise_over_training.csv) with the critical batch band
+  (noise_scale.csv); ``local_critical_batch`` of a branching study (local_critical_batch.csv).
 - `comparison` -- a comparison's ``speedup``: studies at their own eps and at a common eps.
 """
 
@@ -32,6 +34,7 @@ from batchscale.figures.base import _study_title, message_figure, save_figure
 from batchscale.figures.comparison import comparison_figure
 from batchscale.figures.contours import contour_figure
 from batchscale.figures.loss_curves import loss_curves_figure
+from batchscale.figures.noise import noise_scale_figure
 from batchscale.figures.speedup import speedup_figure
 from batchscale.figures.steps_examples import fits_from_critical, steps_examples_figure
 
@@ -42,6 +45,7 @@ STUDY_FIGURES = (
     "fig2_accuracy_linear_error",
     "steps_vs_examples",
     "loss_curves",
+    "noise_scale",
 )
 
 
@@ -50,7 +54,7 @@ def read_study_tables(tables_dir) -> dict:
     None, critical_batch: dict}."""
     folder = Path(tables_dir)
     out = {}
-    for stem in ("speedup", "speedup_common", "accuracy", "linear_error"):
+    for stem in ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training"):
         path = folder / f"{stem}.csv"
         out[stem] = pd.read_csv(path) if path.exists() else None
     path = folder / "critical_batch.json"
@@ -87,6 +91,7 @@ def study_figures(cube, study_config: dict | None, tables: dict) -> dict:
     figures["steps_vs_examples"] = steps_examples_figure(table, fits, metric=metric, study=name)
     figures["loss_curves"] = (loss_curves_figure(cube, table, study=name) if "train_loss" in metrics
                               else message_figure(name, "no train loss"))
+    figures["noise_scale"] = noise_scale_figure(tables.get("noise_over_training"), tables.get("noise_scale"), name)
     return figures
 
 

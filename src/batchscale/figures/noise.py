@@ -1,7 +1,12 @@
 """Noise-scale and local-critical-batch panels: `plot_*(ax, table)` functions that draw given numbers only.
 
-Standalone for now (the lead moves these into the figures package); only matplotlib, numpy and pandas.
-Nothing is computed here: the tables come from batchscale.analysis.noise and batchscale.analysis.branching.
+Nothing is computed here: the tables come from the analysis files noise_over_training.csv and
+noise_scale.csv (batchscale.analysis.noise) and local_critical_batch.csv (batchscale.analysis.branching).
+
+- `noise_scale_figure(over, versus, study)`: figure ``noise_scale``, one panel per strategy, B_simple
+  against examples seen (two-batch, solid, and exact where traced, in a second row) with the strategy's
+  critical batch band across it.
+- `local_critical_batch_figure(table, study)`: figure ``local_critical_batch``.
 
 - `plot_noise_scale(ax, table, critical)`: B_simple over training, one line per run (strategy x batch size
   x seed) of `table` (columns strategy, batch_size, seed, the x column, b_simple; as
@@ -22,6 +27,9 @@ import math
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+
+from batchscale.figures.base import message_figure, new_figure
 
 STRATEGY_DASHES = {"blr": "-", "lsr": "--", "srsr": "-.", "longer": ":"}
 CRITICAL_COLOR = "#000000"
@@ -106,3 +114,44 @@ def plot_local_critical_batch(ax, table: pd.DataFrame):
     ax.set_xlabel("examples seen by the base run at the checkpoint")
     ax.set_ylabel("local critical batch (examples per step)")
     return ax
+
+
+def critical_rows(versus: pd.DataFrame | None, strategy: str) -> pd.DataFrame | None:
+    """The strategy's measured critical batch (one row) from noise_scale.csv, which repeats it per batch size."""
+    if versus is None or not len(versus):
+        return None
+    rows = versus[versus["strategy"].astype(str) == strategy]
+    columns = ["strategy", "B_crit", "B_crit_low", "B_crit_high", "B_crit_overhead"]
+    return rows[columns].head(1) if len(rows) else None
+
+
+def noise_scale_figure(over: pd.DataFrame | None, versus: pd.DataFrame | None, study: str = "study") -> Figure:
+    """B_simple over training per strategy (a column each): two-batch estimate above, exact below when
+    traced; one line per run, coloured by batch size, the critical batch band across each panel."""
+    if over is None or not len(over):
+        return message_figure(study, "no noise scale traced (set noise_scale.enabled: true)")
+    strategies = list(dict.fromkeys(over["strategy"].astype(str)))
+    exact = bool(np.isfinite(over["b_simple_exact"].to_numpy(float)).any())
+    fig, axes = new_figure(len(strategies), 2 if exact else 1, sharey=True)
+    for column, strategy in enumerate(strategies):
+        runs = over[over["strategy"].astype(str) == strategy]
+        critical = critical_rows(versus, strategy)
+        for row, y in enumerate(["b_simple"] + (["b_simple_exact"] if exact else [])):
+            ax = axes[row, column]
+            plot_noise_scale(ax, runs, critical, x="examples_seen", y=y)
+            ax.set_title(f"{strategy}: {'two-batch estimate' if y == 'b_simple' else 'exact (per-example)'}",
+                         fontsize=9)
+        axes[0, column].legend(fontsize=6, loc="best")
+    fig.suptitle(f"{study}\ngradient noise scale over training", fontsize=9)
+    return fig
+
+
+def local_critical_batch_figure(table: pd.DataFrame | None, study: str = "study") -> Figure:
+    """The local critical batch against examples seen, with brackets (local_critical_batch.csv)."""
+    if table is None or not len(table):
+        return message_figure(study, "no branching results")
+    fig, axes = new_figure(1, 1)
+    plot_local_critical_batch(axes[0, 0], table)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{study}\nlocal critical batch by branching", fontsize=9)
+    return fig

@@ -1,0 +1,85 @@
+"""The noise scale in the packed engine's traces (issue 14): against a hand computation with a plain module,
+independent of the pack, and changing no other number of the trace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from batchscale import noise
+from batchscale.engine.noise_points import NOISE_FIELDS, noise_generator
+from batchscale.engine.pack import train_pack
+from conftest import tiny_run
+
+NOISE = {"enabled": True, "batch_small": 4, "batch_big": 32, "draws": 2, "exact_max_params_times_examples": 2e7}  # exact on: the budget admits the tiny MLP
+
+
+@pytest.fixture
+def float64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def runs(noise_cfg: dict, seeds=(0, 1, 2, 3)) -> list[dict]:
+    return [tiny_run(model={"name": "mlp"}, seed=s, epochs=1, noise_scale=noise_cfg) for s in seeds]
+
+
+def test_noise_datasets_change_no_other_number_of_the_trace():
+    on = train_pack(runs(NOISE), progress=False, vectorise=True)
+    off = train_pack(runs(dict(NOISE, enabled=False)), progress=False, vectorise=True)
+    for a, b in zip(on, off):
+        assert set(a.points) - set(b.points) == set(NOISE_FIELDS)
+        for name, values in b.points.items():
+            if name != "wall_time":
+                assert a.points[name] == values, name
+        for name in NOISE_FIELDS:
+            assert len(a.points[name]) == len(a.points["step"])
+            assert np.all(np.isfinite(a.points[name]))
+
+
+def test_noise_values_equal_a_hand_computation_and_do_not_depend_on_the_pack(float64, monkeypatch):
+    """At the final weights: the exact values from noise.exact_noise on a plain module, the two-batch values
+    from noise.mean_gradient on the same draws; a run's values are the same in a pack of 4 and alone."""
+    import batchscale.engine.pack as pack
+    from batchscale.data import load_dataset
+    from batchscale.models import build_model
+
+    built = []
+    real = pack.build_packed_model
+    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    packed = train_pack(runs(NOISE), progress=False, vectorise=True)
+    alone = train_pack(runs(NOISE, seeds=(2,)), progress=False)[0]
+    for name in NOISE_FIELDS:
+        np.testing.assert_allclose(packed[2].points[name], alone.points[name], rtol=1e-8)
+
+    run, result = runs(NOISE)[1], packed[1]
+    splits = load_dataset(run["dataset"])
+    net = build_model(run["model"], splits.spec).double().eval()
+    with torch.no_grad():
+        for p, stacked in zip(net.parameters(), built[0].params):
+            p.copy_(stacked[1])
+    subset = torch.randperm(splits.num_train, generator=torch.Generator().manual_seed(104729))[:256]
+    x, y = splits.train_x.double()[subset], splits.train_y[subset]
+    loss_fn, params = noise.functional_loss(net, torch.nn.functional.cross_entropy)
+    exact = noise.exact_noise(loss_fn, params, x, y)
+    assert result.points["noise_g2_exact"][-1] == pytest.approx(exact.g2, rel=1e-8)
+    assert result.points["noise_trace_sigma_exact"][-1] == pytest.approx(exact.trace_sigma, rel=1e-8)
+
+    generator = noise_generator(run["seed"], result.points["step"][-1])
+    small = big = 0.0
+    for _ in range(NOISE["draws"]):
+        drawn = torch.randint(256, (NOISE["batch_big"],), generator=generator)
+        head = drawn[:NOISE["batch_small"]]
+        small += float(noise.squared_norm(noise.mean_gradient(loss_fn, params, x[head], y[head]))) / 2
+        big += float(noise.squared_norm(noise.mean_gradient(loss_fn, params, x[drawn], y[drawn]))) / 2
+    g2, trace = noise.two_batch_estimates(small, big, NOISE["batch_small"], NOISE["batch_big"])
+    assert result.points["noise_g2"][-1] == pytest.approx(g2, rel=1e-8)
+    assert result.points["noise_trace_sigma"][-1] == pytest.approx(trace, rel=1e-8)
+
+
+def test_exact_values_are_nan_beyond_the_budget_and_the_two_batch_ones_are_not():
+    result = train_pack(runs(dict(NOISE, exact_max_params_times_examples=1000), seeds=(0,)), progress=False)[0]
+    assert np.all(np.isnan(result.points["noise_g2_exact"]))
+    assert np.all(np.isfinite(result.points["noise_g2"]))

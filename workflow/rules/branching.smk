@@ -1,0 +1,92 @@
+# Local critical batch by branching from checkpoints (Merrill et al. 2025), for the studies whose
+# `branching.enabled` is true: base run with checkpoints -> every branch k of each checkpoint (one job per
+# checkpoint) -> local_critical_batch.csv -> its figure. The checkpoint count is a key, so the DAG is static.
+# All logic lives in batchscale.branching_run (the packed engine's pieces) and batchscale.analysis.branching.
+from batchscale.config import RunKey, run_config
+
+BRANCHING_STUDIES = [name for name, study in STUDIES.items() if study["branching"]["enabled"]]
+BRANCHING_BASE = "results/{study}/branching/base.pt"
+BRANCHING_BRANCHES = "results/{study}/branching/checkpoint{index}.json"
+
+
+def branching_base_run_json(wildcards):
+    study = STUDIES[wildcards.study]
+    cfg = study["branching"]
+    key = RunKey(wildcards.study, cfg["strategy"], int(cfg["batch_size"] or study["base_batch"]), int(cfg["seed"]))
+    return json.dumps(run_config(BATCHSCALE, key), sort_keys=True)
+
+
+def branching_json(wildcards):
+    return json.dumps(STUDIES[wildcards.study]["branching"], sort_keys=True)
+
+
+def branching_files(wildcards):
+    count = STUDIES[wildcards.study]["branching"]["checkpoints"]
+    return [BRANCHING_BRANCHES.format(study=wildcards.study, index=i) for i in range(count)]
+
+
+rule branch_base:
+    output:
+        BRANCHING_BASE,
+    log:
+        "logs/{study}/branching/base.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    params:
+        run=branching_base_run_json,
+        checkpoints=lambda wildcards: STUDIES[wildcards.study]["branching"]["checkpoints"],
+        engine=ENGINE_SOURCE,
+    shell:
+        "python -m batchscale.branching_run base --run-json {params.run:q} --checkpoints {params.checkpoints} "
+        "--output {output} 2> {log}"
+
+
+rule branch:
+    input:
+        BRANCHING_BASE,
+    output:
+        BRANCHING_BRANCHES,
+    wildcard_constraints:
+        index=r"\d+",
+    log:
+        "logs/{study}/branching/checkpoint{index}.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    params:
+        # k, delta_examples, lr_rule, evaluations (the tolerance and smoothing too: one JSON, small)
+        branching=branching_json,
+        engine=ENGINE_SOURCE,
+    shell:
+        "python -m batchscale.branching_run branch --base {input} --index {wildcards.index} "
+        "--branching-json {params.branching:q} --output {output} 2> {log}"
+
+
+rule local_critical_batch:
+    input:
+        branching_files,
+    output:
+        "results/{study}/local_critical_batch.csv",
+    log:
+        "logs/{study}/branching/table.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    params:
+        branching=branching_json,
+    shell:
+        "python -m batchscale.branching_run table --branching-json {params.branching:q} --output {output} "
+        "{input} 2> {log}"
+
+
+rule local_critical_batch_figure:
+    input:
+        "results/{study}/local_critical_batch.csv",
+    output:
+        png="results/{study}/figures/local_critical_batch.png",
+        svg="results/{study}/figures/local_critical_batch.svg",
+    log:
+        "logs/{study}/branching/figure.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    shell:
+        "python -m batchscale.branching_run figure --table {input} --study {wildcards.study} "
+        "--out results/{wildcards.study}/figures 2> {log}"
