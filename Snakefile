@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/cube.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
