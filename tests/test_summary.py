@@ -53,6 +53,9 @@ def test_measured_breakdown_is_the_first_size_where_k_stops_falling(tables):
     # a size never reached ends it too, even when k fell before it
     rows = _rows("lsr", [4, 8, 16], [100, 50, math.inf], ["base", "linear", "not_reached"])
     assert summary.measured_breakdown(rows, 4) == 16
+    # m0 never reached eps: no breakdown can be read
+    rows = _rows("lsr", [4, 8, 16], [math.inf, math.inf, 30], ["not_reached", "not_reached", "linear"])
+    assert summary.measured_breakdown(rows, 4) is None
 
 
 def test_breakdown_agrees_at_the_predicted_batch_or_one_doubling_earlier():

@@ -79,8 +79,11 @@ def least_squares_theory(X, eta0: float, base_batch: int, batch_sizes, momentum:
 def measured_breakdown(rows: pd.DataFrame, base_batch: int) -> int | None:
     """The first batch size above m0 at which a strategy's k (one strategy's rows of a speedup table) stops
     falling: its seeds did not all reach ε (diverged or not reached), or k(m) ≥ k at the previous batch size.
-    None when k falls at every measured size."""
+    None when k falls at every measured size, or when m0 itself never reached ε."""
     rows = rows.sort_values("batch_size")
+    base = rows[rows["batch_size"].astype(int) == int(base_batch)]["k_mean"].astype(float)
+    if base.empty or not np.isfinite(base.iloc[0]):
+        return None  # m0 itself never reached eps: nothing to break down from
     previous = None
     for m, k in zip(rows["batch_size"].astype(int), rows["k_mean"].astype(float)):
         if m > base_batch and (not np.isfinite(k) or (previous is not None and k >= previous)):
