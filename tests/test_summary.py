@@ -84,6 +84,8 @@ def test_headline_reads_thresholds_bounds_and_regimes(tables):
     # fastest per batch: equal at 4 (first in table order), blr at 8 (52 < 50? no: lsr 50), lsr at 16, blr beyond
     assert h["fastest"] == {4: "blr", 8: "lsr", 16: "lsr", 32: "lsr", 64: "blr"}
     assert "theory" not in h and h["tuned_present"] is False
+    assert summary.common_rule_text({**study, "common_threshold": "largest"}) == "the loosest of the strategies' own ε"
+    assert summary.common_rule_text({**study, "threshold": {"fixed": 0.1}}).startswith("a fixed ε")
 
 
 def test_headline_with_theory_compares_prediction_and_measurement(tables):
@@ -130,5 +132,5 @@ def test_summary_file_from_written_tables(tmp_path, tables):
                   "--out", str(out)])
     text = out.read_text()
     assert "## toy: hand-made" in text
-    assert "common ε = 0.1" in text
+    assert "common ε = 0.1 (the strictest of the strategies' own ε)" in text
     assert "tuned: not in this study" in text

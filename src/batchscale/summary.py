@@ -156,6 +156,15 @@ def fastest_per_batch(common: pd.DataFrame) -> dict:
     return out
 
 
+def common_rule_text(study: dict) -> str:
+    """How the study's common ε was chosen, in words (fixed thresholds make every ε the same)."""
+    threshold = study.get("threshold")
+    if isinstance(threshold, dict) and "fixed" in threshold:
+        return "a fixed ε, the same for every strategy"
+    return {"smallest": "the strictest of the strategies' own ε",
+            "largest": "the loosest of the strategies' own ε"}[study.get("common_threshold", "smallest")]
+
+
 def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame, common: pd.DataFrame,
                    theory_doc: dict | None = None, metric: str = HEADLINE_METRIC) -> dict:
     """One study's headline numbers at `metric`: per strategy its own ε, the common ε, B_crit (value or bound,
@@ -186,6 +195,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
     headline = {
         "study": name, "description": study.get("description", ""), "metric": metric,
         "common_threshold": common_doc.get("threshold"), "strategies": strategies,
+        "common_rule": common_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
     }
@@ -201,7 +211,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
 
 def render_headline(h: dict) -> str:
     lines = [f"## {h['study']}: {h['description']}", "",
-             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} (the strictest of the strategies' own ε)."]
+             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({h['common_rule']})."]
     if "theory" in h:
         t = h["theory"]
         verdict = {True: "agrees (at the predicted batch size or one doubling earlier)",
