@@ -223,7 +223,7 @@ def render_headline(h: dict) -> str:
     lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
               "| first stagnating m |", "|---|---|---|---|---|---|"]
     for s, v in h["strategies"].items():
-        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch']}) | {v['critical']} | "
+        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | {v['critical']} | "
                      f"{v['overhead_critical']} | {v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
     lines += [""] + [f"- {s} regimes (speedup) at common ε: {v['regimes']}" for s, v in h["strategies"].items()]
     fastest = ", ".join(f"{m}: {s or 'none'}" for m, s in h["fastest"].items())
