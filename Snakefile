@@ -23,6 +23,7 @@ include: "workflow/rules/cube.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/branching.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:

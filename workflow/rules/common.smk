@@ -119,7 +119,33 @@ def all_outputs():
         outputs += [
             f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("csv", "png", "svg")
         ]
+    outputs += summary_outputs()
     return outputs
+
+
+def theory_studies():
+    """Studies the least-squares theory describes (a linear model on least_squares data)."""
+    from batchscale.summary import has_theory
+
+    return [name for name, study in STUDIES.items() if has_theory(study)]
+
+
+def summary_outputs():
+    """results/summary.md, and each least-squares study's theory.json and theory figure (rules in summary.smk)."""
+    outputs = ["results/summary.md", "results/summary.json"]
+    for study in theory_studies():
+        outputs.append(f"results/{study}/theory.json")
+        outputs += [f"results/{study}/figures/theory_lsr_breakdown.{ext}" for ext in ("png", "svg")]
+    return outputs
+
+
+def summary_inputs():
+    """What results/summary.md is read from: every study's analysis tables and the theory files."""
+    inputs = []
+    for study in STUDIES:
+        inputs += [f"results/{study}/{name}" for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv")]
+    inputs += [f"results/{study}/theory.json" for study in theory_studies()]
+    return inputs
 
 
 def study_tables(wildcards):

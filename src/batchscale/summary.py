@@ -1,0 +1,292 @@
+"""The one-page answer: each study's headline numbers, read from its analysis files, and the least-squares
+theory check (λ₁, β, the predicted and the measured batch at which linear LR scaling breaks down).
+
+Pure functions over the analysis outputs (critical_batch.json, speedup.csv, speedup_common.csv, theory.json);
+`main` is the thin command the summary rules call:
+
+    python -m batchscale.summary theory --study-json JSON --out results/<study>/theory.json
+    python -m batchscale.summary write --studies-json JSON --results results --out results/summary.md
+
+Headlines use the training loss (the paper's main metric) at the common ε, where the strategies of a study are
+compared on one threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from batchscale import theory
+
+HEADLINE_METRIC = "train_loss"
+# Strategies whose learning rate is a fixed rule of m (the `tuned` strategy searches it instead).
+FIXED_RULES = ("blr", "lsr", "srsr", "longer")
+REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
+                "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
+                "below_base": "below m0"}
+
+
+# --------------------------------------------------------------------------------------------
+# Least-squares theory
+
+
+def has_theory(study: dict) -> bool:
+    """Whether the study is one the least-squares theory describes: a linear model on `least_squares` data.
+
+    (The theory is exact for noise-free targets; with noise it still gives λ₁, β and the stability limit.)
+    """
+    return study["dataset"]["name"] == "least_squares" and study["model"]["name"] == "linear"
+
+
+def design_matrix(x, bias: bool = True) -> np.ndarray:
+    """The rows the loss is quadratic in: x flattened, with a column of ones for the linear model's bias."""
+    X = np.asarray(x, dtype=float).reshape(len(x), -1)
+    return np.hstack([X, np.ones((X.shape[0], 1))]) if bias else X
+
+
+def least_squares_theory(X, eta0: float, base_batch: int, batch_sizes, momentum: float = 0.0) -> dict:
+    """λ₁ and β of the loss (1/2n) Σ (x_iᵀw − y_i)² over the rows X (Hessian H = XᵀX/n), and the predictions.
+
+    The engine's regression loss is half the squared error, so its Hessian is XᵀX/n (not 2XᵀX/n) and the
+    stability limit of gradient descent is 2/λ₁ of that matrix. `predicted_lsr_breakdown` is the first batch
+    size at which lsr's step η0·m/m0 exceeds 2/λ₁ (None when none does). With heavy-ball momentum μ the limit
+    is 2(1 + μ)/λ₁; the prediction uses that limit (μ = 0 gives 2/λ₁).
+    """
+    X = np.asarray(X, dtype=float)
+    lam = theory.top_eigenvalue(X)
+    beta = theory.max_row_norm_sq(X)
+    sizes = sorted(int(b) for b in batch_sizes)
+    # lsr_breakdown_batch compares with 2/λ; an effective λ/(1+μ) turns that into 2(1+μ)/λ.
+    breakdown = theory.lsr_breakdown_batch(eta0, base_batch, lam / (1.0 + momentum), sizes)
+    return {
+        "loss": "(1/2n) sum_i (x_i^T w + b - y_i)^2; Hessian H = [X 1]^T [X 1] / n",
+        "n": int(X.shape[0]), "d": int(X.shape[1]),
+        "lambda_max": lam, "beta": beta, "momentum": float(momentum),
+        "stability_limit": 2.0 * (1.0 + momentum) / lam,
+        "mbb_critical_batch": theory.mbb_critical_batch(beta, lam),
+        "eta0": float(eta0), "base_batch": int(base_batch), "batch_sizes": sizes,
+        "lsr_step": {str(m): eta0 * m / base_batch for m in sizes},
+        "mbb_step": {str(m): theory.mbb_step(m, beta, lam) for m in sizes},
+        "predicted_lsr_breakdown": breakdown,
+    }
+
+
+def measured_breakdown(rows: pd.DataFrame, base_batch: int) -> int | None:
+    """The first batch size above m0 at which a strategy's k (one strategy's rows of a speedup table) stops
+    falling: its seeds did not all reach ε (diverged or not reached), or k(m) ≥ k at the previous batch size.
+    None when k falls at every measured size, or when m0 itself never reached ε."""
+    rows = rows.sort_values("batch_size")
+    base = rows[rows["batch_size"].astype(int) == int(base_batch)]["k_mean"].astype(float)
+    if base.empty or not np.isfinite(base.iloc[0]):
+        return None  # m0 itself never reached eps: nothing to break down from
+    previous = None
+    for m, k in zip(rows["batch_size"].astype(int), rows["k_mean"].astype(float)):
+        if m > base_batch and (not np.isfinite(k) or (previous is not None and k >= previous)):
+            return int(m)
+        previous = k
+    return None
+
+
+def breakdown_agrees(predicted: int | None, measured: int | None) -> bool | None:
+    """The check of issue 12: the measured breakdown at the predicted batch size or one doubling earlier."""
+    if predicted is None or measured is None:
+        return None if predicted is None and measured is None else False
+    return measured in (predicted, predicted // 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Headlines
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def critical_text(entry: dict) -> str:
+    """B_crit as written by the analysis ("< 4", "> 128" or a value), with its interval and interval kind."""
+    b = entry.get("B_crit") or {}
+    report = b.get("report")
+    kind = b.get("interval_kind") or entry.get("interval_kind") or "none"
+    if report is None:
+        return "not estimable"
+    text = str(report) if isinstance(report, str) else _fmt(report)
+    if b.get("bound") is None and b.get("low") is not None and b.get("high") is not None:
+        text += f" [{_fmt(b['low'])}, {_fmt(b['high'])}]"
+    text += f" ({kind})"
+    if b.get("bound") is None and not entry.get("fit_meaningful", False):
+        text += ", fit not meaningful"
+    return text
+
+
+def overhead_text(entry: dict) -> str:
+    direct = (entry.get("overhead_critical_batch") or {}).get("direct") or {}
+    report = direct.get("report", direct.get("estimate"))
+    if report is None:
+        return "n/a"
+    text = str(report) if isinstance(report, str) else _fmt(report)
+    if direct.get("low") is not None and direct.get("high") is not None and direct.get("bound") is None:
+        text += f" [{_fmt(direct['low'])}, {_fmt(direct['high'])}] ({direct.get('interval_kind', 'none')})"
+    return text
+
+
+def regimes_text(rows: pd.DataFrame) -> str:
+    """"4 base, 8 linear, 16 diminishing, ..." over one strategy's rows, with the speedup at each size."""
+    parts = []
+    for _, row in rows.sort_values("batch_size").iterrows():
+        speed = row["speedup"]
+        speed_text = f" ×{speed:.2g}" if pd.notna(speed) and np.isfinite(speed) and row["regime"] != "base" else ""
+        parts.append(f"{int(row['batch_size'])} {REGIME_SHORT.get(row['regime'], row['regime'])}{speed_text}")
+    return ", ".join(parts)
+
+
+def fastest_per_batch(common: pd.DataFrame) -> dict:
+    """{m: strategy with the smallest k at the common ε} (ties: the first in table order; None when none
+    reached ε) -- the comparison of the tuned strategy against the fixed rules when it is present."""
+    out = {}
+    for m, rows in common.groupby("batch_size", sort=True):
+        finite = rows[np.isfinite(rows["k_mean"].astype(float))]
+        out[int(m)] = None if finite.empty else str(finite.loc[finite["k_mean"].astype(float).idxmin(), "strategy"])
+    return out
+
+
+def common_rule_text(study: dict) -> str:
+    """How the study's common ε was chosen, in words (fixed thresholds make every ε the same)."""
+    threshold = study.get("threshold")
+    if isinstance(threshold, dict) and "fixed" in threshold:
+        return "a fixed ε, the same for every strategy"
+    return {"smallest": "the strictest of the strategies' own ε",
+            "largest": "the loosest of the strategies' own ε"}[study.get("common_threshold", "smallest")]
+
+
+def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame, common: pd.DataFrame,
+                   theory_doc: dict | None = None, metric: str = HEADLINE_METRIC) -> dict:
+    """One study's headline numbers at `metric`: per strategy its own ε, the common ε, B_crit (value or bound,
+    interval kind), the overhead-based critical batch, the regimes at the common ε, the largest linear and
+    first stagnating batch sizes; the fastest strategy per batch size; for least squares the predicted and
+    measured lsr breakdown."""
+    common_doc = (critical.get("common") or {}).get(metric) or {}
+    common_rows = common[common["metric"] == metric]
+    own_rows = speedup[speedup["metric"] == metric]
+    strategies = {}
+    for strategy in study["strategies"]:
+        entry = (common_doc.get("strategies") or {}).get(strategy)
+        own = ((critical.get("strategies") or {}).get(strategy) or {}).get(metric) or {}
+        rows = common_rows[common_rows["strategy"] == strategy]
+        if entry is None or rows.empty:
+            continue
+        strategies[strategy] = {
+            "own_threshold": own.get("threshold"),
+            "own_source_batch": own.get("threshold_batch_size"),
+            "critical": critical_text(entry),
+            "overhead_critical": overhead_text(entry),
+            "largest_linear": entry.get("largest_linear_batch_size"),
+            "first_stagnation": entry.get("first_stagnation_batch_size"),
+            "regimes": regimes_text(rows),
+            "own_critical": critical_text(own) if own else "n/a",
+            "own_regimes": regimes_text(own_rows[own_rows["strategy"] == strategy]),
+        }
+    headline = {
+        "study": name, "description": study.get("description", ""), "metric": metric,
+        "common_threshold": common_doc.get("threshold"), "strategies": strategies,
+        "common_rule": common_rule_text(study),
+        "fastest": fastest_per_batch(common_rows),
+        "tuned_present": "tuned" in study["strategies"],
+    }
+    if theory_doc is not None and "lsr" in study["strategies"]:
+        measured = measured_breakdown(common_rows[common_rows["strategy"] == "lsr"], study["base_batch"])
+        predicted = theory_doc.get("predicted_lsr_breakdown")
+        headline["theory"] = {**{k: theory_doc[k] for k in ("lambda_max", "beta", "stability_limit",
+                                                             "mbb_critical_batch", "predicted_lsr_breakdown")},
+                              "measured_lsr_breakdown": measured,
+                              "agrees": breakdown_agrees(predicted, measured)}
+    return headline
+
+
+def render_headline(h: dict) -> str:
+    lines = [f"## {h['study']}: {h['description']}", "",
+             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({h['common_rule']})."]
+    if "theory" in h:
+        t = h["theory"]
+        verdict = {True: "agrees (at the predicted batch size or one doubling earlier)",
+                   False: "DISAGREES", None: "no breakdown predicted or measured"}[t["agrees"]]
+        lines += ["", f"Theory: λ₁ = {_fmt(t['lambda_max'], 4)}, β = {_fmt(t['beta'], 4)}, 2/λ₁ = "
+                  f"{_fmt(t['stability_limit'], 4)}, Ma et al.'s m* = β/λ₁ + 1 = {_fmt(t['mbb_critical_batch'], 3)}. "
+                  f"LSR breakdown predicted at m = {t['predicted_lsr_breakdown']}, measured at m = "
+                  f"{t['measured_lsr_breakdown']}: {verdict}."]
+    lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
+              "| first stagnating m |", "|---|---|---|---|---|---|"]
+    for s, v in h["strategies"].items():
+        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | {v['critical']} | "
+                     f"{v['overhead_critical']} | {v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
+    lines += [""] + [f"- {s} regimes (speedup) at common ε: {v['regimes']}" for s, v in h["strategies"].items()]
+    fastest = ", ".join(f"{m}: {s or 'none'}" for m, s in h["fastest"].items())
+    lines += [f"- fastest strategy per batch size at common ε: {fastest}"]
+    if not h["tuned_present"]:
+        lines += ["- tuned: not in this study (no comparison of a tuned learning rate against the fixed rules)"]
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(headlines: list[dict]) -> str:
+    head = ("# batchscale: summary of the run\n\nOne section per study, from its critical_batch.json, speedup.csv "
+            "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
+            "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
+            "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
+            "when outside the measured range.\n\n")
+    return head + "\n".join(render_headline(h) for h in headlines)
+
+
+def read_study(results: Path, name: str, study: dict) -> dict:
+    folder = Path(results) / name
+    theory_path = folder / "theory.json"
+    return study_headline(name, study, json.loads((folder / "critical_batch.json").read_text()),
+                          pd.read_csv(folder / "speedup.csv"), pd.read_csv(folder / "speedup_common.csv"),
+                          json.loads(theory_path.read_text()) if has_theory(study) else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Command
+
+
+def _theory_command(args) -> None:
+    from batchscale.data import load_dataset
+
+    study = json.loads(args.study_json)
+    splits = load_dataset(study["dataset"], download=False)
+    doc = least_squares_theory(design_matrix(splits.train_x.double().numpy()), study["eta0"],
+                               study["base_batch"], study["batch_sizes"],
+                               float(study.get("optimizer", {}).get("momentum", 0.0)))
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _write_command(args) -> None:
+    studies = json.loads(args.studies_json)
+    headlines = [read_study(Path(args.results), name, study) for name, study in studies.items()]
+    Path(args.out).write_text(render_summary(headlines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(headlines, indent=2, default=str) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m batchscale.summary", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("theory", help="λ₁, β and the predicted lsr breakdown of a least-squares study")
+    t.add_argument("--study-json", required=True)
+    t.add_argument("--out", required=True)
+    w = sub.add_parser("write", help="results/summary.md from every study's analysis files")
+    w.add_argument("--studies-json", required=True)
+    w.add_argument("--results", default="results")
+    w.add_argument("--out", required=True)
+    w.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    {"theory": _theory_command, "write": _write_command}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

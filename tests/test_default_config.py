@@ -1,0 +1,58 @@
+"""The default config.yaml (issue 12): comparisons change one thing at a time, and the real-data studies
+train their largest batch on at least 8 steps per epoch with no example dropped."""
+
+from pathlib import Path
+
+import pytest
+
+from batchscale.config import load_config, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# What may differ between the studies of a comparison: the thing compared, and the description.
+SHARED_KEYS = ("batch_sizes", "threshold", "base_batch", "eta0", "epochs", "seeds", "common_threshold", "regimes")
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(read_yaml(ROOT / "config.yaml"))
+
+
+def test_every_comparison_shares_batch_sizes_and_threshold_rule(config):
+    assert config["comparisons"], "the default config has comparisons"
+    for name, comparison in config["comparisons"].items():
+        studies = [config["studies"][s] for s in comparison["studies"]]
+        for key in SHARED_KEYS:
+            values = [study[key] for study in studies]
+            assert all(v == values[0] for v in values), f"{name}: studies differ in {key}: {values}"
+        for study in studies:
+            assert comparison["strategy"] in study["strategies"], name
+
+
+def test_comparisons_change_one_thing(config):
+    """Besides the shared keys, the studies of a comparison differ in exactly one of model or dataset."""
+    for name, comparison in config["comparisons"].items():
+        studies = [config["studies"][s] for s in comparison["studies"]]
+        differing = {key for key in ("model", "dataset", "optimizer", "warmup_epochs", "evaluation")
+                     if any(s[key] != studies[0][key] for s in studies)}
+        assert len(differing) == 1 and differing <= {"model", "dataset"}, (name, differing)
+
+
+def test_largest_batch_gets_eight_steps_per_epoch_and_drops_nothing(config):
+    from batchscale.data import load_dataset
+
+    sizes_seen = {}
+    for name, study in config["studies"].items():
+        key = repr(sorted(study["dataset"].items()))
+        if key not in sizes_seen:
+            sizes_seen[key] = load_dataset(study["dataset"]).num_train
+        n = sizes_seen[key]
+        assert max(study["batch_sizes"]) * 8 <= n, (name, n)
+        assert all(n % m == 0 for m in study["batch_sizes"]), (name, n)
+
+
+def test_real_data_studies_have_five_seeds_and_the_three_rules(config):
+    for name in ("digits_mlp", "digits_cnn"):
+        study = config["studies"][name]
+        assert len(study["seeds"]) >= 5
+        assert {"blr", "lsr"} <= set(study["strategies"])
+    assert {"blr", "lsr", "srsr"} <= set(config["studies"]["digits_mlp"]["strategies"])

@@ -1,0 +1,136 @@
+"""results/summary.md (issue 12): headlines read from hand-made analysis files, and the least-squares theory."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchscale import summary
+
+
+def _rows(strategy, sizes, k, regimes, eps=0.1, metric="train_loss"):
+    k = np.asarray(k, dtype=float)
+    speedup = np.where(np.isfinite(k), k[0] / k, np.nan)  # the analysis leaves it empty when never reached
+    return pd.DataFrame({"strategy": strategy, "batch_size": sizes, "metric": metric, "threshold": eps,
+                         "k_mean": k, "speedup": speedup, "regime": regimes})
+
+
+@pytest.fixture
+def tables():
+    sizes = [4, 8, 16, 32, 64]
+    common = pd.concat([
+        # blr: 100 -> 52 (linear, e = 0.96), 40 (diminishing), 38, 37.5 (stagnation)
+        _rows("blr", sizes, [100, 52, 40, 38, 37.5], ["base", "linear", "diminishing", "stagnation", "stagnation"]),
+        # lsr: halves up to 16, then k rises at 32 and never reaches eps at 64
+        _rows("lsr", sizes, [100, 50, 25, 30, math.inf], ["base", "linear", "linear", "diminishing", "not_reached"]),
+    ], ignore_index=True)
+    entry_blr = {"B_crit": {"estimate": 10.0, "low": 8.0, "high": 13.0, "interval_kind": "percentile_bootstrap",
+                            "bound": None, "report": 10.0},
+                 "interval_kind": "percentile_bootstrap", "fit_meaningful": True,
+                 "overhead_critical_batch": {"direct": {"estimate": 8.0, "low": 8.0, "high": 16.0,
+                                                        "interval_kind": "percentile_bootstrap", "bound": None,
+                                                        "report": 8.0}},
+                 "largest_linear_batch_size": 8, "first_stagnation_batch_size": 32}
+    entry_lsr = {"B_crit": {"estimate": None, "low": None, "high": None, "interval_kind": "percentile_bootstrap",
+                            "bound": "above_range", "report": "> 32"},
+                 "interval_kind": "percentile_bootstrap", "fit_meaningful": False,
+                 "overhead_critical_batch": {"direct": {"estimate": None, "bound": "above_range", "report": "> 16"}},
+                 "largest_linear_batch_size": 16, "first_stagnation_batch_size": None}
+    critical = {"strategies": {"blr": {"train_loss": {**entry_blr, "threshold": 0.2, "threshold_batch_size": 64}},
+                               "lsr": {"train_loss": {**entry_lsr, "threshold": 0.1, "threshold_batch_size": 32}}},
+                "common": {"train_loss": {"threshold": 0.1, "strategies": {"blr": entry_blr, "lsr": entry_lsr}}}}
+    study = {"description": "hand-made", "strategies": ["blr", "lsr"], "base_batch": 4}
+    return study, critical, common
+
+
+def test_measured_breakdown_is_the_first_size_where_k_stops_falling(tables):
+    _, _, common = tables
+    assert summary.measured_breakdown(common[common.strategy == "lsr"], 4) == 32
+    # blr: k falls at every size (however little): no breakdown
+    assert summary.measured_breakdown(common[common.strategy == "blr"], 4) is None
+    # a size never reached ends it too, even when k fell before it
+    rows = _rows("lsr", [4, 8, 16], [100, 50, math.inf], ["base", "linear", "not_reached"])
+    assert summary.measured_breakdown(rows, 4) == 16
+    # m0 never reached eps: no breakdown can be read
+    rows = _rows("lsr", [4, 8, 16], [math.inf, math.inf, 30], ["not_reached", "not_reached", "linear"])
+    assert summary.measured_breakdown(rows, 4) is None
+
+
+def test_breakdown_agrees_at_the_predicted_batch_or_one_doubling_earlier():
+    assert summary.breakdown_agrees(128, 128) is True
+    assert summary.breakdown_agrees(128, 64) is True
+    assert summary.breakdown_agrees(128, 32) is False
+    assert summary.breakdown_agrees(128, 256) is False
+    assert summary.breakdown_agrees(128, None) is False
+    assert summary.breakdown_agrees(None, None) is None
+
+
+def test_headline_reads_thresholds_bounds_and_regimes(tables):
+    study, critical, common = tables
+    h = summary.study_headline("toy", study, critical, common, common)
+    assert h["common_threshold"] == 0.1
+    blr, lsr = h["strategies"]["blr"], h["strategies"]["lsr"]
+    assert blr["own_threshold"] == 0.2 and blr["own_source_batch"] == 64
+    assert blr["critical"] == "10 [8, 13] (percentile_bootstrap)"
+    assert lsr["critical"] == "> 32 (percentile_bootstrap)"
+    assert blr["overhead_critical"] == "8 [8, 16] (percentile_bootstrap)"
+    assert lsr["overhead_critical"] == "> 16"
+    assert blr["largest_linear"] == 8 and blr["first_stagnation"] == 32
+    # speedups 100/52 = 1.92, 100/40 = 2.5, 100/37.5 = 2.67
+    assert blr["regimes"] == "4 base, 8 linear ×1.9, 16 diminishing ×2.5, 32 stagnation ×2.6, 64 stagnation ×2.7"
+    assert lsr["regimes"].endswith("64 not reached")
+    # fastest per batch: equal at 4 (first in table order), blr at 8 (52 < 50? no: lsr 50), lsr at 16, blr beyond
+    assert h["fastest"] == {4: "blr", 8: "lsr", 16: "lsr", 32: "lsr", 64: "blr"}
+    assert "theory" not in h and h["tuned_present"] is False
+    assert summary.common_rule_text({**study, "common_threshold": "largest"}) == "the loosest of the strategies' own ε"
+    assert summary.common_rule_text({**study, "threshold": {"fixed": 0.1}}).startswith("a fixed ε")
+
+
+def test_headline_with_theory_compares_prediction_and_measurement(tables):
+    study, critical, common = tables
+    theory_doc = {"lambda_max": 1.0, "beta": 19.0, "stability_limit": 2.0, "mbb_critical_batch": 20.0,
+                  "predicted_lsr_breakdown": 64}
+    h = summary.study_headline("toy", study, critical, common, common, theory_doc)
+    assert h["theory"]["measured_lsr_breakdown"] == 32
+    assert h["theory"]["agrees"] is True
+    text = summary.render_headline(h)
+    assert "predicted at m = 64, measured at m = 32: agrees" in text
+    assert "| lsr | 0.1 (32) | > 32 (percentile_bootstrap) | > 16 | 16 | — |" in text
+
+
+def test_least_squares_theory_on_a_hand_computed_design():
+    # rows (2, 0) and (0, 1), no bias: H = X^T X / n = diag(2, 0.5), lambda_1 = 2, beta = max |x|^2 = 4
+    X = np.array([[2.0, 0.0], [0.0, 1.0]])
+    doc = summary.least_squares_theory(X, eta0=0.25, base_batch=1, batch_sizes=[1, 2, 4, 8])
+    assert doc["lambda_max"] == pytest.approx(2.0)
+    assert doc["beta"] == pytest.approx(4.0)
+    assert doc["stability_limit"] == pytest.approx(1.0)
+    # eta0 m / m0 = 0.25, 0.5, 1.0, 2.0: the first above 2/lambda_1 = 1 is m = 8 (1.0 is not above)
+    assert doc["predicted_lsr_breakdown"] == 8
+    assert doc["mbb_critical_batch"] == pytest.approx(3.0)  # beta / lambda + 1
+    # heavy-ball momentum 0.5 moves the limit to 2 (1 + 0.5) / 2 = 1.5: still first exceeded at m = 8
+    assert summary.least_squares_theory(X, 0.25, 1, [1, 2, 4, 8], momentum=0.5)["stability_limit"] == 1.5
+
+
+def test_design_matrix_appends_the_bias_column():
+    X = summary.design_matrix(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]))
+    assert X.tolist() == [[1.0, 2.0, 1.0], [3.0, 4.0, 1.0]]
+
+
+def test_summary_file_from_written_tables(tmp_path, tables):
+    study, critical, common = tables
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "critical_batch.json").write_text(json.dumps(critical))
+    common.to_csv(folder / "speedup.csv", index=False)
+    common.to_csv(folder / "speedup_common.csv", index=False)
+    study = {**study, "dataset": {"name": "digits"}, "model": {"name": "mlp"}}
+    out = tmp_path / "summary.md"
+    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                  "--out", str(out)])
+    text = out.read_text()
+    assert "## toy: hand-made" in text
+    assert "common ε = 0.1 (the strictest of the strategies' own ε)" in text
+    assert "tuned: not in this study" in text

@@ -1,0 +1,66 @@
+# The one-page answer: results/summary.md with each study's headline numbers, and for least-squares studies
+# the theory check (theory.json: λ₁, β, predicted lsr breakdown; a figure of it beside the measurement).
+# All logic lives in batchscale.summary and batchscale.figures.theory_check.
+
+
+rule theory:
+    output:
+        "results/{study}/theory.json",
+    log:
+        "logs/{study}/theory.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        study=study_json,
+    shell:
+        "python -m batchscale.summary theory --study-json {params.study:q} --out {output} 2> {log}"
+
+
+rule theory_figure:
+    input:
+        theory="results/{study}/theory.json",
+        common="results/{study}/speedup_common.csv",
+    output:
+        png=report(
+            "results/{study}/figures/theory_lsr_breakdown.png",
+            caption="../report/theory_lsr_breakdown.rst",
+            category="{study}",
+            subcategory="figures",
+            labels={"study": "{study}", "figure": "theory_lsr_breakdown"},
+        ),
+        svg="results/{study}/figures/theory_lsr_breakdown.svg",
+    log:
+        "logs/{study}/theory_figure.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    shell:
+        "python -m batchscale.figures.theory_check --theory {input.theory} --common {input.common} "
+        "--out results/{wildcards.study}/figures/theory_lsr_breakdown 2> {log}"
+
+
+rule summary:
+    input:
+        summary_inputs(),
+    output:
+        md=report(
+            "results/summary.md",
+            caption="../report/summary.rst",
+            category="summary",
+            labels={"table": "summary"},
+        ),
+        json="results/summary.json",
+    log:
+        "logs/summary.log",
+    conda:
+        "../../envs/batchscale.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        studies=json.dumps(STUDIES, sort_keys=True),
+    shell:
+        "python -m batchscale.summary write --studies-json {params.studies:q} --results results "
+        "--out {output.md} --json {output.json} 2> {log}"
