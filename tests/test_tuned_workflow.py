@@ -118,6 +118,15 @@ def test_tuned_is_an_allowed_strategy_and_a_typo_is_not():
         load_config(bad)
 
 
+def test_tuned_alone_is_refused_and_beta2_only_for_adamw():
+    alone = copy.deepcopy(CONFIG)
+    alone["studies"][STUDY]["strategies"] = ["tuned"]
+    with pytest.raises(ConfigError, match=r"strategies: \['tuned'\] alone is not supported; add at least one fixed"):
+        load_config(alone)
+    with pytest.raises(ConfigError, match="tuning.one_minus_beta2: searched only with optimizer adamw"):
+        load_config(with_tuning(one_minus_beta2={"min": 0.001, "max": 0.1}))
+
+
 # ------------------------------------------------------------------ through the workflow
 
 

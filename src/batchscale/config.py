@@ -261,6 +261,10 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
             f"epochs of training (strategies {', '.join(warmed)} warm up); allowed: at most {study['epochs']}")
     if TUNED in study["strategies"]:
+        if study["strategies"] == [TUNED]:
+            # the study figures (contours, speedup, accuracy) draw the fixed rules' cube; tuned has its own
+            raise ConfigError(f"config key {prefix}.strategies: ['tuned'] alone is not supported; add at least "
+                              f"one fixed rule beside it (allowed: blr, lsr, srsr, longer, adam_srsr)")
         _check_tuning(prefix, study)
 
 
