@@ -134,3 +134,16 @@ def test_summary_file_from_written_tables(tmp_path, tables):
     assert "## toy: hand-made" in text
     assert "common ε = 0.1 (the strictest of the strategies' own ε)" in text
     assert "tuned: not in this study" in text
+
+
+def test_tuned_text_names_rates_edges_and_b_noise():
+    from batchscale.summary import tuned_text
+
+    entry = {"threshold": 0.0237, "eta_star": {"4": 0.0198, "128": 0.1696}, "lr_edge": {"128": "high"},
+             "B_noise": {"estimate": 54.74, "low": 11.72, "high": 222.3, "interval_kind": "bootstrap_seeds_trials"},
+             "eta_fit_max_abs_log_residual": 0.378}
+    assert tuned_text(entry) == (
+        "tuned η*(m) at its own ε = 0.0237: 4: 0.0198, 128: 0.17; η* at the edge of the searched range at "
+        "m = 128 (high), so those rates are bounds; B_noise = 54.7 [11.7, 222] (bootstrap_seeds_trials, "
+        "fit max |log residual| 0.38)")
+    assert tuned_text({}) is None

@@ -156,6 +156,24 @@ def fastest_per_batch(common: pd.DataFrame) -> dict:
     return out
 
 
+def tuned_text(entry: dict) -> str | None:
+    """The tuned search's best learning rate per batch size, where it hit the edge of the searched range, and
+    B_noise of the fitted optimal-step law, from a study's critical_batch.json (None without tuned)."""
+    if not entry.get("eta_star"):
+        return None
+    rates = ", ".join(f"{m}: {_fmt(rate, 3)}" for m, rate in entry["eta_star"].items())
+    text = f"tuned η*(m) at its own ε = {_fmt(entry.get('threshold'), 4)}: {rates}"
+    if entry.get("lr_edge"):
+        edges = ", ".join(f"{m} ({side})" for m, side in entry["lr_edge"].items())
+        text += f"; η* at the edge of the searched range at m = {edges}, so those rates are bounds"
+    noise = entry.get("B_noise") or {}
+    if noise.get("estimate") is not None:
+        text += (f"; B_noise = {_fmt(noise['estimate'])} [{_fmt(noise.get('low'))}, {_fmt(noise.get('high'))}] "
+                 f"({noise.get('interval_kind')}, fit max |log residual| "
+                 f"{_fmt(entry.get('eta_fit_max_abs_log_residual'), 2)})")
+    return text
+
+
 def common_rule_text(study: dict) -> str:
     """How the study's common ε was chosen, in words (fixed thresholds make every ε the same)."""
     threshold = study.get("threshold")
@@ -179,7 +197,8 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         entry = (common_doc.get("strategies") or {}).get(strategy)
         own = ((critical.get("strategies") or {}).get(strategy) or {}).get(metric) or {}
         rows = common_rows[common_rows["strategy"] == strategy]
-        if entry is None or rows.empty:
+        # tuned's steps to result are in tuned.csv, not speedup_common.csv: its row here comes from the JSON
+        if entry is None or (rows.empty and strategy != "tuned"):
             continue
         strategies[strategy] = {
             "own_threshold": own.get("threshold"),
@@ -188,7 +207,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
             "overhead_critical": overhead_text(entry),
             "largest_linear": entry.get("largest_linear_batch_size"),
             "first_stagnation": entry.get("first_stagnation_batch_size"),
-            "regimes": regimes_text(rows),
+            "regimes": regimes_text(rows) if not rows.empty else "steps to result per batch size in tuned.csv",
             "own_critical": critical_text(own) if own else "n/a",
             "own_regimes": regimes_text(own_rows[own_rows["strategy"] == strategy]),
         }
@@ -198,6 +217,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         "common_rule": common_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
+        "tuned": tuned_text(((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}),
     }
     if theory_doc is not None and "lsr" in study["strategies"]:
         measured = measured_breakdown(common_rows[common_rows["strategy"] == "lsr"], study["base_batch"])
@@ -230,6 +250,8 @@ def render_headline(h: dict) -> str:
     lines += [f"- fastest strategy per batch size at common ε: {fastest}"]
     if not h["tuned_present"]:
         lines += ["- tuned: not in this study (no comparison of a tuned learning rate against the fixed rules)"]
+    elif h.get("tuned"):
+        lines += [f"- {h['tuned']}"]
     return "\n".join(lines) + "\n"
 
 
