@@ -4,9 +4,6 @@ a killed pack resumes bit for bit, and the trace records each run's own learning
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -16,7 +13,7 @@ from batchscale.config import RunKey, load_config, run_config
 from batchscale.engine.pack import train_pack
 from batchscale.traces import read_trace, write_trace
 from conftest import tiny_config
-from test_packing import LOSSES, env, float64, max_relative_difference, pack_command  # noqa: F401 (fixture)
+from test_packing import LOSSES, assert_pack_resumes_bit_for_bit, float64, max_relative_difference  # noqa: F401 (fixture)
 
 # m0 = 8, eta0 = 1e-3: at m = 32 kappa = 4, so adam_srsr gives lr 2e-3, beta1 0.6, beta2 0.996, eps 5e-9,
 # lsr gives lr 4e-3 (warmed up from 1e-3 over one epoch) with the configured betas and eps.
@@ -135,40 +132,13 @@ def test_the_trace_records_each_strategys_rate_betas_and_eps(tmp_path):
 
 
 def test_an_adamw_pack_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
-    from test_resume import assert_bit_identical
-
     config = adamw_config(epochs=100, max_steps=1500, checkpoint_seconds=0.1, batch_sizes=[8, 16],
                           evaluation={"batch_size": 1024, "points_per_decade": 10, "train_subset": 256})
     runs = adamw_runs(config, [("adam_srsr", 0), ("adam_srsr", 1), ("lsr", 2)], batch_size=16)
     for run in runs:  # test_packing's resume model and augmentation: dropout and crops draw random numbers too
         run["model"] = {"name": "test_resume:dropout_mlp", "options": {}}
         run["dataset"] = {**run["dataset"], "augment": True}
-    reference = [tmp_path / f"ref{i}.h5" for i in range(3)]
-    done = subprocess.run(pack_command(runs, reference, tmp_path / "ref.pt"), env=env(), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    outputs, checkpoint = [tmp_path / f"run{i}.h5" for i in range(3)], tmp_path / "pack.pt"
-    process = subprocess.Popen(pack_command(runs, outputs, checkpoint), env=env(), stderr=subprocess.DEVNULL)
-    began = time.perf_counter()
-    step = 0
-    while step < 500:  # a third of the way in, then somewhere between two checkpoints
-        assert process.poll() is None and time.perf_counter() - began < 200
-        try:
-            saved = torch.load(checkpoint, weights_only=True)
-            step = saved["progress"]["step"]
-        except (FileNotFoundError, RuntimeError, EOFError):
-            pass
-        time.sleep(0.01)
+    saved = assert_pack_resumes_bit_for_bit(runs, tmp_path)
     # the checkpoint holds AdamW's state, and loads with weights_only
     assert set(saved["optimizer"]) >= {"steps", "exp_avg", "exp_avg_sq", "beta1", "beta2", "eps"}
     assert saved["optimizer"]["beta1"].tolist() == pytest.approx([0.8, 0.8, 0.9], rel=1e-15)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not any(path.exists() for path in outputs)
-    done = subprocess.run(pack_command(runs, outputs, checkpoint), env=env(), capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and "resumed from" in done.stderr, done.stderr[-2000:]
-    for path, want in zip(outputs, reference):
-        assert_bit_identical(path, want)
-    assert not checkpoint.exists()

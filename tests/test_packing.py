@@ -229,22 +229,24 @@ def resume_runs() -> list[dict]:
     return runs
 
 
-def test_a_pack_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
+def assert_pack_resumes_bit_for_bit(runs: list[dict], tmp_path: Path) -> dict:
+    """Train `runs` as one pack uninterrupted, then again killed with SIGKILL a third of the way in and rerun:
+    the resumed traces equal the uninterrupted ones bit for bit. Returns the checkpoint read before the kill."""
     from test_resume import assert_bit_identical
 
-    runs = resume_runs()
-    reference = [tmp_path / f"ref{i}.h5" for i in range(3)]
+    reference = [tmp_path / f"ref{i}.h5" for i in range(len(runs))]
     done = subprocess.run(pack_command(runs, reference, tmp_path / "ref.pt"), env=env(), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    outputs, checkpoint = [tmp_path / f"run{i}.h5" for i in range(3)], tmp_path / "pack.pt"
+    outputs, checkpoint = [tmp_path / f"run{i}.h5" for i in range(len(runs))], tmp_path / "pack.pt"
     process = subprocess.Popen(pack_command(runs, outputs, checkpoint), env=env(), stderr=subprocess.DEVNULL)
     began = time.perf_counter()
-    step = 0
+    saved, step = None, 0
     while step < 500:  # a third of the way in, then somewhere between two checkpoints
         assert process.poll() is None and time.perf_counter() - began < 200
         try:
-            step = torch.load(checkpoint, weights_only=True)["progress"]["step"]
+            saved = torch.load(checkpoint, weights_only=True)
+            step = saved["progress"]["step"]
         except (FileNotFoundError, RuntimeError, EOFError):
             pass
         time.sleep(0.01)
@@ -258,6 +260,11 @@ def test_a_pack_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
     for path, want in zip(outputs, reference):
         assert_bit_identical(path, want)
     assert not checkpoint.exists()
+    return saved
+
+
+def test_a_pack_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
+    assert_pack_resumes_bit_for_bit(resume_runs(), tmp_path)
 
 
 class Planted:
