@@ -316,3 +316,19 @@ def test_small_packs_on_the_cpu_train_run_by_run_and_insisting_on_vmap_still_che
     with pytest.raises(ValueError, match="vectorising was asked for but fails"):
         train_pack([tiny_run(model=item, seed=seed, max_steps=5) for seed in range(2)], progress=False,
                    vectorise=True)
+
+
+def test_a_packs_job_asks_for_memory_and_time_in_proportion_to_its_runs():
+    from batchscale.config import iter_runs, load_config
+    from batchscale.engine.packs import pack_mem_mb, pack_runtime_min, plan_packs
+    from conftest import tiny_config
+
+    config = load_config(tiny_config(seeds=[0, 1, 2], pack={"max_runs": 2, "runtime_min_base": 7,
+                                                             "runtime_min_per_run": 3, "mem_mb_base": 500,
+                                                             "mem_mb_per_run": 40}))
+    packs = plan_packs(config, list(iter_runs(config)), engine_source="", root="/nonexistent")
+    sizes = sorted({len(pack.keys) for pack in packs})
+    assert sizes == [1, 2]  # three seeds per strategy and batch split into packs of 2 and 1
+    for pack in packs:
+        assert pack_runtime_min(config, pack) == 7 + 3 * len(pack.keys)
+        assert pack_mem_mb(config, pack) == 500 + 40 * len(pack.keys)

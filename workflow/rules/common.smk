@@ -3,7 +3,7 @@ import json
 import sys
 
 from batchscale.config import TUNED, ConfigError, iter_runs, load_config, read_yaml
-from batchscale.engine.packs import pack_mem_mb, pack_runs_json, plan_packs
+from batchscale.engine.packs import pack_mem_mb, pack_runs_json, pack_runtime_min, plan_packs
 from batchscale.traces import source_fingerprint
 
 try:

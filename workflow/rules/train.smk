@@ -14,6 +14,7 @@ for pack in TRAIN_PACKS:
         threads: pack_threads(pack)
         resources:
             mem_mb=pack_mem_mb(BATCHSCALE, pack),
+            runtime=pack_runtime_min(BATCHSCALE, pack),
         params:
             runs=pack_runs_json(BATCHSCALE, pack),
             engine=ENGINE_SOURCE,

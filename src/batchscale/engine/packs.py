@@ -84,3 +84,10 @@ def pack_mem_mb(config: dict, pack: Pack) -> int:
     """Host memory of a pack's job: a base for the interpreter and data, plus a share per run."""
     settings = config["studies"][pack.study]["pack"]
     return int(settings["mem_mb_base"] + settings["mem_mb_per_run"] * len(pack.keys))
+
+
+def pack_runtime_min(config: dict, pack: Pack) -> int:
+    """Wall-time limit (minutes) of a pack's job: a base plus a share per run, so a pack of 16 asks for more
+    time than a pack of 2 (a scheduler kills a job at its limit; the checkpoint makes the retry resume)."""
+    settings = config["studies"][pack.study]["pack"]
+    return int(settings["runtime_min_base"] + settings["runtime_min_per_run"] * len(pack.keys))
