@@ -147,3 +147,13 @@ def test_tuned_text_names_rates_edges_and_b_noise():
         "m = 128 (high), so those rates are bounds; B_noise = 54.7 [11.7, 222] (bootstrap_seeds_trials, "
         "fit max |log residual| 0.38)")
     assert tuned_text({}) is None
+
+
+def test_eta0_is_checked_against_the_tuned_rate_at_the_base_batch():
+    from batchscale.summary import eta0_against_tuned
+
+    # 0.02 / 0.0198 = 1.01: within x1.5; 0.01 / 0.0198 = 0.505 < 1/1.5: not
+    assert eta0_against_tuned(0.02, 4, {"4": 0.0198, "8": 0.0395}) == (
+        "fixed rules' η0 = 0.02 against tuned η*(m0 = 4) = 0.0198 (ratio 1.01): within ×1.5 of it")
+    assert "ratio 0.51): NOT within ×1.5" in eta0_against_tuned(0.01, 4, {"4": 0.0198})
+    assert eta0_against_tuned(0.01, 4, {"8": 0.0395}) is None  # no tuned rate at m0

@@ -174,6 +174,18 @@ def tuned_text(entry: dict) -> str | None:
     return text
 
 
+def eta0_against_tuned(eta0: float, base_batch: int, eta_star: dict, tolerance: float = 1.5) -> str | None:
+    """The fixed rules' eta0 set beside the tuned search's best rate at the base batch: the fixed rules are a fair
+    baseline only when eta0 is (close to) the best rate at m0. None when tuned has no rate at m0."""
+    rate = (eta_star or {}).get(str(base_batch), (eta_star or {}).get(base_batch))
+    if rate is None:
+        return None
+    ratio = float(eta0) / float(rate)
+    verdict = (f"within ×{tolerance} of it" if 1 / tolerance <= ratio <= tolerance else
+               f"NOT within ×{tolerance} of it: the fixed rules start from a rate the search did not pick")
+    return f"fixed rules' η0 = {_fmt(eta0, 3)} against tuned η*(m0 = {base_batch}) = {_fmt(rate, 3)} (ratio {ratio:.2f}): {verdict}"
+
+
 def common_rule_text(study: dict) -> str:
     """How the study's common ε was chosen, in words (fixed thresholds make every ε the same)."""
     threshold = study.get("threshold")
@@ -218,6 +230,10 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
         "tuned": tuned_text(((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}),
+        "eta0_check": eta0_against_tuned(
+            study["eta0"], study["base_batch"],
+            (((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}).get("eta_star") or {})
+        if "eta0" in study and any(s != "tuned" for s in study["strategies"]) else None,
     }
     if theory_doc is not None and "lsr" in study["strategies"]:
         measured = measured_breakdown(common_rows[common_rows["strategy"] == "lsr"], study["base_batch"])
@@ -252,6 +268,8 @@ def render_headline(h: dict) -> str:
         lines += ["- tuned: not in this study (no comparison of a tuned learning rate against the fixed rules)"]
     elif h.get("tuned"):
         lines += [f"- {h['tuned']}"]
+    if h.get("eta0_check"):
+        lines += [f"- {h['eta0_check']}"]
     return "\n".join(lines) + "\n"
 
 
