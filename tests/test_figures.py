@@ -247,6 +247,18 @@ def test_accuracy_linear_error_figure_draws_the_informative_error(analysis):
     assert len(bare.axes) == 1 and "no linear approximation error" in bare.axes[0].get_title()
 
 
+def test_a_regression_study_gets_no_accuracy_axis(analysis):
+    # least squares: accuracy.csv has no accuracy; an empty accuracy axis would read as 0 %
+    accuracy = analysis["accuracy"].copy()
+    accuracy[["test_acc_mean_pct", "train_acc_mean_pct"]] = np.nan
+    fig = accuracy_error_figure(accuracy, analysis["linear_error"], study="toy_study")
+    (ax,) = fig.axes
+    assert "regression" in ax.get_title() and "accuracy (%)" not in ax.get_ylabel()
+    assert ax.get_yscale() == "log" and [line.get_gid() for line in ax.lines].count("linear_error") == 1
+    diverged = [line for line in ax.lines if line.get_gid() == "diverged"]
+    assert len(diverged) == 1 and list(diverged[0].get_xdata()) == [64]
+
+
 def test_steps_vs_examples_figure_draws_the_analysis_fit_only_where_meaningful(analysis, table):
     fits = steps_examples.fits_from_critical(analysis["critical_batch"], "train_loss")
     fig = steps_examples.steps_examples_figure(table, fits, study="toy_study")

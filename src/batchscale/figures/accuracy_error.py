@@ -61,12 +61,24 @@ def plot_accuracy(ax, rows: pd.DataFrame, color: str = "#0072B2") -> None:
             ax.plot(m[ok], y[ok], style, color=color, lw=2 if gid == "accuracy" else 1.4, markersize=5,
                     zorder=3, label=f"{label} (mean over seeds)", gid=gid, fillstyle="full" if gid == "accuracy"
                     else "none")
+    plot_diverged(ax, rows)
+
+
+def has_accuracy(rows: pd.DataFrame) -> bool:
+    """Whether accuracy.csv rows carry any accuracy (a regression study's are empty)."""
+    return any(np.isfinite(pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)).any()
+               for c in ("test_acc_mean_pct", "train_acc_mean_pct") if c in rows)
+
+
+def plot_diverged(ax, rows: pd.DataFrame) -> None:
+    """An X near the bottom of the panel at each batch size where a seed diverged (axes height, so it does
+    not pretend to be a value on either y axis)."""
+    rows = rows.sort_values("batch_size")
+    m = rows["batch_size"].to_numpy(dtype=float)
     diverged = pd.to_numeric(rows["n_diverged"], errors="coerce").to_numpy(dtype=float) > 0
     if diverged.any():
-        y = pd.to_numeric(rows["test_acc_mean_pct"], errors="coerce").to_numpy(dtype=float)
-        y = np.where(np.isfinite(y), y, np.nanmin(y) if np.isfinite(y).any() else 0.0)
-        ax.plot(m[diverged], y[diverged], "X", color="black", markersize=10, linestyle="none", zorder=5,
-                label="a seed diverged", gid="diverged")
+        ax.plot(m[diverged], np.full(int(diverged.sum()), 0.06), "X", color="black", markersize=10,
+                linestyle="none", zorder=5, label="a seed diverged", gid="diverged", transform=ax.get_xaxis_transform())
 
 
 def plot_linear_error(ax, rows: pd.DataFrame, choice, color: str = "#D55E00") -> None:
@@ -96,11 +108,23 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
     errors = None if linear_error is None else linear_error[linear_error["strategy"].astype(str) == strategy]
     choice = informative_linear_error(errors)
     what = choice[2] if choice else "no linear approximation error in the traces"
-    title = f"{study}: {strategy_style(strategy)['label']}\nfinal accuracy and {what}"
     fig, axes = new_figure(1, 1, panel=(8.5, 5.0))
     ax = axes[0, 0]
-    plot_accuracy(ax, rows)
     sizes = rows["batch_size"].to_numpy(dtype=float)
+    if not has_accuracy(rows):
+        # regression: no accuracy axis at all (an empty one would read as 0%)
+        ax.set_title(f"{study}: {strategy_style(strategy)['label']}\n{what} (no accuracy: a regression task)",
+                     fontsize=11)
+        if choice is not None:
+            plot_linear_error(ax, errors, choice)
+        plot_diverged(ax, rows)
+        batch_axis(ax, sizes)
+        ax.set_xlim(_batch_edges(sizes)[0], _batch_edges(sizes)[-1])
+        ax.grid(True, color="0.9", lw=0.6)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize=9, frameon=False)
+        return fig
+    title = f"{study}: {strategy_style(strategy)['label']}\nfinal accuracy and {what}"
+    plot_accuracy(ax, rows)
     batch_axis(ax, sizes)
     ax.set_xlim(_batch_edges(sizes)[0], _batch_edges(sizes)[-1])
     ax.set_ylabel("final accuracy (%)", color="#0072B2")

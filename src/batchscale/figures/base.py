@@ -30,7 +30,7 @@ OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "
 MARKERS = ("o", "s", "^", "D", "v", "P", "h", "*")
 STRATEGY_STYLES = {
     "blr": {"color": "#0072B2", "marker": "o", "label": "BLR (same LR for every m)"},
-    "lsr": {"color": "#D55E00", "marker": "s", "label": "LSR (LR \u221d m, warm-up)"},
+    "lsr": {"color": "#D55E00", "marker": "s", "label": "LSR (LR \u221d m)"},
     "srsr": {"color": "#009E73", "marker": "^", "label": "SRSR (LR \u221d \u221am)"},
     "longer": {"color": "#CC79A7", "marker": "D", "label": "longer (m/m0 \u00d7 epochs)"},
 }
