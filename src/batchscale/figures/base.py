@@ -138,6 +138,12 @@ def count_axis(ax, axis: str = "x") -> None:
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    if low > 0 and high / low < 3.0:
+        # a narrow range (one point) has no 1-2-5 tick: widen it to a factor 3.2 about its centre rather
+        # than let matplotlib fall back to crowded linear ticks
+        centre = math.sqrt(low * high)
+        low, high = centre / 1.8, centre * 1.8
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(low, high)
     decades = math.log10(high / low) if low > 0 and high > low else 1.0
     subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
     target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def steps_examples_figure(table: pd.DataFrame, fits: dict | None = None, metric:
                            f"({kind.replace('_', ' ')})"
             (star,) = ax.plot([2 * e_min], [2 * s_min], marker="*", color="#E69F00", markeredgecolor="black",
                               markersize=15, linestyle="none", zorder=5, gid="b_crit",
-                              label=f"B_crit = {_fmt(b_crit)}{interval} examples/step")
+                              label=textwrap.fill(f"B_crit = {_fmt(b_crit)}{interval} examples/step", 48))
             notes.append(f"S_min = {_fmt(s_min)} steps, E_min = {_fmt(e_min)} examples, "
                          f"log-RMSE {fit.get('log_rmse', float('nan')):.2f}")
             flags["fit"] = flags["bcrit"] = True
@@ -122,7 +123,7 @@ def steps_examples_figure(table: pd.DataFrame, fits: dict | None = None, metric:
             notes.append("not reached: m = " + ", ".join(f"{v:g}" for v in missed))
         # below the panel: nothing in the data area is hidden
         ax.legend(handles=([star] if star is not None else []) +
-                  [Line2D([], [], linestyle="none", label=text) for text in notes],
+                  [Line2D([], [], linestyle="none", label=textwrap.fill(text, 48)) for text in notes],
                   loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, handlelength=1.2,
                   frameon=False)
         count_axis(ax, "x")
