@@ -588,7 +588,14 @@ def fit_critical_batch(batch_sizes, k, censored_at=None) -> dict:
 
     solution = least_squares(residuals, x0, jac=jacobian, bounds=([0.0, 0.0], [np.inf, np.inf]), x_scale=x0,
                              xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    s_min, e_min = (float(v) for v in solution.x)
+    # the optimum may lie on a bound (no plateau: S_min = 0; flat k: E_min = 0), which the solver only
+    # approaches; those two edges have closed-form fits of the exact points, so compare them directly
+    best = solution.x
+    for edge in (np.array([0.0, float(np.exp(np.mean(log_k + np.log(m_e))))]),
+                 np.array([float(np.exp(np.mean(log_k))), 0.0])):
+        if np.sum(residuals(edge) ** 2) <= np.sum(residuals(best) ** 2) * (1 + 1e-9) + 1e-18:
+            best = edge
+    s_min, e_min = (float(v) for v in best)
     if s_min < 1e-6 * scale:  # at the bound: no plateau within the measured range
         s_min = 0.0
     if e_min < 1e-6 * scale * m_e.min():
