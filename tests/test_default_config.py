@@ -56,3 +56,12 @@ def test_real_data_studies_have_five_seeds_and_the_three_rules(config):
         assert len(study["seeds"]) >= 5
         assert {"blr", "lsr"} <= set(study["strategies"])
     assert {"blr", "lsr", "srsr"} <= set(config["studies"]["digits_mlp"]["strategies"])
+
+
+def test_a_study_with_a_measured_critical_batch_traces_the_noise_scale(config):
+    """Issue 14: the default run sets B_simple beside a measured B_crit; teacher_2048's B_crit lies inside its
+    batch sizes (12.5 in 4..64), so its two-batch noise scale is on, with nested batches the subset can hold."""
+    noise = config["studies"]["teacher_2048"]["noise_scale"]
+    assert noise["enabled"] is True
+    subset = config["studies"]["teacher_2048"]["evaluation"]["train_subset"]
+    assert 0 < noise["batch_small"] < noise["batch_big"] <= subset

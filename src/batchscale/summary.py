@@ -224,17 +224,17 @@ def noise_text(strategy: str, eps, n: dict) -> str:
     """One summary line: B_simple at ε (median over batch sizes, per-seed range), B_crit and their ratio."""
     text = (f"noise scale ({strategy}, two-batch, at its own ε = {_fmt(eps, 4)}): B_simple at ε = "
             f"{_fmt(n['b_simple_median'])} (median over {n['n_batch_sizes']} batch sizes, {n['n_runs']} runs; "
-            f"per-seed range {_fmt(n['b_simple_low'])}–{_fmt(n['b_simple_high'])}); measured B_crit = ")
+            f"per-seed range {_fmt(n['b_simple_low'])}–{_fmt(n['b_simple_high'])}); measured B_crit")
     if n["bound"] is not None:
-        return text + (f"{n['bound']} {_fmt(n['bound_value'])}; B_crit/B_simple {n['bound']} "
+        return text + (f" {n['bound']} {_fmt(n['bound_value'])}; B_crit/B_simple {n['bound']} "
                        f"{_fmt(n['ratio_bound'])} (B_crit is a bound)")
     if not math.isfinite(n["B_crit"]):
-        return text + "not estimable; B_crit/B_simple not estimable"
+        return text + " not estimable; B_crit/B_simple not estimable"
     interval = (f" [{_fmt(n['B_crit_low'])}, {_fmt(n['B_crit_high'])}]"
                 if math.isfinite(n["B_crit_low"]) and math.isfinite(n["B_crit_high"]) else "")
     ratio_range = (f" [{_fmt(n['ratio_low'])}, {_fmt(n['ratio_high'])}] (from B_crit's interval)"
                    if interval else "")
-    return text + (f"{_fmt(n['B_crit'])}{interval} ({n['interval_kind']}); B_crit/B_simple = "
+    return text + (f" = {_fmt(n['B_crit'])}{interval} ({n['interval_kind']}); B_crit/B_simple = "
                    f"{_fmt(n['ratio'])}{ratio_range}")
 
 
