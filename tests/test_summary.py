@@ -196,7 +196,7 @@ def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
     study["noise_scale"] = {"enabled": False}
     summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
                   "--out", str(out)])
-    assert "noise scale" not in out.read_text()
+    assert "- noise scale" not in out.read_text()
 
 
 def test_noise_ratio_is_nan_where_no_run_reached_eps():

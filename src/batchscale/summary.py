@@ -337,7 +337,8 @@ def render_summary(headlines: list[dict]) -> str:
             "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
             "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
             "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
-            "when outside the measured range.\n\n")
+            "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
+            "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
     return head + "\n".join(render_headline(h) for h in headlines)
 
 
