@@ -56,3 +56,14 @@ def test_real_data_studies_have_five_seeds_and_the_three_rules(config):
         assert len(study["seeds"]) >= 5
         assert {"blr", "lsr"} <= set(study["strategies"])
     assert {"blr", "lsr", "srsr"} <= set(config["studies"]["digits_mlp"]["strategies"])
+
+
+def test_a_study_with_a_measured_critical_batch_traces_the_noise_scale(config):
+    """Issue 14: the default run sets B_simple beside a measured B_crit; teacher_2048's B_crit lies inside its
+    batch sizes (12.5 in 4..64), so its two-batch noise scale is on (and digits_mlp's, cheap enough), with
+    nested batches the evaluation subset can hold."""
+    for name in ("teacher_2048", "digits_mlp"):
+        noise = config["studies"][name]["noise_scale"]
+        assert noise["enabled"] is True, name
+        subset = config["studies"][name]["evaluation"]["train_subset"]
+        assert 0 < noise["batch_small"] < noise["batch_big"] <= subset, name

@@ -157,3 +157,58 @@ def test_eta0_is_checked_against_the_tuned_rate_at_the_base_batch():
         "fixed rules' η0 = 0.02 against tuned η*(m0 = 4) = 0.0198 (ratio 1.01): within ×1.5 of it")
     assert "ratio 0.51): NOT within ×1.5" in eta0_against_tuned(0.01, 4, {"4": 0.0198})
     assert eta0_against_tuned(0.01, 4, {"8": 0.0395}) is None  # no tuned rate at m0
+
+
+def _noise_rows(strategy, b_crit, low, high, report, kind, at, at_min, at_max):
+    """noise_scale.csv rows (analysis.noise.VERSUS_CRITICAL_COLUMNS, the ones the summary reads)."""
+    sizes = [4, 8, 16][:len(at)]
+    return pd.DataFrame({"strategy": strategy, "metric": "train_loss", "batch_size": sizes,
+                         "b_simple_at_eps": at, "b_simple_at_eps_min": at_min, "b_simple_at_eps_max": at_max,
+                         "n_at_eps": 3, "B_crit": b_crit, "B_crit_low": low, "B_crit_high": high,
+                         "B_crit_interval_kind": kind, "B_crit_report": report})
+
+
+def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
+    """From a hand-made noise_scale.csv and critical_batch.json: the median B_simple at eps over batch sizes,
+    the per-seed range, B_crit with its interval, and B_crit / median with the interval's range; a bound
+    where B_crit is a bound, "not estimable" where it is."""
+    study, critical, common = tables
+    critical = json.loads(json.dumps(critical))
+    critical["strategies"]["srsr"] = {"train_loss": {"threshold": 0.3}}
+    noise = pd.concat([
+        # blr: median of 100, 400, 200 is 200; 50 / 200 = 0.25, 30 / 200 = 0.15, 80 / 200 = 0.4
+        _noise_rows("blr", 50.0, 30.0, 80.0, "50", "student_t", [100.0, 400.0, 200.0],
+                    [80.0, 300.0, 150.0], [120.0, 500.0, 260.0]),
+        # lsr: B_crit above the range; median of 20 and 40 is 30: ratio > 64 / 30 = 2.13
+        _noise_rows("lsr", np.nan, np.nan, np.nan, "> 64", "student_t", [20.0, 40.0], [10.0, 35.0], [25.0, 45.0]),
+        # srsr: no B_crit at all
+        _noise_rows("srsr", np.nan, np.nan, np.nan, "", "none", [5.0], [4.0], [6.0]),
+    ], ignore_index=True)
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "critical_batch.json").write_text(json.dumps(critical))
+    common.to_csv(folder / "speedup.csv", index=False)
+    common.to_csv(folder / "speedup_common.csv", index=False)
+    noise.to_csv(folder / "noise_scale.csv", index=False)
+    study = {**study, "dataset": {"name": "digits"}, "model": {"name": "mlp"}, "noise_scale": {"enabled": True}}
+    out = tmp_path / "summary.md"
+    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                  "--out", str(out)])
+    text = out.read_text()
+    assert ("- noise scale (blr, two-batch, at its own ε = 0.2): B_simple at ε = 200 (median over 3 batch sizes, "
+            "9 runs; per-seed range 80–500); measured B_crit = 50 [30, 80] (student_t); "
+            "B_crit/B_simple = 0.25 [0.15, 0.4] (from B_crit's interval)") in text
+    assert ("- noise scale (lsr, two-batch, at its own ε = 0.1): B_simple at ε = 30 (median over 2 batch sizes, "
+            "6 runs; per-seed range 10–45); measured B_crit > 64; B_crit/B_simple > 2.13 (B_crit is a bound)") in text
+    assert "measured B_crit not estimable; B_crit/B_simple not estimable" in text
+    # a study that does not trace the noise scale gets no such line (and needs no noise_scale.csv)
+    (folder / "noise_scale.csv").unlink()
+    study["noise_scale"] = {"enabled": False}
+    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                  "--out", str(out)])
+    assert "- noise scale" not in out.read_text()
+
+
+def test_noise_ratio_is_nan_where_no_run_reached_eps():
+    rows = _noise_rows("blr", 50.0, 30.0, 80.0, "50", "student_t", [np.nan], [np.nan], [np.nan])
+    assert summary.noise_ratio(rows) is None

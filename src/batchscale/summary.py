@@ -1,7 +1,8 @@
 """The one-page answer: each study's headline numbers, read from its analysis files, and the least-squares
 theory check (λ₁, β, the predicted and the measured batch at which linear LR scaling breaks down).
 
-Pure functions over the analysis outputs (critical_batch.json, speedup.csv, speedup_common.csv, theory.json);
+Pure functions over the analysis outputs (critical_batch.json, speedup.csv, speedup_common.csv, theory.json,
+and noise_scale.csv where a study traces the noise scale);
 `main` is the thin command the summary rules call:
 
     python -m batchscale.summary theory --study-json JSON --out results/<study>/theory.json
@@ -186,6 +187,81 @@ def eta0_against_tuned(eta0: float, base_batch: int, eta_star: dict, tolerance: 
     return f"fixed rules' η0 = {_fmt(eta0, 3)} against tuned η*(m0 = {base_batch}) = {_fmt(rate, 3)} (ratio {ratio:.2f}): {verdict}"
 
 
+def noise_traced(study: dict) -> bool:
+    """Whether the study traces the gradient noise scale (its noise_scale.csv then has rows)."""
+    return bool((study.get("noise_scale") or {}).get("enabled", False))
+
+
+def _bound(report) -> tuple[str, float] | None:
+    """("<" or ">", value) from a bound report such as "< 4" or "> 64"; None for an estimate or nothing."""
+    text = str(report).strip() if report is not None and not (isinstance(report, float) and math.isnan(report)) else ""
+    if text and text[0] in "<>":
+        return text[0], float(text[1:])
+    return None
+
+
+def noise_ratio(rows: pd.DataFrame) -> dict | None:
+    """B_simple at ε beside the measured B_crit, for one strategy's rows of noise_scale.csv (one per batch size).
+
+    Each row's b_simple_at_eps is already a window ratio (mean tr Σ / mean |G|² over the trailing window, at
+    the step where each seed reaches ε; analysis.noise) averaged over seeds. Across batch sizes the headline
+    is their median, with the per-seed extremes (b_simple_at_eps_min/max) as its spread. The ratio is
+    B_crit / that median, its range B_crit's interval over the same median; where B_crit is a bound
+    ("< 4", "> 64") the ratio is the same bound; where B_crit is not estimable, so is the ratio.
+    None when no run reached ε with a valid B_simple.
+    """
+    ok = rows[np.isfinite(rows["b_simple_at_eps"].astype(float))]
+    if ok.empty:
+        return None
+    median = float(ok["b_simple_at_eps"].astype(float).median())
+    first = ok.iloc[0]
+    b_crit, low, high = (float(first[c]) for c in ("B_crit", "B_crit_low", "B_crit_high"))
+    bound = _bound(first.get("B_crit_report"))
+    out = {"b_simple_median": median, "b_simple_low": float(ok["b_simple_at_eps_min"].astype(float).min()),
+           "b_simple_high": float(ok["b_simple_at_eps_max"].astype(float).max()), "n_batch_sizes": int(len(ok)),
+           "n_runs": int(ok["n_at_eps"].sum()), "B_crit": b_crit, "B_crit_low": low, "B_crit_high": high,
+           "interval_kind": str(first.get("B_crit_interval_kind", "none")), "bound": None,
+           "ratio": float("nan"), "ratio_low": float("nan"), "ratio_high": float("nan")}
+    if bound is not None:
+        out["bound"] = bound[0]
+        out["B_crit"] = out["ratio"] = float("nan")
+        out["bound_value"], out["ratio_bound"] = bound[1], bound[1] / median if median > 0 else float("nan")
+    elif math.isfinite(b_crit) and median > 0:
+        out["ratio"] = b_crit / median
+        out["ratio_low"], out["ratio_high"] = low / median, high / median
+    return out
+
+
+def noise_text(strategy: str, eps, n: dict) -> str:
+    """One summary line: B_simple at ε (median over batch sizes, per-seed range), B_crit and their ratio."""
+    text = (f"noise scale ({strategy}, two-batch, at its own ε = {_fmt(eps, 4)}): B_simple at ε = "
+            f"{_fmt(n['b_simple_median'])} (median over {n['n_batch_sizes']} batch sizes, {n['n_runs']} runs; "
+            f"per-seed range {_fmt(n['b_simple_low'])}–{_fmt(n['b_simple_high'])}); measured B_crit")
+    if n["bound"] is not None:
+        return text + (f" {n['bound']} {_fmt(n['bound_value'])}; B_crit/B_simple {n['bound']} "
+                       f"{_fmt(n['ratio_bound'])} (B_crit is a bound)")
+    if not math.isfinite(n["B_crit"]):
+        return text + " not estimable; B_crit/B_simple not estimable"
+    interval = (f" [{_fmt(n['B_crit_low'])}, {_fmt(n['B_crit_high'])}]"
+                if math.isfinite(n["B_crit_low"]) and math.isfinite(n["B_crit_high"]) else "")
+    ratio_range = (f" [{_fmt(n['ratio_low'])}, {_fmt(n['ratio_high'])}] (from B_crit's interval)"
+                   if interval else "")
+    return text + (f" = {_fmt(n['B_crit'])}{interval} ({n['interval_kind']}); B_crit/B_simple = "
+                   f"{_fmt(n['ratio'])}{ratio_range}")
+
+
+def noise_lines(table: pd.DataFrame, critical: dict, metric: str = HEADLINE_METRIC) -> list[str]:
+    """The noise-scale lines of a study (one per strategy of its noise_scale.csv at `metric`)."""
+    lines = []
+    rows = table[table["metric"] == metric] if "metric" in table else table
+    for strategy, group in rows.groupby("strategy", sort=False):
+        n = noise_ratio(group)
+        eps = (((critical.get("strategies") or {}).get(strategy) or {}).get(metric) or {}).get("threshold")
+        lines.append(noise_text(str(strategy), eps, n) if n is not None else
+                     f"noise scale ({strategy}): no run reached ε with a valid B_simple; ratio not estimable")
+    return lines
+
+
 def common_rule_text(study: dict) -> str:
     """How the study's common ε was chosen, in words (fixed thresholds make every ε the same)."""
     threshold = study.get("threshold")
@@ -270,6 +346,7 @@ def render_headline(h: dict) -> str:
         lines += [f"- {h['tuned']}"]
     if h.get("eta0_check"):
         lines += [f"- {h['eta0_check']}"]
+    lines += [f"- {line}" for line in h.get("noise", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -278,16 +355,21 @@ def render_summary(headlines: list[dict]) -> str:
             "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
             "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
             "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
-            "when outside the measured range.\n\n")
+            "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
+            "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
     return head + "\n".join(render_headline(h) for h in headlines)
 
 
 def read_study(results: Path, name: str, study: dict) -> dict:
     folder = Path(results) / name
     theory_path = folder / "theory.json"
-    return study_headline(name, study, json.loads((folder / "critical_batch.json").read_text()),
-                          pd.read_csv(folder / "speedup.csv"), pd.read_csv(folder / "speedup_common.csv"),
-                          json.loads(theory_path.read_text()) if has_theory(study) else None)
+    critical = json.loads((folder / "critical_batch.json").read_text())
+    headline = study_headline(name, study, critical,
+                              pd.read_csv(folder / "speedup.csv"), pd.read_csv(folder / "speedup_common.csv"),
+                              json.loads(theory_path.read_text()) if has_theory(study) else None)
+    if noise_traced(study):
+        headline["noise"] = noise_lines(pd.read_csv(folder / "noise_scale.csv"), critical)
+    return headline
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,6 +144,8 @@ def summary_inputs():
     inputs = []
     for study in STUDIES:
         inputs += [f"results/{study}/{name}" for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv")]
+        if STUDIES[study]["noise_scale"]["enabled"]:
+            inputs.append(f"results/{study}/noise_scale.csv")  # its B_simple-to-B_crit line
     inputs += [f"results/{study}/theory.json" for study in theory_studies()]
     return inputs
 
