@@ -2,7 +2,7 @@
 import json
 import sys
 
-from batchscale.config import TUNED, ConfigError, iter_runs, load_config, read_yaml
+from batchscale.config import ROUND1_PATH, TUNED, ConfigError, iter_runs, load_config, read_yaml, study_trials
 from batchscale.engine.packs import pack_mem_mb, pack_runs_json, plan_packs
 from batchscale.traces import source_fingerprint
 
@@ -47,6 +47,13 @@ def pack_threads(pack):
 
 def study_traces(wildcards):
     return [key.trace_path for key in RUNS if key.study == wildcards.study]
+
+
+def round1_traces(wildcards):
+    """The first-round trial traces of a tuned study (trials 0 .. K-1), which round 2 is centred on."""
+    first = len(study_trials(STUDIES[wildcards.study]))
+    return [key.trace_path for key in RUNS
+            if key.study == wildcards.study and key.strategy == TUNED and key.trial < first]
 
 
 def study_json(wildcards):
