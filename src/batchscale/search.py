@@ -30,7 +30,8 @@ schema is `tuning` in workflow/schemas/config.schema.yaml)::
       one_minus_beta2: null      # AdamW only: or {min: 0.001, max: 0.1}
       refine: null               # or {factor: 2, trials: 8, max_spacing: 1.2}
 
-Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K. A trial's trace is
+Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K (in the workflow their
+rates are read at run time from round 1's result: config.resolve_refinement, rule tuning_refine_ranges). A trial's trace is
 config.TRACE_PATH with its trial part: results/{study}/traces/tuned/bs{m}/seed{s}_trial{t}.h5.
 """
 
