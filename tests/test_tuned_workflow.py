@@ -98,7 +98,8 @@ def test_plan_counts_runs_trials_and_pack_jobs(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"lr": {"min": 1.0, "max": 0.1}}, "studies.tiny_tuned.tuning.lr: min (1) is larger than max (0.1)"),
     ({"trials": 0}, "studies.tiny_tuned.tuning.trials: must be >= 1"),
-    ({"refine": {"factor": 2.0}}, "studies.tiny_tuned.tuning.refine: the workflow trains the first round only"),
+    ({"refine": {"factor": 1.0}}, "studies.tiny_tuned.tuning.refine.factor: must be > 1, got 1.0"),
+    ({"refine": {"trials": 1}}, "studies.tiny_tuned.tuning.refine.trials: must be >= 2, got 1"),
     ({"schedules": ["linear"]}, "studies.tiny_tuned.tuning.schedules.0: 'linear' is not allowed; allowed values: "
                                 "constant, step, cosine"),
     ({"one_minus_momentum": {"min": 0.1, "max": 1.0}},

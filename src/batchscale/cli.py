@@ -32,7 +32,11 @@ def _train(args) -> None:
     from batchscale.engine.pack import train_pack
     from batchscale.traces import write_trace
 
+    from batchscale.config import resolve_run
+
     runs = json.loads(args.runs_json) if args.runs_json else [json.loads(args.run_json)]
+    # a round-2 trial of `tuned` reads its rate from round 1's result now (config.resolve_refinement)
+    runs = [resolve_run(run) for run in runs]
     outputs = args.outputs or [args.output]
     if len(outputs) != len(runs):
         raise SystemExit(f"batchscale train: {len(runs)} runs but {len(outputs)} outputs")
@@ -56,6 +60,17 @@ def _cube(args) -> None:
     cube = build_cube(args.traces, args.study, study_config)
     write_cube(cube, args.output)
     print(f"cube {dict(cube.sizes)} -> {args.output}", file=sys.stderr)
+
+
+def _tuning_round1(args) -> None:
+    from batchscale.analysis.tuned_tables import round_one_best
+    from batchscale.cube import build_cube
+
+    study = json.loads(args.study_json)
+    result = round_one_best(build_cube(args.traces, args.study, study), study)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"round 1 best lr: { {m: b['lr'] for m, b in result['best'].items()} } -> {args.output}", file=sys.stderr)
 
 
 def _validate(args) -> None:
@@ -178,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     cube.add_argument("--output", required=True)
     cube.add_argument("traces", nargs="+")
     cube.set_defaults(handler=_cube)
+
+    round1 = sub.add_parser("tuning-round1", help="each batch size's best first-round trial of a tuned search")
+    round1.add_argument("--study", required=True)
+    round1.add_argument("--study-json", required=True, help="the resolved study config")
+    round1.add_argument("--output", required=True, help="the JSON file round 2 reads its rates from")
+    round1.add_argument("traces", nargs="+", help="the first-round trial traces")
+    round1.set_defaults(handler=_tuning_round1)
 
     validate = sub.add_parser("validate", help="validate a config file")
     validate.add_argument("config")

@@ -270,7 +270,7 @@ def _check_study(name: str, study: dict, config: dict) -> None:
 
 def _check_tuning(prefix: str, study: dict) -> None:
     """The `tuning` block of a study that runs `tuned`: ranges ordered, and only what the workflow runs."""
-    from batchscale.search import search_dimensions
+    from batchscale.search import refine_settings, search_dimensions
 
     tuning = study["tuning"]
     for key in ("lr", "one_minus_momentum", "one_minus_beta2"):
@@ -278,9 +278,10 @@ def _check_tuning(prefix: str, study: dict) -> None:
         if bounds is not None and bounds["min"] > bounds["max"]:
             raise ConfigError(f"config key {prefix}.tuning.{key}: min ({bounds['min']:g}) is larger than max "
                               f"({bounds['max']:g}); allowed: min <= max")
-    if tuning.get("refine") is not None:
-        raise ConfigError(f"config key {prefix}.tuning.refine: the workflow trains the first round only; "
-                          f"allowed value: null (a second round is not run yet)")
+    try:
+        refine_settings(tuning.get("refine"))
+    except ValueError as err:
+        raise ConfigError(f"config key {prefix}.{err}") from None
     searched = {"one_minus_momentum": "sgd", "one_minus_beta2": "adamw"}
     for key, optimizer in searched.items():
         if tuning.get(key) is not None and study["optimizer"].get("name", "sgd") != optimizer:
@@ -516,15 +517,35 @@ class RunKey:
 
 
 def study_trials(study: dict) -> list[dict]:
-    """The trials of a study's `tuned` search (the same at every batch size); [] when it runs no `tuned`."""
+    """The first-round trials of a study's `tuned` search (the same at every batch size); [] when it runs
+    no `tuned`."""
     from batchscale.search import first_round
 
     return first_round(study["tuning"]) if TUNED in study["strategies"] else []
 
 
+# Round 1's best trial per batch size (rule tuning_refine_ranges): the file round-2 runs read their rate from.
+ROUND1_PATH = "results/{study}/tuning_round1.json"
+
+
+def refinement_trials(study: dict) -> list[int]:
+    """The trial numbers of the refinement round (K .. K+K2-1); [] without `tuning.refine` or `tuned`."""
+    from batchscale.search import refinement_exponents
+
+    if TUNED not in study["strategies"]:
+        return []
+    first = len(study_trials(study))
+    return [first + j for j in range(len(refinement_exponents(study["tuning"].get("refine"))))]
+
+
+def is_refinement(config: dict, key: RunKey) -> bool:
+    """Whether a run is a round-2 trial (its rate is read from ROUND1_PATH when it trains)."""
+    return key.trial is not None and key.trial in refinement_trials(config["studies"][key.study])
+
+
 def iter_runs(config: dict) -> Iterator[RunKey]:
     for study_name, study in config["studies"].items():
-        trials = [t["trial"] for t in study_trials(study)]
+        trials = [t["trial"] for t in study_trials(study)] + refinement_trials(study)
         for strategy in study["strategies"]:
             for batch_size in study["batch_sizes"]:
                 for trial in (trials if strategy == TUNED else [None]):
@@ -581,8 +602,28 @@ def run_config(config: dict, key: RunKey) -> dict:
 
 def trial_settings(study: dict, trial: int, run: dict) -> dict:
     """What a trial of `tuned` changes in its run config: its learning rate (eta0 = lr_peak = the trial's
-    lr), and momentum and schedule where the search covers them; recorded as `trial` and `trial_hyper`."""
+    lr), and momentum and schedule where the search covers them; recorded as `trial` and `trial_hyper`.
+
+    A round-2 trial's rate is not known before round 1 has trained, so its config names where to read it
+    (`refine`: ROUND1_PATH and the exponent of the trial in the refined range) and carries no rate; the
+    train command resolves it (`resolve_refinement`) just before training, and the trace records the
+    resolved config, so its hash covers the rate actually used."""
+    from batchscale.search import refine_settings, refinement_exponents
+
+    first = len(study_trials(study))
+    if trial >= first:
+        refine = study["tuning"]["refine"]
+        return {"trial": int(trial), "eta0": None, "lr_peak": None,
+                "refine": {"round1": ROUND1_PATH.format(study=run["study"]),
+                           "factor": refine_settings(refine)["factor"],
+                           "exponent": refinement_exponents(refine)[trial - first]}}
     point = next(t for t in study_trials(study) if t["trial"] == trial)
+    return point_settings(point, run)
+
+
+def point_settings(point: dict, run: dict) -> dict:
+    """The run-config changes of one search point {trial, lr, [momentum, beta2, schedule]}."""
+    trial = point["trial"]
     hyper = {name: value for name, value in point.items() if name not in ("trial", "round")}
     settings = {"trial": int(trial), "trial_hyper": hyper, "eta0": hyper["lr"], "lr_peak": hyper["lr"]}
     for name in ("momentum", "beta2"):  # beta2 is searched for AdamW only, momentum for SGD only
@@ -591,6 +632,32 @@ def trial_settings(study: dict, trial: int, run: dict) -> dict:
     if "schedule" in hyper:
         settings["schedule"] = {**run["schedule"], "name": hyper["schedule"]}
     return settings
+
+
+def resolve_refinement(run: dict, round1: dict) -> dict:
+    """A round-2 run's config with its rate filled in from round 1's result (the contents of ROUND1_PATH):
+    lr = best lr at the run's batch size · factor^exponent, the best trial's other searched
+    hyperparameters kept. A run without `refine` is returned unchanged."""
+    from batchscale.search import refinement_lr
+
+    if "refine" not in run:
+        return run
+    refine = run["refine"]
+    best = round1["best"][str(run["batch_size"])]
+    point = {name: value for name, value in best.items() if name in ("lr", "momentum", "beta2", "schedule")}
+    point["lr"] = refinement_lr(best["lr"], refine["factor"], refine["exponent"])
+    point["trial"] = run["trial"]
+    base = {k: v for k, v in run.items() if k != "refine"}
+    resolved = {**base, **point_settings(point, base)}
+    resolved["refine_center"] = {"lr": float(best["lr"]), "trial": int(best["trial"])}
+    return resolved
+
+
+def resolve_run(run: dict, root: str | Path = ".") -> dict:
+    """`resolve_refinement` with round 1's file read from disk (FileNotFoundError when it is missing)."""
+    if "refine" not in run:
+        return run
+    return resolve_refinement(run, json.loads((Path(root) / run["refine"]["round1"]).read_text()))
 
 
 def config_hash(run: dict) -> str:

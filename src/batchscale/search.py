@@ -30,7 +30,8 @@ schema is `tuning` in workflow/schemas/config.schema.yaml)::
       one_minus_beta2: null      # AdamW only: or {min: 0.001, max: 0.1}
       refine: null               # or {factor: 2, trials: 8, max_spacing: 1.2}
 
-Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K. A trial's trace is
+Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K (in the workflow their
+rates are read at run time from round 1's result: config.resolve_refinement, rule tuning_refine_ranges). A trial's trace is
 config.TRACE_PATH with its trial part: results/{study}/traces/tuned/bs{m}/seed{s}_trial{t}.h5.
 """
 
@@ -170,6 +171,22 @@ def refinement_lrs(center: float, factor: float, points: int) -> np.ndarray:
     return float(center) * np.exp(exponents * math.log(float(factor)))
 
 
+def refinement_exponents(refine: Mapping | None) -> list[float]:
+    """Where the round-2 trials sit in the refined range, as exponents e in [-1, 1] of lr = best·factor^e:
+    the even grid of `refine_settings`, the centre (already run in round 1) left out. The same at every
+    batch size, so round-2 trial K + j has exponent [j] whatever that batch size's best rate."""
+    settings = refine_settings(refine)
+    if settings is None:
+        return []
+    exponents = np.linspace(-1.0, 1.0, settings["trials"])
+    return [float(e) for e in exponents if not math.isclose(float(e), 0.0, abs_tol=1e-12)]
+
+
+def refinement_lr(center: float, factor: float, exponent: float) -> float:
+    """One refined learning rate: center·factor^exponent."""
+    return float(center) * math.exp(float(exponent) * math.log(float(factor)))
+
+
 def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
     """The refinement trials of every batch size: {batch_size: [trial dicts]}.
 
@@ -183,11 +200,11 @@ def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
     if settings is None:
         return {}
     first = int(tuning.get("trials", DEFAULT_TRIALS))
+    exponents = refinement_exponents(tuning.get("refine"))
     rounds = {}
     for batch_size, best in sorted(best_by_batch.items()):
         center = float(best["lr"])
-        lrs = [lr for lr in refinement_lrs(center, settings["factor"], settings["trials"])
-               if not math.isclose(lr, center, rel_tol=1e-12)]
+        lrs = [refinement_lr(center, settings["factor"], e) for e in exponents]
         others = {key: value for key, value in best.items() if key not in ("trial", "round", "lr")}
         rounds[batch_size] = [{"trial": first + index, "round": 2, **others, "lr": float(lr)}
                               for index, lr in enumerate(lrs)]

@@ -2,7 +2,7 @@
 import json
 import sys
 
-from batchscale.config import TUNED, ConfigError, iter_runs, load_config, read_yaml
+from batchscale.config import ROUND1_PATH, TUNED, ConfigError, iter_runs, load_config, read_yaml, refinement_trials, study_trials
 from batchscale.engine.packs import pack_mem_mb, pack_runs_json, pack_runtime_min, plan_packs
 from batchscale.traces import source_fingerprint
 
@@ -47,6 +47,13 @@ def pack_threads(pack):
 
 def study_traces(wildcards):
     return [key.trace_path for key in RUNS if key.study == wildcards.study]
+
+
+def round1_traces(wildcards):
+    """The first-round trial traces of a tuned study (trials 0 .. K-1), which round 2 is centred on."""
+    first = len(study_trials(STUDIES[wildcards.study]))
+    return [key.trace_path for key in RUNS
+            if key.study == wildcards.study and key.strategy == TUNED and key.trial < first]
 
 
 def study_json(wildcards):
@@ -104,6 +111,10 @@ def all_outputs():
     outputs = []
     for study in TUNED_STUDIES:
         outputs += [f"results/{study}/{name}" for name in TUNED_TABLES]
+        if refinement_trials(STUDIES[study]):
+            # a target of its own, so a change of the study's threshold or metrics rewrites it (params
+            # trigger); the next run then finds round 2's rates stale (engine.packs.plan_packs)
+            outputs.append(ROUND1_PATH.format(study=study))
         outputs += [f"results/{study}/figures/{name}.{ext}" for name in TUNED_FIGURES for ext in ("png", "svg")]
     for study in STUDIES:
         outputs.append(f"results/{study}/cube.nc")

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from batchscale.analysis import measurements as ms
+from batchscale.analysis.accessors import last_finite
 from batchscale.analysis import tuned as tn
 
 PREFIX = "tuned_"
@@ -157,3 +158,39 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     entry["threshold"] = eps
     entry["threshold_batch_size"], entry["threshold_trial"] = source.get("batch_size"), source.get("trial")
     return {"rows": rows, "trials": trials, "entry": entry}
+
+
+def round_one_best(cube, study: dict) -> dict:
+    """Each batch size's best first-round trial, the centre of its refinement round (tuning_round1.json).
+
+    `cube` holds the first-round trials only. The rule is tuned.csv's: tuned's own eps of the study's first
+    metric (`own_threshold`), then steps to result (`tuned.steps_to_result`). A batch size where no trial
+    reached eps takes the trial whose seeds end at the lowest mean value instead (``source``
+    ``lowest_final``), so its round 2 still has a centre. Returns {metric, threshold, threshold_batch_size,
+    threshold_trial, best: {str(batch size): {trial, lr, [momentum, beta2, schedule], k, source}}}.
+    """
+    metric = study["metrics"][0]
+    own = own_threshold(cube, metric, study["threshold"])
+    table = trial_table(cube, metric, own["eps"]) if np.isfinite(own["eps"]) else None
+    best = tn.steps_to_result(table.drop(columns=["status"])) if table is not None else None
+    view = trial_view(cube)
+    final = trial_values(view, metric).where(trial_status(view) == "completed")
+    final_mean = last_finite(final).mean("seed", skipna=False)
+    result = {}
+    for size in (int(m) for m in cube["batch_size"].values):
+        row = None if best is None else best[best["batch_size"] == size].iloc[0]
+        if row is not None and int(row["trial"]) >= 0:
+            trial, k, source = int(row["trial"]), float(row["k"]), "steps_to_result"
+        else:
+            finals = final_mean.sel(batch_size=size).to_series().dropna()
+            if finals.empty:
+                raise ValueError(f"batch size {size}: no first-round trial completed, so round 2 has no centre")
+            trial, k, source = int(finals.idxmin()), math.inf, "lowest_final"
+        entry = {"trial": trial, "k": k, "source": source}
+        for name in HYPER_NAMES:
+            if name in view:
+                value = view[name].sel(batch_size=size, trial=trial).item()
+                entry[name] = value if isinstance(value, str) else float(value)
+        result[str(size)] = entry
+    return {"metric": metric, "threshold": float(own["eps"]), "threshold_batch_size": own.get("batch_size"),
+            "threshold_trial": own.get("trial"), "best": result}

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchscale.config import RunKey, config_hash, run_config
+from batchscale.config import ROUND1_PATH, RunKey, config_hash, is_refinement, resolve_run, run_config
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,29 @@ class Pack:
     batch_size: int
     index: int
     keys: tuple[RunKey, ...]  # the runs this pack's job trains
+    refinement: bool = False  # round-2 trials of `tuned`: packed apart, as they wait for round 1's result
+
+    @property
+    def _part(self) -> str:
+        return f"r2pack{self.index}" if self.refinement else f"pack{self.index}"
 
     @property
     def name(self) -> str:
-        return re.sub(r"\W", "_", f"train_{self.study}_bs{self.batch_size}_p{self.index}")
+        part = f"r2p{self.index}" if self.refinement else f"p{self.index}"
+        return re.sub(r"\W", "_", f"train_{self.study}_bs{self.batch_size}_{part}")
 
     @property
     def checkpoint(self) -> str:
-        return f"results/{self.study}/checkpoints/bs{self.batch_size}/pack{self.index}.pt"
+        return f"results/{self.study}/checkpoints/bs{self.batch_size}/{self._part}.pt"
 
     @property
     def log(self) -> str:
-        return f"logs/{self.study}/train/bs{self.batch_size}/pack{self.index}.log"
+        return f"logs/{self.study}/train/bs{self.batch_size}/{self._part}.log"
+
+    @property
+    def inputs(self) -> list[str]:
+        """What the job reads besides the data: round 1's best trials, for a round-2 pack."""
+        return [ROUND1_PATH.format(study=self.study)] if self.refinement else []
 
 
 def trace_is_current(path: str | Path, run: dict, engine_source: str) -> bool:
@@ -53,27 +64,44 @@ def trace_is_current(path: str | Path, run: dict, engine_source: str) -> bool:
 def all_packs(config: dict, keys: list[RunKey]) -> list[Pack]:
     """Every pack of the grid, trained or not: the runs of a study at one batch size (every strategy and
     every trial of `tuned`), in the order seed, strategy, trial, chunked by `pack.max_runs`."""
-    groups: dict[tuple[str, int], list[RunKey]] = {}
+    groups: dict[tuple[str, int, bool], list[RunKey]] = {}
     for key in keys:
-        groups.setdefault((key.study, key.batch_size), []).append(key)
+        groups.setdefault((key.study, key.batch_size, is_refinement(config, key)), []).append(key)
     packs = []
-    for (study, batch_size), members in groups.items():
+    for (study, batch_size, refinement), members in groups.items():
         members = sorted(members, key=lambda k: (k.seed, k.strategy, -1 if k.trial is None else k.trial))
         size = config["studies"][study]["pack"]["max_runs"]
         for index in range(0, len(members), size):
-            packs.append(Pack(study, batch_size, index // size, tuple(members[index:index + size])))
+            packs.append(Pack(study, batch_size, index // size, tuple(members[index:index + size]), refinement))
     return packs
+
+
+def _run_is_current(config: dict, key: RunKey, engine_source: str, root: Path) -> bool:
+    """trace_is_current for the run's resolved config: a round-2 run is compared with the rate round 1's
+    file gives it now (not current while that file is missing)."""
+    try:
+        run = resolve_run(run_config(config, key), root)
+    except (OSError, ValueError, KeyError):
+        return False
+    return trace_is_current(root / key.trace_path, run, engine_source)
 
 
 def plan_packs(config: dict, keys: list[RunKey], engine_source: str, root: str | Path = ".") -> list[Pack]:
-    """The packs with at least one run to train (only those runs), in grid order."""
-    packs = []
-    for pack in all_packs(config, keys):
+    """The packs with at least one run to train (only those runs), in grid order. Round 2 of a study whose
+    round 1 still trains any run trains again whole: its rates come from round 1's file, which that
+    training rewrites (the best trial anywhere can move every batch size's, through tuned's threshold)."""
+    root = Path(root)
+    packs, retrained = [], set()
+    every = all_packs(config, keys)
+    for pack in sorted(every, key=lambda p: p.refinement):  # round 1 first: round 2 depends on it
         todo = tuple(k for k in pack.keys
-                     if not trace_is_current(Path(root) / k.trace_path, run_config(config, k), engine_source))
+                     if pack.study in retrained or not _run_is_current(config, k, engine_source, root))
         if todo:
-            packs.append(Pack(pack.study, pack.batch_size, pack.index, todo))
-    return packs
+            packs.append(Pack(pack.study, pack.batch_size, pack.index, todo, pack.refinement))
+            if any(k.strategy == "tuned" for k in todo) and not pack.refinement:
+                retrained.add(pack.study)
+    order = {(p.study, p.batch_size, p.index, p.refinement): i for i, p in enumerate(every)}
+    return sorted(packs, key=lambda p: order[(p.study, p.batch_size, p.index, p.refinement)])
 
 
 def pack_runs_json(config: dict, pack: Pack) -> str:
