@@ -137,3 +137,18 @@ def test_a_study_without_tuned_is_refused(cubes):
     with pytest.raises(ConfigError, match=r"study 'B' has no strategy 'tuned' \(it has blr\)"):
         comparison.comparison_table({"A": cubes["A"], "B": make_cube("B", with_tuned=False)}, spec("smallest"),
                                     STUDIES)
+
+
+def test_figure_draws_both_tuned_curves_with_their_critical_batch_at_the_common_eps(cubes):
+    from batchscale.figures.comparison import comparison_figure
+
+    table = comparison.comparison_table(cubes, spec("smallest"), STUDIES)
+    fig = comparison_figure(table, title="sgd vs adamw")
+    common_ax = fig.axes[1]
+    assert common_ax.get_title().endswith("\u03b5 = 0.2")
+    labels = [text.get_text() for text in common_ax.get_legend().get_texts()]
+    for label in ("sgd", "adamw"):
+        report = curve(table, label, "common")["b_crit_report"].iloc[0]
+        assert any(text.startswith(f"{label} (B_crit {report}") for text in labels), (label, report, labels)
+    drawn = [line for line in common_ax.get_lines() if line.get_gid() == "speedup"]
+    assert [list(line.get_ydata()) for line in drawn] == [pytest.approx([1, 2, 3]), pytest.approx([1, 2, 4])]
