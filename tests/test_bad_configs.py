@@ -30,6 +30,13 @@ def _with_comparison(strategy: str | None = "lsr", **second):
     return config
 
 
+def _tuned_comparison(**second):
+    """Two studies that both run `tuned` (the second with `second`), compared on it."""
+    config = _with_comparison("tuned", **second)
+    config["studies"]["tiny"]["strategies"] = ["blr", "tuned"]
+    return config
+
+
 def _model(name, **options):
     return {"name": name, "options": options}
 
@@ -128,6 +135,8 @@ CASES = [
      ["comparisons.g.strategy", "'srsr' is not run by study 'tiny'"]),
     ("comparisons", "default strategy blr not run", _with_comparison(None, strategies=["srsr"]),
      ["comparisons.g.strategy", "'blr' is not run by study 'other'", "none"]),
+    ("comparisons", "tuned one study lacks", _with_comparison("tuned", strategies=["blr", "tuned"]),
+     ["comparisons.g.strategy", "'tuned' is not run by study 'tiny'", "(blr)"]),
     ("comparisons", "one study only", {**tiny_config(), "comparisons": {"g": {"studies": ["tiny"]}}}, ["comparisons.g.studies", "at least 2"]),
     ("comparisons", "unknown metric", {**_with_comparison(None), "comparisons": {"g": {"studies": ["tiny", "other"], "metric": "loss"}}},
      ["comparisons.g.metric", "train_loss, test_loss, test_error"]),
@@ -198,6 +207,8 @@ GOOD_NEIGHBOURS = [
     ("comparison of a strategy both studies run", _with_comparison("blr")),
     ("adam_srsr up to the largest batch beta1 allows", _study(optimizer={"name": "adamw"}, strategies=["adam_srsr", "lsr"], batch_sizes=[32, 256])),
     ("sgd and adamw studies compared", _with_comparison("blr", optimizer={"name": "adamw"}, eta0=1e-3)),
+    ("sgd and adamw tuned envelopes compared", _tuned_comparison(strategies=["lsr", "tuned"], optimizer={"name": "adamw"},
+                                                                  eta0=1e-3)),
     ("mlp with tanh and no hidden layer", _study(model=_model("mlp", hidden=[], activation="tanh"))),
 ]
 

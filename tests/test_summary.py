@@ -212,3 +212,24 @@ def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
 def test_noise_ratio_is_nan_where_no_run_reached_eps():
     rows = _noise_rows("blr", 50.0, 30.0, 80.0, "50", "student_t", [np.nan], [np.nan], [np.nan])
     assert summary.noise_ratio(rows) is None
+
+
+def test_comparison_section_gives_the_common_eps_and_each_b_crit():
+    """A hand-made comparison table (two studies, own and common rows): the section quotes the common eps,
+    each study's B_crit report with its fit and interval, and the speedup at the largest batch."""
+    def rows(study, label, scope, eps, speedups, b_crit, low, high, report):
+        return pd.DataFrame({"study": study, "label": label, "strategy": "tuned", "metric": "train_loss",
+                             "threshold": eps, "threshold_scope": scope, "batch_size": [4, 8, 16],
+                             "speedup": speedups, "ideal_speedup": [1.0, 2.0, 4.0], "b_crit": b_crit,
+                             "b_crit_low": low, "b_crit_high": high,
+                             "b_crit_interval_kind": "bootstrap_seeds_trials", "b_crit_report": report})
+    table = pd.concat([rows("a", "SGD", "study", 0.5, [1, 2, 3], 9.0, 1.0, 2.0, "9"),
+                       rows("a", "SGD", "common", 0.2, [1.0, 1.5, 2.5], 12.0, 8.0, 15.0, "12"),
+                       rows("b", "AdamW", "common", 0.2, [1.0, 2.0, 3.5], 40.0, 20.0, float("nan"), "> 16")])
+    h = summary.comparison_headline("g", {"title": "SGD vs AdamW", "common_threshold": "smallest"}, table)
+    assert h["common_threshold"] == 0.2 and [c["label"] for c in h["curves"]] == ["SGD", "AdamW"]
+    text = summary.render_comparison(h)
+    assert "## Comparison g: SGD vs AdamW" in text
+    assert "common ε = 0.2 (the smallest of the studies' own ε)" in text
+    assert "- SGD (a): B_crit 12 (fit 12, interval [8, 15] (bootstrap_seeds_trials)); speedup at m = 16: 2.5 (ideal 4)" in text
+    assert "- AdamW (b): B_crit > 16 (fit 40, interval [20, n/a] (bootstrap_seeds_trials)); speedup at m = 16: 3.5" in text

@@ -381,7 +381,7 @@ def load_config(source, check_data: bool = True) -> dict:
                 raise ConfigError(
                     f"config key comparisons.{group}.strategy: {spec['strategy']!r} is not run by study "
                     f"{study_name!r}; allowed values: the strategies every study of the group runs "
-                    f"({', '.join(s for s in STRATEGIES if s != TUNED and all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
+                    f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
     _check_data_fits(resolved)
     return resolved

@@ -1,5 +1,6 @@
 """The one-page answer: each study's headline numbers, read from its analysis files, and the least-squares
-theory check (λ₁, β, the predicted and the measured batch at which linear LR scaling breaks down).
+theory check (λ₁, β, the predicted and the measured batch at which linear LR scaling breaks down), and each
+comparison's critical batch sizes at its common ε.
 
 Pure functions over the analysis outputs (critical_batch.json, speedup.csv, speedup_common.csv, theory.json,
 and noise_scale.csv where a study traces the noise scale);
@@ -350,14 +351,50 @@ def render_headline(h: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_summary(headlines: list[dict]) -> str:
+def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
+    """A comparison's curve, its common ε and each study's B_crit there, from its speedup.csv (the rows of
+    `batchscale.analysis.comparison`, whose ``common`` rows carry the critical-batch columns)."""
+    common = table[table["threshold_scope"].astype(str) == "common"]
+    curves = []
+    for label, rows in common.groupby("label", sort=False):
+        row = rows.iloc[0]
+        largest = rows.loc[rows["batch_size"].idxmax()]
+        curves.append({"label": str(label), "study": str(row["study"]),
+                       "b_crit_report": "" if pd.isna(row["b_crit_report"]) else str(row["b_crit_report"]),
+                       "b_crit": float(row["b_crit"]), "b_crit_low": float(row["b_crit_low"]),
+                       "b_crit_high": float(row["b_crit_high"]), "interval_kind": str(row["b_crit_interval_kind"]),
+                       "largest_batch": int(largest["batch_size"]), "speedup_at_largest": float(largest["speedup"]),
+                       "ideal_at_largest": float(largest["ideal_speedup"])})
+    first = common.iloc[0] if len(common) else {}
+    return {"comparison": name, "title": spec.get("title") or name, "strategy": str(first.get("strategy", "")),
+            "metric": str(first.get("metric", "")), "common_threshold": float(first.get("threshold", math.nan)),
+            "common_rule": spec.get("common_threshold", "smallest"), "curves": curves}
+
+
+def render_comparison(h: dict) -> str:
+    lines = [f"## Comparison {h['comparison']}: {h['title']}", "",
+             f"Curve: {h['strategy']}, {h['metric'].replace('_', ' ')}; common ε = {_fmt(h['common_threshold'], 4)} "
+             f"(the {h['common_rule']} of the studies' own ε).", ""]
+    for c in h["curves"]:
+        fit = f"fit {_fmt(c['b_crit'])}, interval [{_fmt(c['b_crit_low'])}, {_fmt(c['b_crit_high'])}] ({c['interval_kind']})"
+        report = c["b_crit_report"] or "not estimable"
+        lines.append(f"- {c['label']} ({c['study']}): B_crit {report} ({fit}); speedup at m = {c['largest_batch']}: "
+                     f"{_fmt(c['speedup_at_largest'])} (ideal {_fmt(c['ideal_at_largest'])})")
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(headlines: list[dict], comparisons: list[dict] = ()) -> str:
     head = ("# batchscale: summary of the run\n\nOne section per study, from its critical_batch.json, speedup.csv "
             "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
             "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
             "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
             "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
             "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
-    return head + "\n".join(render_headline(h) for h in headlines)
+    return head + "\n".join([render_headline(h) for h in headlines] + [render_comparison(h) for h in comparisons])
+
+
+def read_comparison(results: Path, name: str, spec: dict) -> dict:
+    return comparison_headline(name, spec, pd.read_csv(Path(results) / "comparisons" / name / "speedup.csv"))
 
 
 def read_study(results: Path, name: str, study: dict) -> dict:
@@ -390,7 +427,9 @@ def _theory_command(args) -> None:
 def _write_command(args) -> None:
     studies = json.loads(args.studies_json)
     headlines = [read_study(Path(args.results), name, study) for name, study in studies.items()]
-    Path(args.out).write_text(render_summary(headlines))
+    comparisons = [read_comparison(Path(args.results), name, spec)
+                   for name, spec in json.loads(args.comparisons_json or "{}").items()]
+    Path(args.out).write_text(render_summary(headlines, comparisons))
     if args.json:
         Path(args.json).write_text(json.dumps(headlines, indent=2, default=str) + "\n")
 
@@ -406,6 +445,7 @@ def main(argv=None) -> None:
     w.add_argument("--results", default="results")
     w.add_argument("--out", required=True)
     w.add_argument("--json", default=None)
+    w.add_argument("--comparisons-json", default=None, help="{name: spec} of the comparisons to summarise")
     args = parser.parse_args(argv)
     {"theory": _theory_command, "write": _write_command}[args.command](args)
 

@@ -151,13 +151,15 @@ def summary_outputs():
 
 
 def summary_inputs():
-    """What results/summary.md is read from: every study's analysis tables and the theory files."""
+    """What results/summary.md is read from: every study's analysis tables, the theory files and each
+    comparison's table."""
     inputs = []
     for study in STUDIES:
         inputs += [f"results/{study}/{name}" for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv")]
         if STUDIES[study]["noise_scale"]["enabled"]:
             inputs.append(f"results/{study}/noise_scale.csv")  # its B_simple-to-B_crit line
     inputs += [f"results/{study}/theory.json" for study in theory_studies()]
+    inputs += [f"results/comparisons/{name}/speedup.csv" for name in COMPARISONS]
     return inputs
 
 

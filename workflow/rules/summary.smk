@@ -61,6 +61,7 @@ rule summary:
         mem_mb=1000,
     params:
         studies=json.dumps(STUDIES, sort_keys=True),
+        comparisons=json.dumps(COMPARISONS, sort_keys=True),
     shell:
         "python -m batchscale.summary write --studies-json {params.studies:q} --results results "
-        "--out {output.md} --json {output.json} 2> {log}"
+        "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} 2> {log}"

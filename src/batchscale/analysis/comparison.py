@@ -11,6 +11,15 @@ repeated on its rows in CRITICAL_COLUMNS: the estimate with its interval, and ``
 quote: the value, or the bound (``> 128``) where the fit puts it outside the measured batch sizes (then the
 figure draws no line), or empty where it cannot be estimated; ``b_crit_fit_meaningful`` is the study's own
 test (in range and log-RMSE small enough) for drawing it.
+
+``strategy: tuned`` compares the tuned envelopes (Shallue et al.: per batch size the fewest steps any trial
+needs), the measurements being the tuned analysis' own (`tuned_tables.tuned_at`, as in tuned.csv and
+critical_batch.json): each study's own eps is `tuned_tables.own_threshold` (its rule applied to the best
+trial of its largest batch size; ``threshold_batch_size`` is that batch size); ``k_mean`` is the steps to
+result and ``k_low``/``k_high`` its bootstrap over seeds and trials (``interval_kind``
+``bootstrap_seeds_trials``); the speedup interval is over the seeds of each batch size's best trial, the
+trial choice held fixed (its kind ends in ``_of_best_trial``); B_crit is the tuned fit with the
+seeds-and-trials bootstrap interval.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import pandas as pd
 
 from batchscale.analysis import measurements as ms
 from batchscale.analysis import tables
+from batchscale.analysis import tuned_tables
 from batchscale.config import ConfigError
 
 
@@ -38,6 +48,67 @@ def critical_columns(entry: dict) -> dict:
             "b_crit_report": b_crit.get("report") or "", "b_crit_fit_meaningful": bool(entry["fit_meaningful"])}
 
 
+def _labelled(rows: pd.DataFrame, entry: dict, name: str, label: str) -> pd.DataFrame:
+    """A curve's rows in SPEEDUP_COLUMNS with its critical batch (CRITICAL_COLUMNS) and study/label in front."""
+    rows = rows[list(tables.SPEEDUP_COLUMNS)].copy()
+    for column, value in critical_columns(entry).items():
+        rows[column] = value
+    rows.insert(0, "label", label)
+    rows.insert(0, "study", name)
+    return rows
+
+
+def _strategies_of(cube) -> str:
+    names = [str(s) for s in cube["strategy"].values]
+    if tuned_tables.has_tuned(cube):
+        names.append(tuned_tables.TUNED)
+    return ", ".join(names)
+
+
+def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: dict) -> tuple:
+    """(speedup rows, critical-batch entry) of a study's tuned envelope at `eps`, from `tuned_tables.tuned_at`:
+    the rows of the best trial's seeds (`tables.speedup_rows`) with k's interval replaced by the bootstrap
+    over seeds and trials."""
+    got = tuned_tables.tuned_at(cube, study, metric, eps, scope, source, tables.tuned_entry_builder(study))
+    rows = tables.speedup_rows(got["sizes"], got["k_per_seed"], got["status_per_seed"], study["base_batch"],
+                               study["regimes"], study["bootstrap"])
+    boot = got["rows"].set_index("batch_size")
+    rows["k_low"] = boot.loc[rows["batch_size"], "k_low"].to_numpy(dtype=float)
+    rows["k_high"] = boot.loc[rows["batch_size"], "k_high"].to_numpy(dtype=float)
+    rows["interval_kind"] = tuned_tables.INTERVAL_KIND
+    rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if kind != "none" else kind
+                                     for kind in rows["speedup_interval_kind"].astype(str)]
+    rows = tables.with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
+                                     ms.describe_threshold_rule(study["threshold"]), source.get("batch_size"),
+                                     scope)
+    return rows, got["entry"]
+
+
+def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
+    """`comparison_table` for ``strategy: tuned``: each study's tuned envelope at its own tuned eps and at
+    the common eps (the comparison's `common_threshold` rule over those own eps)."""
+    metric = spec.get("metric", "train_loss")
+    names = list(spec["studies"])
+    labels = list(spec.get("labels") or names)
+    own, configs = {}, {}
+    for name in names:
+        cube = cubes[name]
+        if not tuned_tables.has_tuned(cube):
+            raise ConfigError(f"comparison: study {name!r} has no strategy 'tuned' (it has {_strategies_of(cube)})")
+        configs[name] = tables.resolve_study(cube, studies.get(name))
+        source = tuned_tables.own_threshold(cube, metric, configs[name]["threshold"])
+        own[name] = (source["eps"], source)
+    common = tables.common_threshold(own, spec.get("common_threshold", "smallest"))
+    frames = []
+    for scope in ("study", "common"):
+        for name, label in zip(names, labels):
+            eps, source = own[name]
+            rows, entry = tuned_curve(cubes[name], configs[name], metric, common if scope == "common" else eps,
+                                      scope, source)
+            frames.append(_labelled(rows, entry, name, label))
+    return pd.concat(frames, ignore_index=True)
+
+
 def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
     """Speedup rows of `spec`'s strategy and metric for every study of the comparison, at each study's own
     eps and at the common eps. `cubes` {study: cube}; `studies` {study: study config}."""
@@ -47,12 +118,14 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
     labels = list(spec.get("labels") or names)
     if len(labels) != len(names):
         raise ConfigError(f"comparison labels ({len(labels)}) must match its studies ({len(names)})")
+    if strategy == tuned_tables.TUNED:
+        return tuned_comparison_table(cubes, spec, studies)
     own, configs = {}, {}
     for name in names:
         cube = cubes[name]
         if strategy not in [str(s) for s in cube["strategy"].values]:
             raise ConfigError(f"comparison: study {name!r} has no strategy {strategy!r} "
-                              f"(it has {', '.join(str(s) for s in cube['strategy'].values)})")
+                              f"(it has {_strategies_of(cube)})")
         configs[name] = tables.resolve_study(cube, studies.get(name))
         own[name] = tables.study_thresholds(cube.sel(strategy=[strategy]), metric,
                                             configs[name]["threshold"])[strategy]
@@ -70,12 +143,7 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
                                              ms.describe_threshold_rule(study["threshold"]), source, scope)
             entry = tables.critical_entry(sizes, k, rows["regime"].tolist(), study["bootstrap"], last, stat,
                                           study["base_batch"], study["critical_batch"])
-            rows = rows[list(tables.SPEEDUP_COLUMNS)]
-            for column, value in critical_columns(entry).items():
-                rows[column] = value
-            rows.insert(0, "label", label)
-            rows.insert(0, "study", name)
-            frames.append(rows)
+            frames.append(_labelled(rows, entry, name, label))
     return pd.concat(frames, ignore_index=True)
 
 

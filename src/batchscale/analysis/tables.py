@@ -420,12 +420,17 @@ def metric_thresholds(cube, study: dict, metric: str):
     return thresholds, common_threshold(thresholds, study["common_threshold"])
 
 
-def tuned_analysis(cube, study: dict) -> dict:
-    """tuned.csv and tuned_trials.csv frames and the tuned critical-batch entries {scope: {metric: entry}}."""
+def tuned_entry_builder(study: dict):
+    """The `entry_of` that `tuned_tables.tuned_at` takes: `critical_entry` with the study's settings."""
     def entry_of(sizes, k, labels, status):
         return critical_entry(sizes, k, labels, study["bootstrap"], None, status, study["base_batch"],
                               study["critical_batch"])
+    return entry_of
 
+
+def tuned_analysis(cube, study: dict) -> dict:
+    """tuned.csv and tuned_trials.csv frames and the tuned critical-batch entries {scope: {metric: entry}}."""
+    entry_of = tuned_entry_builder(study)
     rows, trials, entries = [], [], {"strategy": {}, "common": {}}
     for metric in study["metrics"]:
         thresholds, common = metric_thresholds(cube, study, metric)

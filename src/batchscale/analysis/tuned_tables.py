@@ -111,7 +111,8 @@ def _per_seed_of_best(table: pd.DataFrame, best: pd.DataFrame, sizes, seeds) -> 
 
 
 def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict, entry_of) -> dict:
-    """tuned.csv rows, tuned_trials.csv rows and the critical-batch entry of one metric at one eps.
+    """tuned.csv rows, tuned_trials.csv rows and the critical-batch entry of one metric at one eps, with
+    the batch sizes and the per-seed k and status of each batch size's best trial (the envelope's seeds).
 
     `entry_of(sizes, k_per_seed, labels, status)` builds the usual critical-batch entry (tables.critical_entry
     with the study's settings)."""
@@ -157,7 +158,8 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     entry["interval"] = boot["interval"]
     entry["threshold"] = eps
     entry["threshold_batch_size"], entry["threshold_trial"] = source.get("batch_size"), source.get("trial")
-    return {"rows": rows, "trials": trials, "entry": entry}
+    return {"rows": rows, "trials": trials, "entry": entry, "sizes": sizes, "k_per_seed": k_seed,
+            "status_per_seed": status}
 
 
 def round_one_best(cube, study: dict) -> dict:
