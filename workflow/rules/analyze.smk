@@ -59,6 +59,7 @@ rule analyze:
         mem_mb=1000,
     params:
         study=study_json,
+        code=ANALYSIS_SOURCE,
     shell:
         "python -m batchscale tables --cube {input.cube} --study-json {params.study:q} "
         "--out results/{wildcards.study} 2> {log}"
@@ -99,6 +100,7 @@ rule comparison_table:
     params:
         spec=comparison_json,
         studies=comparison_studies_json,
+        code=ANALYSIS_SOURCE,
     shell:
         "python -m batchscale compare-tables --spec-json {params.spec:q} --studies-json {params.studies:q} "
         "--output {output} {input} 2> {log}"

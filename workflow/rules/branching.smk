@@ -2,28 +2,7 @@
 # `branching.enabled` is true: base run with checkpoints -> every branch k of each checkpoint (one job per
 # checkpoint) -> local_critical_batch.csv -> its figure. The checkpoint count is a key, so the DAG is static.
 # All logic lives in batchscale.branching_run (the packed engine's pieces) and batchscale.analysis.branching.
-from batchscale.config import RunKey, run_config
-
-BRANCHING_STUDIES = [name for name, study in STUDIES.items() if study["branching"]["enabled"]]
-BRANCHING_BASE = "results/{study}/branching/base.pt"
-BRANCHING_BRANCHES = "results/{study}/branching/checkpoint{index}.json"
-
-
-def branching_base_run_json(wildcards):
-    study = STUDIES[wildcards.study]
-    cfg = study["branching"]
-    key = RunKey(wildcards.study, cfg["strategy"], int(cfg["batch_size"] or study["base_batch"]), int(cfg["seed"]))
-    return json.dumps(run_config(BATCHSCALE, key), sort_keys=True)
-
-
-def branching_json(wildcards):
-    return json.dumps(STUDIES[wildcards.study]["branching"], sort_keys=True)
-
-
-def branching_files(wildcards):
-    count = STUDIES[wildcards.study]["branching"]["checkpoints"]
-    return [BRANCHING_BRANCHES.format(study=wildcards.study, index=i) for i in range(count)]
-
+# Its constants and input functions are in common.smk (BRANCHING_*, branching_*).
 
 rule branch_base:
     output:
@@ -72,6 +51,7 @@ rule local_critical_batch:
         "../../envs/batchscale.yaml"
     params:
         branching=branching_json,
+        code=ANALYSIS_SOURCE,
     shell:
         "python -m batchscale.branching_run table --branching-json {params.branching:q} --output {output} "
         "{input} 2> {log}"
@@ -87,6 +67,8 @@ rule local_critical_batch_figure:
         "logs/{study}/branching/figure.log",
     conda:
         "../../envs/batchscale.yaml"
+    params:
+        code=FIGURES_SOURCE,
     shell:
         "python -m batchscale.branching_run figure --table {input} --study {wildcards.study} "
         "--out results/{wildcards.study}/figures 2> {log}"

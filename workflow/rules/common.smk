@@ -2,7 +2,7 @@
 import json
 import sys
 
-from batchscale.config import ROUND1_PATH, TUNED, ConfigError, iter_runs, load_config, read_yaml, refinement_trials, study_trials
+from batchscale.config import ROUND1_PATH, TUNED, RunKey, run_config, ConfigError, iter_runs, load_config, read_yaml, refinement_trials, study_trials
 from batchscale.engine.packs import pack_mem_mb, pack_runs_json, pack_runtime_min, plan_packs
 from batchscale.traces import source_fingerprint
 
@@ -23,6 +23,12 @@ RUNS = list(iter_runs(BATCHSCALE))
 # A hash of the package code that produces traces: a param of the train rule, so an edit to the engine
 # reruns training (Snakemake's code trigger sees only the text of a shell: command).
 ENGINE_SOURCE = source_fingerprint()
+# The same for the code that turns traces into cubes, tables, figures and the summary: a param of each of
+# those rules, so an edit there redraws what that code produces, and retrains nothing.
+CUBE_SOURCE = source_fingerprint(("cube.py", "traces.py"))
+ANALYSIS_SOURCE = source_fingerprint(("analysis", "cube.py", "traces.py"))
+FIGURES_SOURCE = source_fingerprint(("figures",))
+SUMMARY_SOURCE = source_fingerprint(("summary.py", "theory.py"))
 # The packs with runs to train: a run whose trace exists, written for its current config by this engine
 # source, belongs to no pack (its trace is an input of the cube, produced by no rule), so adding seeds,
 # strategies or batch sizes trains only the new runs.
@@ -177,3 +183,25 @@ def study_figure_png(name):
         subcategory="figures",
         labels={"study": "{study}", "figure": name},
     )
+
+
+# Branching from checkpoints (branching.smk): the studies that branch, file templates, input functions.
+BRANCHING_STUDIES = [name for name, study in STUDIES.items() if study["branching"]["enabled"]]
+BRANCHING_BASE = "results/{study}/branching/base.pt"
+BRANCHING_BRANCHES = "results/{study}/branching/checkpoint{index}.json"
+
+
+def branching_base_run_json(wildcards):
+    study = STUDIES[wildcards.study]
+    cfg = study["branching"]
+    key = RunKey(wildcards.study, cfg["strategy"], int(cfg["batch_size"] or study["base_batch"]), int(cfg["seed"]))
+    return json.dumps(run_config(BATCHSCALE, key), sort_keys=True)
+
+
+def branching_json(wildcards):
+    return json.dumps(STUDIES[wildcards.study]["branching"], sort_keys=True)
+
+
+def branching_files(wildcards):
+    count = STUDIES[wildcards.study]["branching"]["checkpoints"]
+    return [BRANCHING_BRANCHES.format(study=wildcards.study, index=i) for i in range(count)]

@@ -18,6 +18,7 @@ rule figures:
         mem_mb=1000,
     params:
         study=study_json,
+        code=FIGURES_SOURCE,
     shell:
         "python -m batchscale figures --cube {input.cube} --tables results/{wildcards.study} "
         "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
@@ -41,6 +42,7 @@ rule tuned_figures:
         mem_mb=1000,
     params:
         study=study_json,
+        code=FIGURES_SOURCE,
     shell:
         "python -m batchscale tuned-figures --tables results/{wildcards.study} "
         "--study-json {params.study:q} --out results/{wildcards.study}/figures 2> {log}"
@@ -66,6 +68,7 @@ rule compare:
         mem_mb=1000,
     params:
         spec=comparison_json,
+        code=FIGURES_SOURCE,
     shell:
         "python -m batchscale compare --name {wildcards.comparison} --spec-json {params.spec:q} "
         "--table {input.table} --out results/comparisons/{wildcards.comparison} 2> {log}"

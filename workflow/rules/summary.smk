@@ -14,6 +14,7 @@ rule theory:
         mem_mb=1000,
     params:
         study=study_json,
+        code=SUMMARY_SOURCE,
     shell:
         "python -m batchscale.summary theory --study-json {params.study:q} --out {output} 2> {log}"
 
@@ -37,6 +38,8 @@ rule theory_figure:
         "../../envs/batchscale.yaml"
     resources:
         mem_mb=1000,
+    params:
+        code=FIGURES_SOURCE,
     shell:
         "python -m batchscale.figures.theory_check --theory {input.theory} --common {input.common} "
         "--out results/{wildcards.study}/figures/theory_lsr_breakdown 2> {log}"
@@ -62,6 +65,7 @@ rule summary:
     params:
         studies=json.dumps(STUDIES, sort_keys=True),
         comparisons=json.dumps(COMPARISONS, sort_keys=True),
+        code=SUMMARY_SOURCE,
     shell:
         "python -m batchscale.summary write --studies-json {params.studies:q} --results results "
         "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} 2> {log}"

@@ -42,6 +42,7 @@ rule tuning_refine_ranges:
         mem_mb=1000,
     params:
         study=study_json,
+        code=ANALYSIS_SOURCE,
     shell:
         "python -m batchscale tuning-round1 --study {wildcards.study} --study-json {params.study:q} "
         "--output {output} {input} 2> {log}"

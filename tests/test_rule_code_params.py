@@ -1,0 +1,62 @@
+"""Every rule that runs batchscale code carries a hash of that code as a param, so that an edit to the code
+reruns what it produces (Snakemake's own `code` trigger sees only the text of a `shell:` command)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+RULES = REPO / "workflow" / "rules"
+# which hash a rule must carry, by the module its command runs
+EXPECTED = {
+    "batchscale train": "ENGINE_SOURCE",
+    "batchscale.branching_run base": "ENGINE_SOURCE",
+    "batchscale.branching_run branch": "ENGINE_SOURCE",
+    "batchscale cube": "CUBE_SOURCE",
+    "batchscale tables": "ANALYSIS_SOURCE",
+    "batchscale compare-tables": "ANALYSIS_SOURCE",
+    "batchscale tuning-round1": "ANALYSIS_SOURCE",
+    "batchscale.branching_run table": "ANALYSIS_SOURCE",
+    "batchscale figures": "FIGURES_SOURCE",
+    "batchscale tuned-figures": "FIGURES_SOURCE",
+    "batchscale compare ": "FIGURES_SOURCE",
+    "batchscale.figures.theory_check": "FIGURES_SOURCE",
+    "batchscale.branching_run figure": "FIGURES_SOURCE",
+    "batchscale.summary theory": "SUMMARY_SOURCE",
+    "batchscale.summary write": "SUMMARY_SOURCE",
+}
+
+
+def rule_blocks():
+    for path in sorted(RULES.glob("*.smk")):
+        text = path.read_text()
+        starts = [m.start() for m in re.finditer(r"^\s*(?:rule\b.*|use rule .*):\s*$", text, re.M)]
+        for begin, end in zip(starts, starts[1:] + [len(text)]):
+            yield path.name, text[begin:end]
+
+
+def test_every_rule_running_batchscale_carries_the_hash_of_its_code():
+    checked = 0
+    for name, block in rule_blocks():
+        command = re.search(r'"python -m (batchscale[^"]*)"', block)
+        if not command:
+            continue
+        wanted = [hash_name for prefix, hash_name in EXPECTED.items() if command.group(1).startswith(prefix)]
+        assert wanted, f"{name}: a rule runs `python -m {command.group(1)}`, which this test does not know"
+        params = block.split("params:", 1)[1] if "params:" in block else ""
+        assert re.search(rf"^\s+\w+={wanted[0]},?\s*$", params, re.M), (
+            f"{name}: the rule running `{command.group(1)}` has no param ={wanted[0]}:\n{block}")
+        checked += 1
+    assert checked >= len(EXPECTED) - 1  # every kind of command was found (compare and compare-tables share a rule file)
+
+
+def test_snakemake_lint_is_clean_from_the_repository_root():
+    import subprocess
+
+    from conftest import VENV_BIN, workflow_env
+
+    done = subprocess.run([str(VENV_BIN / "snakemake"), "--lint"], cwd=REPO, env=workflow_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr, (
+        (done.stdout + done.stderr)[-3000:])
