@@ -313,3 +313,15 @@ def test_linear_scaling_from_the_tuned_rate_breaks_down_where_predicted(least_sq
     assert first_diverging in (breakdown, breakdown // 2)
     assert all(diverges(m) for m in LS_BATCHES if m >= first_diverging)
     assert not any(diverges(m) for m in LS_BATCHES if m <= breakdown // 4)
+
+
+def test_an_interval_over_resamples_that_miss_eps_ends_at_inf_not_nan():
+    # 20 resamples: 15 finite (1..15) and 5 where no drawn trial reached eps (inf). The 95th percentile is
+    # then one of the inf draws (order statistic), the 5th the 1st-2nd smallest value.
+    samples = np.array([*range(1, 16), *[np.inf] * 5], dtype=float)[:, None]
+    low, high = tuned._percentiles(samples, 0.9)
+    assert high[0] == np.inf and low[0] == pytest.approx(1.0)
+    # all finite: linear interpolation as numpy's percentile
+    finite = np.arange(1.0, 21.0)[:, None]
+    low, high = tuned._percentiles(finite, 0.9)
+    assert low[0] == pytest.approx(np.percentile(finite, 5)) and high[0] == pytest.approx(np.percentile(finite, 95))

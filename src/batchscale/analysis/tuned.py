@@ -28,7 +28,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .measurements import fit_critical_batch, threshold_from_rule
+from .measurements import _quantile, fit_critical_batch, threshold_from_rule
 
 KEY_COLUMNS = ("strategy", "batch_size", "trial", "seed", "k", "round")
 EDGE_LABELS = ("low", "high", "")
@@ -194,11 +194,16 @@ def _envelope(cube: np.ndarray, lrs: np.ndarray):
 
 
 def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    tail = 50.0 * (1.0 - confidence)
-    with np.errstate(invalid="ignore"):
-        low = np.nanpercentile(samples, tail, axis=0, method="linear")
-        high = np.nanpercentile(samples, 100.0 - tail, axis=0, method="linear")
-    return np.atleast_1d(low), np.atleast_1d(high)
+    """Per column, the two-sided percentile interval of the finite-or-infinite samples (NaN dropped). A column
+    with infinite samples (resamples where no trial reached eps) takes order statistics, so an upper bound
+    is inf rather than NaN from interpolating between inf and inf."""
+    tail = (1.0 - confidence) / 2.0
+    low, high = [], []
+    for column in np.asarray(samples, dtype=float).reshape(samples.shape[0], -1).T:
+        column = column[~np.isnan(column)]
+        low.append(_quantile(column, tail))
+        high.append(_quantile(column, 1.0 - tail))
+    return np.asarray(low), np.asarray(high)
 
 
 def bootstrap_tuned(table: pd.DataFrame, samples: int = 1000, confidence: float = 0.9, seed: int = 0,
