@@ -98,7 +98,9 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
             heading += f": \u03b5 = {_fmt(pd.to_numeric(rows_scope['threshold']).iloc[0])}"
         ax.set_title(heading, fontsize=10)
         handles, _labels = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + _marker_handles(flags), loc="upper left", fontsize=8)
+        # under the panel: a legend inside would hide the curves' large-batch ends, where they differ
+        ax.legend(handles=handles + _marker_handles(flags), loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                  fontsize=8, frameon=False)
     axes[0, 1].set_ylabel("")
     title = title or f"{strategy_style(strategy)['label']}: speedup to reach \u03b5 in {metric_label(metric, False)}"
     fig.suptitle(f"{title}\nbars: interval over seeds ({interval_kinds_text(table)})", fontsize=11)
