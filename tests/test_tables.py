@@ -415,3 +415,20 @@ def test_comparison_rows_carry_each_studys_critical_batch_as_its_own_tables_give
         for column, key in (("b_crit", "estimate"), ("b_crit_low", "low"), ("b_crit_high", "high")):
             want = float("nan") if own[key] is None else own[key]
             assert rows[column].iloc[0] == pytest.approx(want, nan_ok=True, rel=1e-12)
+
+
+def test_a_largest_batch_that_did_not_train_sets_no_threshold():
+    # m = 32 ends where it started (2.30 -> 2.31: the CNN's lsr at eta = 0.64 in an earlier default run);
+    # its lower quartile (about 2.30) would only measure the escape from initialisation. m = 16 trained
+    # (2.30 -> 0.3), so it is the source; a drop of exactly 10% counts as trained.
+    steps = [0, 10, 100]
+    loss = np.array([[[[2.30, 1.0, 0.3], [2.30, 0.9, 0.3]],
+                      [[2.30, 2.40, 2.31], [2.30, 2.2, 2.30]]]])
+    dims = ("strategy", "batch_size", "seed", "step")
+    cube = xr.Dataset({"train_loss": (dims, loss),
+                       "status": (dims[:3], np.full(loss.shape[:3], "completed", dtype=object))},
+                      coords={"strategy": ["lsr"], "batch_size": np.array([16, 32]), "seed": np.array([0, 1]),
+                              "step": np.array(steps)})
+    thresholds = tables.study_thresholds(cube, "train_loss", "lower_quartile_of_largest")
+    assert thresholds["lsr"][1] == 16
+    assert tables._trained([[2.0, 1.9, 1.8]]) and not tables._trained([[2.0, 1.9, 1.81]])

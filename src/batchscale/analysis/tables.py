@@ -19,7 +19,7 @@ threshold                   eps, in the metric's unit (loss in nats, error as a 
 threshold_scope             ``strategy`` (the strategy's own eps) or ``common`` (the metric's common eps:
                             by default the smallest of the strategies' own eps, see `common_threshold`)
 threshold_rule              lower_quartile_of_largest, quantile_of_largest:q or fixed:v
-threshold_batch_size        the strategy's source batch size: the largest at which every seed completed
+threshold_batch_size        the strategy's source batch size: the largest at which every seed completed and trained
                             (empty for fixed rules)
 base_batch                  m0, the batch size speedups are relative to (examples per step)
 k_mean                      mean over seeds of k(m; eps), iterations to threshold (steps); inf if any
@@ -162,14 +162,30 @@ def _seed_curves(per_strategy, steps) -> list:
     return curves
 
 
+# A batch size whose runs end less than 10% below where they started has not trained (a rate too large that
+# neither diverges nor learns): the lower quartile of its values would measure the escape from initialisation.
+TRAINED_DROP = 0.1
+
+
+def _trained(curves) -> bool:
+    """Whether every seed's last finite value is at least TRAINED_DROP below its first (values (seed, step))."""
+    for curve in np.atleast_2d(np.asarray(curves, dtype=float)):
+        finite = curve[np.isfinite(curve)]
+        if finite.size and not finite[-1] <= (1.0 - TRAINED_DROP) * finite[0]:
+            return False
+    return True
+
+
 def threshold_source_batch(status_of_strategy, values_of_strategy):
     """The batch size whose curves set a quantile threshold: the largest at which every seed with data
-    completed (none diverged, none missing among seeds that have data). None when there is none."""
+    completed (none diverged, none missing among seeds that have data) and trained (`_trained`: each seed
+    ends at least 10% below its first value). None when there is none."""
     best = None
     for size in values_of_strategy["batch_size"].values:
         stat = np.atleast_1d(np.asarray(status_of_strategy.sel(batch_size=size).values).astype(str))
         present = stat != "missing"
-        if present.any() and np.all(stat[present] == "completed"):
+        if (present.any() and np.all(stat[present] == "completed")
+                and _trained(values_of_strategy.sel(batch_size=size).transpose("seed", "step").values)):
             best = int(size) if best is None else max(best, int(size))
     return best
 
@@ -178,7 +194,7 @@ def study_thresholds(cube, metric: str, rule) -> dict:
     """eps per strategy: ``{strategy: (threshold, source batch size or None)}``.
 
     Quantile rules use each strategy's source batch size (`threshold_source_batch`: the largest batch size
-    at which every seed completed), each seed's curve resampled uniformly in steps
+    at which every seed completed and trained), each seed's curve resampled uniformly in steps
     (`measurements.resample_uniform_in_steps`: the evaluation grid is log-spaced, and the paper weights
     every stretch of training alike); eps is the largest of the per-seed quantiles
     (`measurements.threshold_from_seeds`), so every seed of the source batch reaches it.
