@@ -13,6 +13,7 @@ from batchscale.figures.base import (
     message_figure,
     new_figure,
     strategy_style,
+    wrap_title,
 )
 
 # Which linear-approximation-error measurement to draw, most informative first: at the final weights of a
@@ -113,8 +114,8 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
     sizes = rows["batch_size"].to_numpy(dtype=float)
     if not has_accuracy(rows):
         # regression: no accuracy axis at all (an empty one would read as 0%)
-        ax.set_title(f"{study}: {strategy_style(strategy)['label']}\n{what} (no accuracy: a regression task)",
-                     fontsize=11)
+        ax.set_title(wrap_title(f"{study}: {strategy_style(strategy)['label']}\n{what} (no accuracy: a regression task)",
+                                fig.get_figwidth()), fontsize=11)
         if choice is not None:
             plot_linear_error(ax, errors, choice)
         plot_diverged(ax, rows)
@@ -137,5 +138,5 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
         h2, l2 = right.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=9, frameon=False)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(wrap_title(title, fig.get_figwidth()), fontsize=11)
     return fig

@@ -111,6 +111,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, panel=PANEL, sharey=False, sharex
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
     return fig, axes
 
+def wrap_title(text: str, width_inches: float, fontsize: float = 11) -> str:
+    """Each line of a title wrapped to about `width_inches` (a character is about 0.55 em wide), so a long
+    study description does not run off a narrow figure."""
+    import textwrap
+
+    chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
 def batch_axis(ax, sizes, axis: str = "x") -> None:
     """Log2 batch-size axis with a tick at every measured batch size."""
     sizes = sorted({int(s) for s in sizes})
@@ -152,8 +160,9 @@ def count_axis(ax, axis: str = "x") -> None:
     target.set_minor_formatter(ticker.NullFormatter())
 
 def _legend_columns(fig: Figure, handles) -> int:
-    """Columns for a figure legend under the panels: about 3 inches per entry, at most 4."""
-    return max(1, min(4, len(handles), int(fig.get_figwidth() // 3.0)))
+    """Columns for a figure legend under the panels: about 3.8 inches per entry (labels of about 45
+    characters at 9 pt), at most 4."""
+    return max(1, min(4, len(handles), int(fig.get_figwidth() // 3.8)))
 
 def _batch_edges(sizes) -> np.ndarray:
     """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends)."""

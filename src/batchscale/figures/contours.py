@@ -19,6 +19,7 @@ from batchscale.figures.base import (
     _fmt,
     _legend_columns,
     _study_title,
+    wrap_title,
     batch_axis,
     contour_grid,
     message_figure,
@@ -131,6 +132,6 @@ def contour_figure(cube, metric: str, table: pd.DataFrame, strategies=None, stud
                               linestyle="none", label="diverged run (last point)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, handles), fontsize=9,
                frameon=False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=11)
     return fig
 
