@@ -190,7 +190,7 @@ def message_figure(title: str, message: str) -> Figure:
     ax = axes[0, 0]
     ax.set_axis_off()
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=11, transform=ax.transAxes)
-    fig.suptitle(title)
+    fig.suptitle(wrap_title(title, fig.get_figwidth(), 12))
     return fig
 
 def _study_title(cube=None, study_config: dict | None = None, name: str | None = None) -> str:

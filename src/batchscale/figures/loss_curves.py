@@ -23,6 +23,7 @@ from batchscale.figures.base import (
     rule_text,
     seed_mean_on_grid,
     strategy_style,
+    wrap_title,
 )
 
 
@@ -78,7 +79,8 @@ def loss_curves_figure(cube, table: pd.DataFrame, metric: str = "train_loss", st
         handles.append(Line2D([], [], marker="X", color="0.6", markeredgecolor="black", markersize=9,
                               linestyle="none", label="diverged (stopped)"))
     fig.legend(handles=handles, loc="outside right center", title="batch size m", fontsize=9, frameon=False)
-    fig.suptitle(f"{study or _study_title(cube)}: {metric_label(metric, False)} against iterations "
-                 f"(mean over seeds)\nthreshold \u03b5 per strategy: {rule_text(rule, metric)}", fontsize=11)
+    fig.suptitle(wrap_title(f"{study or _study_title(cube)}: {metric_label(metric, False)} against iterations "
+                            f"(mean over seeds)\nthreshold \u03b5 per strategy: {rule_text(rule, metric)}",
+                            fig.get_figwidth()), fontsize=11)
     return fig
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from batchscale.figures.base import message_figure, new_figure
+from batchscale.figures.base import message_figure, new_figure, wrap_title
 
 STRATEGY_DASHES = {"blr": "-", "lsr": "--", "srsr": "-.", "longer": ":"}
 CRITICAL_COLOR = "#000000"
@@ -142,7 +142,7 @@ def noise_scale_figure(over: pd.DataFrame | None, versus: pd.DataFrame | None, s
             ax.set_title(f"{strategy}: {'two-batch estimate' if y == 'b_simple' else 'exact (per-example)'}",
                          fontsize=9)
         axes[0, column].legend(fontsize=6, loc="best")
-    fig.suptitle(f"{study}\ngradient noise scale over training", fontsize=9)
+    fig.suptitle(wrap_title(f"{study}\ngradient noise scale over training", fig.get_figwidth(), 9), fontsize=9)
     return fig
 
 
@@ -153,5 +153,5 @@ def local_critical_batch_figure(table: pd.DataFrame | None, study: str = "study"
     fig, axes = new_figure(1, 1)
     plot_local_critical_batch(axes[0, 0], table)
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{study}\nlocal critical batch by branching", fontsize=9)
+    fig.suptitle(wrap_title(f"{study}\nlocal critical batch by branching", fig.get_figwidth(), 9), fontsize=9)
     return fig

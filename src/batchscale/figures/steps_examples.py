@@ -20,6 +20,7 @@ from batchscale.figures.base import (
     metric_label,
     new_figure,
     strategy_style,
+    wrap_title,
 )
 
 
@@ -144,6 +145,6 @@ def steps_examples_figure(table: pd.DataFrame, fits: dict | None = None, metric:
                            linestyle="none", label="B_crit: (2 E_min, 2 S_min), where m = B_crit")]
     fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, handles), fontsize=9,
                frameon=False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(wrap_title(title, fig.get_figwidth()), fontsize=11)
     return fig
 
