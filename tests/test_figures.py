@@ -386,3 +386,18 @@ def test_comparison_draws_a_critical_batch_only_where_its_fit_is_meaningful():
     texts = [t.get_text() for t in own.get_legend().get_texts()]
     assert any(t.startswith("good") and "B_crit 40 [30, 50])" in t for t in texts)
     assert any(t.startswith("poor") and "B_crit 40 [30, 50], poor fit: not drawn" in t for t in texts)
+
+
+def test_an_empty_count_axis_draws():
+    # a strategy with no threshold (no batch size trained) leaves its steps-vs-examples panel empty; a log
+    # axis on the default linear limits around 0 cannot be drawn, so count_axis gives it a decade
+    import io
+
+    from batchscale.figures.base import count_axis, new_figure
+
+    fig, axes = new_figure(1, 1)
+    count_axis(axes[0, 0], "x")
+    count_axis(axes[0, 0], "y")
+    fig.savefig(io.BytesIO(), format="png")
+    low, high = axes[0, 0].get_xlim()
+    assert 0 < low <= 1.0 and high >= 10.0 and axes[0, 0].get_yscale() == "log"

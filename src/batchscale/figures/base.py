@@ -146,7 +146,12 @@ def count_axis(ax, axis: str = "x") -> None:
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
-    if low > 0 and high / low < 3.0:
+    if not low > 0:
+        # an empty panel (no batch size reached eps) keeps linear limits around 0, which a log axis cannot
+        # draw: give it a decade
+        low, high = 1.0, 10.0
+        (ax.set_xlim if axis == "x" else ax.set_ylim)(low, high)
+    if high / low < 3.0:
         # a narrow range (one point) has no 1-2-5 tick: widen it to a factor 3.2 about its centre rather
         # than let matplotlib fall back to crowded linear ticks
         centre = math.sqrt(low * high)
