@@ -325,3 +325,16 @@ def test_an_interval_over_resamples_that_miss_eps_ends_at_inf_not_nan():
     finite = np.arange(1.0, 21.0)[:, None]
     low, high = tuned._percentiles(finite, 0.9)
     assert low[0] == pytest.approx(np.percentile(finite, 5)) and high[0] == pytest.approx(np.percentile(finite, 95))
+
+
+def test_lowest_final_trial_needs_a_final_value_for_every_seed():
+    # finals (last finite value per seed): trial 0 -> 0.5, 0.7 (mean 0.6); trial 1 -> 0.4, 0.6 (0.5);
+    # trial 2 -> 0.1 and a seed with no finite value (out)
+    rows = []
+    for trial, seeds in ((0, ([1.0, 0.5], [1.0, 0.7])), (1, ([1.0, 0.4], [0.9, np.nan, 0.6])),
+                         (2, ([1.0, 0.1], [np.nan, np.nan]))):
+        for seed, curve in enumerate(seeds):
+            rows += [{"trial": trial, "seed": seed, "step": step, "loss": v} for step, v in enumerate(curve)]
+    table = pd.DataFrame(rows)
+    assert tuned.lowest_final_trial(table) == 1
+    assert tuned.lowest_final_trial(table[table["trial"] == 2]) is None

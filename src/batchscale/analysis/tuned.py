@@ -266,15 +266,22 @@ def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> d
     Returns {"eps", "batch_size", "trial"}.
     """
     largest = traces["batch_size"].max()
-    at_largest = traces[traces["batch_size"] == largest].sort_values("step")
-    finals = (at_largest.dropna(subset=[value_column])
+    at_largest = traces[traces["batch_size"] == largest]
+    best = lowest_final_trial(at_largest, value_column)
+    if best is None:
+        return {"eps": math.nan, "batch_size": int(largest), "trial": -1}
+    values = at_largest.sort_values("step").loc[at_largest["trial"] == best, value_column].to_numpy(dtype=float)
+    return {"eps": threshold_from_rule(values, rule), "batch_size": int(largest), "trial": best}
+
+
+def lowest_final_trial(at_size: pd.DataFrame, value_column: str = "loss") -> int | None:
+    """The trial of one batch size whose seeds end at the lowest mean final value (each seed's last finite
+    value; a trial with a seed that has none is out), from a long table (trial, seed, step, `value_column`).
+    None when no trial has a final value for every seed."""
+    finals = (at_size.sort_values("step").dropna(subset=[value_column])
               .groupby(["trial", "seed"])[value_column].last()
               .groupby("trial").agg(["mean", "count"]))
-    seeds_per_trial = at_largest.groupby("trial")["seed"].nunique()
+    seeds_per_trial = at_size.groupby("trial")["seed"].nunique()
     complete = finals[finals["count"] == seeds_per_trial.reindex(finals.index)]
     complete = complete[np.isfinite(complete["mean"])]
-    if complete.empty:
-        return {"eps": math.nan, "batch_size": int(largest), "trial": -1}
-    best = int(complete["mean"].idxmin())
-    values = at_largest.loc[at_largest["trial"] == best, value_column].to_numpy(dtype=float)
-    return {"eps": threshold_from_rule(values, rule), "batch_size": int(largest), "trial": best}
+    return None if complete.empty else int(complete["mean"].idxmin())

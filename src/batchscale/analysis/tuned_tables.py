@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from batchscale.analysis import measurements as ms
-from batchscale.analysis.accessors import last_finite
 from batchscale.analysis import tuned as tn
 
 PREFIX = "tuned_"
@@ -72,12 +71,16 @@ def trial_status(view):
     return xr.where(present, view["status"].astype(str), "missing")
 
 
-def own_threshold(cube, metric: str, rule) -> dict:
-    """Tuned's own eps for `metric`: `tuned.tuned_threshold` over the completed trial runs."""
+def completed_values(cube, metric: str) -> pd.DataFrame:
+    """The completed trial runs' `metric` as a long table (batch_size, trial, seed, step, value)."""
     view = trial_view(cube)
     values = trial_values(view, metric).where(trial_status(view) == "completed")
-    long = values.rename("value").to_dataframe().reset_index()[["batch_size", "trial", "seed", "step", "value"]]
-    return tn.tuned_threshold(long, rule, value_column="value")
+    return values.rename("value").to_dataframe().reset_index()[["batch_size", "trial", "seed", "step", "value"]]
+
+
+def own_threshold(cube, metric: str, rule) -> dict:
+    """Tuned's own eps for `metric`: `tuned.tuned_threshold` over the completed trial runs."""
+    return tn.tuned_threshold(completed_values(cube, metric), rule, value_column="value")
 
 
 def trial_table(cube, metric: str, eps: float) -> pd.DataFrame:
@@ -176,18 +179,17 @@ def round_one_best(cube, study: dict) -> dict:
     table = trial_table(cube, metric, own["eps"]) if np.isfinite(own["eps"]) else None
     best = tn.steps_to_result(table.drop(columns=["status"])) if table is not None else None
     view = trial_view(cube)
-    final = trial_values(view, metric).where(trial_status(view) == "completed")
-    final_mean = last_finite(final).mean("seed", skipna=False)
+    values = completed_values(cube, metric)
     result = {}
     for size in (int(m) for m in cube["batch_size"].values):
         row = None if best is None else best[best["batch_size"] == size].iloc[0]
         if row is not None and int(row["trial"]) >= 0:
             trial, k, source = int(row["trial"]), float(row["k"]), "steps_to_result"
         else:
-            finals = final_mean.sel(batch_size=size).to_series().dropna()
-            if finals.empty:
+            trial = tn.lowest_final_trial(values[values["batch_size"] == size], "value")
+            if trial is None:
                 raise ValueError(f"batch size {size}: no first-round trial completed, so round 2 has no centre")
-            trial, k, source = int(finals.idxmin()), math.inf, "lowest_final"
+            k, source = math.inf, "lowest_final"
         entry = {"trial": trial, "k": k, "source": source}
         for name in HYPER_NAMES:
             if name in view:
