@@ -30,6 +30,22 @@ TINY_STUDY = {
 }
 
 
+def tiny_tuned_config(study: str, batch_sizes, seeds, trials: int, **study_overrides) -> dict:
+    """A small digits MLP study running lsr and `tuned` (Sobol learning rates in [0.01, 1]) through the
+    workflow in well under a minute; `study_overrides` replace or add study keys."""
+    return {"train_threads": {"max": 1}, "studies": {study: {
+        "dataset": {"name": "digits", "max_examples": 512, "max_test_examples": 128},
+        "model": {"name": "mlp", "options": {"hidden": [16]}},
+        "eta0": 0.05, "base_batch": 16, "optimizer": {"momentum": 0.9},
+        "strategies": ["lsr", "tuned"],
+        "tuning": {"trials": trials, "seed": 0, "lr": {"min": 0.01, "max": 1.0}},
+        "epochs": 3, "batch_sizes": list(batch_sizes), "seeds": list(seeds),
+        "evaluation": {"points_per_decade": 8, "train_subset": 256, "linear_approx": False},
+        "metrics": ["train_loss"], "bootstrap": {"samples": 50}, "device": "cpu",
+        **study_overrides,
+    }}}
+
+
 def tiny_config(**study_overrides) -> dict:
     study = copy.deepcopy(TINY_STUDY)
     study.update(study_overrides)

@@ -20,7 +20,7 @@ from batchscale.config import ROUND1_PATH, iter_runs, load_config, resolve_refin
 from batchscale.engine.packs import plan_packs
 from batchscale.plan import format_plan, make_plan
 from batchscale.traces import read_trace, source_fingerprint
-from conftest import copy_workflow, snakemake, write_config
+from conftest import copy_workflow, snakemake, tiny_tuned_config, write_config
 
 STUDY = "tiny_refine"
 SIZES = (16, 64)
@@ -29,21 +29,9 @@ TRIALS = 3
 FACTOR = 2.0
 REFINE_POINTS = 4  # an even grid of 4 exponents -1, -1/3, 1/3, 1 (no centre): 4 round-2 trials
 EPS = 1.5  # a fixed target, so the steps to result can be recomputed from the traces by hand
-CONFIG = {
-    "train_threads": {"max": 1},
-    "studies": {STUDY: {
-        "dataset": {"name": "digits", "max_examples": 512, "max_test_examples": 128},
-        "model": {"name": "mlp", "options": {"hidden": [16]}},
-        "eta0": 0.05, "base_batch": 16, "optimizer": {"momentum": 0.9},
-        "strategies": ["lsr", "tuned"],
-        "tuning": {"trials": TRIALS, "seed": 0, "lr": {"min": 0.01, "max": 1.0},
-                   "refine": {"factor": FACTOR, "trials": REFINE_POINTS}},
-        "threshold": {"fixed": EPS},
-        "epochs": 3, "batch_sizes": list(SIZES), "seeds": list(SEEDS),
-        "evaluation": {"points_per_decade": 8, "train_subset": 256, "linear_approx": False},
-        "metrics": ["train_loss"], "bootstrap": {"samples": 50}, "device": "cpu",
-    }},
-}
+CONFIG = tiny_tuned_config(STUDY, SIZES, SEEDS, TRIALS, threshold={"fixed": EPS},
+                           tuning={"trials": TRIALS, "seed": 0, "lr": {"min": 0.01, "max": 1.0},
+                                   "refine": {"factor": FACTOR, "trials": REFINE_POINTS}})
 ROUND2 = list(range(TRIALS, TRIALS + REFINE_POINTS))
 
 

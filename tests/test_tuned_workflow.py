@@ -17,25 +17,13 @@ from batchscale import search
 from batchscale.config import ConfigError, RunKey, iter_runs, load_config, run_config
 from batchscale.plan import format_plan, make_plan
 from batchscale.traces import TraceError, read_trace
-from conftest import copy_workflow, snakemake, write_config
+from conftest import copy_workflow, snakemake, tiny_tuned_config, write_config
 
 STUDY = "tiny_tuned"
 SIZES = (16, 32, 64)
 SEEDS = (0, 1)
 TRIALS = 3
-CONFIG = {
-    "train_threads": {"max": 1},
-    "studies": {STUDY: {
-        "dataset": {"name": "digits", "max_examples": 512, "max_test_examples": 128},
-        "model": {"name": "mlp", "options": {"hidden": [16]}},
-        "eta0": 0.05, "base_batch": 16, "optimizer": {"momentum": 0.9},
-        "strategies": ["lsr", "tuned"],
-        "tuning": {"trials": TRIALS, "seed": 0, "lr": {"min": 0.01, "max": 1.0}},
-        "epochs": 3, "batch_sizes": list(SIZES), "seeds": list(SEEDS),
-        "evaluation": {"points_per_decade": 8, "train_subset": 256, "linear_approx": False},
-        "metrics": ["train_loss"], "bootstrap": {"samples": 50}, "device": "cpu",
-    }},
-}
+CONFIG = tiny_tuned_config(STUDY, SIZES, SEEDS, TRIALS)
 TUNED_FIGURES = ("tuned_steps_to_result", "tuned_eta_star", "tuned_trials")
 
 
