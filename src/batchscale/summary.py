@@ -300,17 +300,16 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
             "own_critical": critical_text(own) if own else "n/a",
             "own_regimes": regimes_text(own_rows[own_rows["strategy"] == strategy]),
         }
+    tuned_entry = ((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}
     headline = {
         "study": name, "description": study.get("description", ""), "metric": metric,
         "common_threshold": common_doc.get("threshold"), "strategies": strategies,
         "common_rule": common_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
-        "tuned": tuned_text(((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}),
-        "eta0_check": eta0_against_tuned(
-            study["eta0"], study["base_batch"],
-            (((critical.get("strategies") or {}).get("tuned") or {}).get(metric) or {}).get("eta_star") or {})
-        if "eta0" in study and any(s != "tuned" for s in study["strategies"]) else None,
+        "tuned": tuned_text(tuned_entry),
+        "eta0_check": (eta0_against_tuned(study["eta0"], study["base_batch"], tuned_entry.get("eta_star") or {})
+                       if "eta0" in study and any(s != "tuned" for s in study["strategies"]) else None),
     }
     if theory_doc is not None and "lsr" in study["strategies"]:
         measured = measured_breakdown(common_rows[common_rows["strategy"] == "lsr"], study["base_batch"])
