@@ -165,12 +165,6 @@ def refine_settings(refine: Mapping | None) -> dict | None:
     return {"factor": factor, "trials": points, "max_spacing": spacing}
 
 
-def refinement_lrs(center: float, factor: float, points: int) -> np.ndarray:
-    """An even log grid of `points` learning rates on [center/factor, center·factor]."""
-    exponents = np.linspace(-1.0, 1.0, int(points))
-    return float(center) * np.exp(exponents * math.log(float(factor)))
-
-
 def refinement_exponents(refine: Mapping | None) -> list[float]:
     """Where the round-2 trials sit in the refined range, as exponents e in [-1, 1] of lr = best·factor^e:
     the even grid of `refine_settings`, the centre (already run in round 1) left out. The same at every
@@ -191,8 +185,8 @@ def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
     """The refinement trials of every batch size: {batch_size: [trial dicts]}.
 
     `best_by_batch` maps a batch size to its best first-round trial (a dict with at least ``lr``; its
-    other hyperparameters are kept). Each batch size gets the log grid of `refinement_lrs` around its
-    best lr, numbered from K (the first round's size) on, with ``round: 2``. A grid point that equals the
+    other hyperparameters are kept). Each batch size gets the even log grid of `refinement_exponents` around
+    its best lr, numbered from K (the first round's size) on, with ``round: 2``. A grid point that equals the
     centre (an odd number of points) repeats a trial already run and is left out; the union of both
     rounds keeps the grid's spacing. Deterministic: the same inputs give the same trials.
     """

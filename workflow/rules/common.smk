@@ -2,7 +2,18 @@
 import json
 import sys
 
-from batchscale.config import ROUND1_PATH, TUNED, RunKey, run_config, ConfigError, iter_runs, load_config, read_yaml, refinement_trials, study_trials
+from batchscale.config import (
+    ROUND1_PATH,
+    TUNED,
+    ConfigError,
+    RunKey,
+    iter_runs,
+    load_config,
+    read_yaml,
+    refinement_trials,
+    run_config,
+    study_trials,
+)
 from batchscale.engine.packs import pack_mem_mb, pack_runs_json, pack_runtime_min, plan_packs
 from batchscale.traces import source_fingerprint
 
