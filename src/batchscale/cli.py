@@ -29,12 +29,12 @@ def check_writable(paths) -> None:
 
 
 def _train(args) -> None:
+    from batchscale.config import resolve_run
     from batchscale.engine.pack import train_pack
+    from batchscale.jobs.packs import runs_from_json
     from batchscale.traces import write_trace
 
-    from batchscale.config import resolve_run
-
-    runs = json.loads(args.runs_json) if args.runs_json else [json.loads(args.run_json)]
+    runs = runs_from_json(args.runs_json) if args.runs_json else [json.loads(args.run_json)]
     # a round-2 trial of `tuned` reads its rate from round 1's result now (config.resolve_refinement)
     runs = [resolve_run(run) for run in runs]
     outputs = args.outputs or [args.output]
@@ -46,7 +46,7 @@ def _train(args) -> None:
             stale.unlink()  # left by a job killed while writing its trace
     results = train_pack(runs, threads=args.threads, checkpoint_path=args.checkpoint, progress=not args.quiet)
     for result, output in zip(results, outputs):
-        write_trace(result, output)
+        write_trace(result, output, code=args.code)
         print(f"{result.status}: {result.steps_total} steps in {result.wall_seconds:.1f} s "
               f"(evaluation {result.eval_seconds:.1f} s) -> {output}", file=sys.stderr)
     if args.checkpoint:
@@ -71,6 +71,13 @@ def _tuning_round1(args) -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"round 1 best lr: { {m: b['lr'] for m, b in result['best'].items()} } -> {args.output}", file=sys.stderr)
+
+
+def _resolve_config(args) -> None:
+    """Validate the config given as JSON on stdin and print it resolved (jobs.config_cache runs this)."""
+    from batchscale.config import load_config
+
+    json.dump(load_config(json.load(sys.stdin)), sys.stdout, sort_keys=True)
 
 
 def _validate(args) -> None:
@@ -179,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one run, or a pack of runs together, and write their HDF5 traces")
     one_or_pack = train.add_mutually_exclusive_group(required=True)
     one_or_pack.add_argument("--run-json", help="the resolved config of one run (JSON)")
-    one_or_pack.add_argument("--runs-json", help="the resolved configs of a pack's runs (a JSON list)")
+    one_or_pack.add_argument("--runs-json", help="the resolved configs of a pack's runs (a JSON list, or "
+                             "{shared, runs} as jobs.packs.pack_runs_json writes it)")
     train.add_argument("--output", help="the trace of --run-json")
     train.add_argument("--outputs", nargs="+", help="the traces of --runs-json, in the same order")
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--checkpoint", default=None, help="checkpoint file for resuming after a kill")
+    train.add_argument("--code", default=None, help="fingerprint of the code, recorded in each trace")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(handler=_train)
 
@@ -200,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     round1.add_argument("--output", required=True, help="the JSON file round 2 reads its rates from")
     round1.add_argument("traces", nargs="+", help="the first-round trial traces")
     round1.set_defaults(handler=_tuning_round1)
+
+    resolve = sub.add_parser("resolve-config", help="validate a config given as JSON on stdin; print it resolved")
+    resolve.set_defaults(handler=_resolve_config)
 
     validate = sub.add_parser("validate", help="validate a config file")
     validate.add_argument("config")

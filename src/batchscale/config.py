@@ -90,6 +90,21 @@ def _non_finite_key(node, path=()):
     return None
 
 
+def check_plain_keys(node, path=()) -> None:
+    """Every mapping key must be a string: YAML reads `1:`, `true:` and `null:` as a number, a bool and None,
+    which name no study and no option (and JSON would quietly turn them into strings)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                where = ".".join(map(str, path)) or "top level"
+                raise ConfigError(f"config key {where}: key {key!r} is a {type(key).__name__}, not a string; "
+                                  f"quote it ('{key}') or rename it (names use letters, digits, '_', '-', '.')")
+            check_plain_keys(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            check_plain_keys(value, path + (index,))
+
+
 def _numeric_string_hint(value) -> str:
     """For a string that reads as a number (YAML 1.1 reads `1e-3` as a string), how to write it."""
     if not isinstance(value, str):
@@ -345,6 +360,7 @@ def load_config(source, check_data: bool = True) -> dict:
         raw = copy.deepcopy(source)
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping with a `studies` key")
+    check_plain_keys(raw)
     non_finite = _non_finite_key(raw)
     if non_finite:
         raise ConfigError(f"config key {non_finite[0] or '(top level)'}: {non_finite[1]!r} is not allowed; "
@@ -384,6 +400,9 @@ def load_config(source, check_data: bool = True) -> dict:
                     f"({', '.join(s for s in STRATEGIES if all(s in studies[n]['strategies'] for n in spec['studies'])) or 'none'})")
     _check_registries(resolved, check_data)
     _check_data_fits(resolved)
+    for study in studies.values():
+        if TUNED in study["strategies"]:  # drawn once here, so a parse never needs the Sobol sampler again
+            study["tuning"]["trial_points"] = study_trials(study)
     return resolved
 
 
@@ -518,10 +537,13 @@ class RunKey:
 
 def study_trials(study: dict) -> list[dict]:
     """The first-round trials of a study's `tuned` search (the same at every batch size); [] when it runs
-    no `tuned`."""
+    no `tuned`. load_config resolves them once into `tuning.trial_points`."""
     from batchscale.search import first_round
 
-    return first_round(study["tuning"]) if TUNED in study["strategies"] else []
+    if TUNED not in study["strategies"]:
+        return []
+    points = study["tuning"].get("trial_points")
+    return points if points is not None else first_round(study["tuning"])
 
 
 # Round 1's best trial per batch size (rule tuning_refine_ranges): the file round-2 runs read their rate from.

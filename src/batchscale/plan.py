@@ -28,7 +28,7 @@ How the numbers are counted:
   linear-approximation measurement (one gradient of a batch of m: 3 x forward; two passes over the
   training subset: 1 x forward each).
 - Runs: every strategy x batch size x seed, and for `tuned` every trial of its search as well; jobs: the
-  pack jobs that train them (the runs of a study at one batch size, chunked by `pack.max_runs`).
+  pack jobs that train them (the runs of a study at one batch size, one strategy and one block of seeds and trials: jobs.packs).
 - Every run is assumed to complete; a run that diverges stops early and costs less.
 - GPU-hours: total FLOPs / (gpu_tflops x utilisation) / 3600. The default, 400 TFLOP/s x 0.4, is a
   sustained 160 TFLOP/s: roughly what bf16 training of these small-image networks reaches on an H100-class
@@ -279,13 +279,13 @@ def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Pl
                     raise
                 raise ConfigError(f"config key studies.{name}.model: {err}") from None
         studies[name] = StudyPlan(name, study["dataset"]["name"], study["model"]["name"], data, flops[model_key])
-    from batchscale.engine.packs import all_packs
+    from batchscale.jobs.packs import all_packs
 
     keys = list(iter_runs(config))
     for key in keys:
         plan = studies[key.study]
         plan.runs.append(run_cost(run_config(config, key), plan.data, plan.forward_flops))
-    for pack in all_packs(config, keys):
+    for pack in all_packs(config):
         studies[pack.study].packs += 1
     return Plan(str(source) if isinstance(source, (str, Path)) else "(config)", list(studies.values()),
                 len(config.get("comparisons", {})), gpu_tflops, utilisation)
@@ -359,7 +359,7 @@ def format_plan(plan: Plan) -> str:
     notes = (
         "train n: training examples after fraction and caps (language models: windows of bptt tokens). "
         "runs: strategies x batch sizes x seeds, trials x batch sizes x seeds for tuned (counted in trials); "
-        "jobs: pack jobs, each training the runs of one batch size together (at most pack.max_runs). "
+        "jobs: pack jobs, each training the runs of one batch size and strategy together (pack.seeds_per_pack, pack.trials_per_pack). "
         "steps: floor(n/m) x epochs, capped at max_steps, summed over the study's runs; examples: steps x m. "
         "FLOPs = 2 x multiply-accumulates of the Conv2d, Linear and LSTM layers (models/flops.py); training = "
         "3 x forward FLOPs x examples; evaluation (eval %) = forward passes over the training subset and the "

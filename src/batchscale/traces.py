@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -44,12 +43,14 @@ class TraceError(RuntimeError):
     """A trace file that is missing, truncated or not a batchscale trace."""
 
 
-def software_versions() -> dict:
+def software_versions(code: str | None = None) -> dict:
+    """Versions of what wrote a trace; `code` is the train stage's fingerprint (the pack rule's code param)."""
     import torch
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": batchscale.__version__,
-                "engine_source": source_fingerprint()}
+                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": batchscale.__version__}
+    if code:
+        versions["code"] = code
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                 cwd=Path(__file__).parent)
@@ -60,23 +61,9 @@ def software_versions() -> dict:
     return versions
 
 
-def source_fingerprint(parts=("engine", "models", "data", "traces.py")) -> str:
-    """sha256 (16 hex digits) of the package sources that determine a trace: engine, models, data, format.
-
-    Any edit there, a comment included, changes it; analysis and figure code are left out, since they
-    never change a trace.
-    """
-    root = Path(__file__).parent
-    digest = hashlib.sha256()
-    for part in parts:
-        path = root / part
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def write_trace(result, path: str | Path) -> None:
-    """Write a RunResult atomically: readers never see a half-written trace."""
+def write_trace(result, path: str | Path, code: str | None = None) -> None:
+    """Write a RunResult atomically: readers never see a half-written trace. `code`: the fingerprint of the
+    code that trained it, recorded in versions_json."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -88,7 +75,7 @@ def write_trace(result, path: str | Path) -> None:
             "batch_size": run["batch_size"], "seed": run["seed"], "lr": float(run["lr_peak"]),
             "epochs": run["epochs"], "steps_total": result.steps_total, "status": result.status,
             "config_json": json.dumps(run, sort_keys=True), "config_hash": config_hash(run),
-            "versions_json": json.dumps(software_versions(), sort_keys=True), "device": result.device,
+            "versions_json": json.dumps(software_versions(code), sort_keys=True), "device": result.device,
             "threads": result.threads, "micro_batch": int(run.get("micro_batch") or 0),
             "ghost_batch_size": int(result.info.get("ghost_batch_size", run["batch_size"])),
             "wall_seconds": float(result.wall_seconds), "eval_seconds": float(result.eval_seconds),

@@ -14,7 +14,7 @@ rule branch_base:
     params:
         run=branching_base_run_json,
         checkpoints=lambda wildcards: STUDIES[wildcards.study]["branching"]["checkpoints"],
-        engine=ENGINE_SOURCE,
+        code=BRANCH_SOURCE,
     shell:
         "python -m batchscale.branching_run base --run-json {params.run:q} --checkpoints {params.checkpoints} "
         "--output {output} 2> {log}"
@@ -34,7 +34,7 @@ rule branch:
     params:
         # k, delta_examples, lr_rule, evaluations (the tolerance and smoothing too: one JSON, small)
         branching=branching_json,
-        engine=ENGINE_SOURCE,
+        code=BRANCH_SOURCE,
     shell:
         "python -m batchscale.branching_run branch --base {input} --index {wildcards.index} "
         "--branching-json {params.branching:q} --output {output} 2> {log}"

@@ -1,6 +1,10 @@
 # Helpers shared by the rules: config validation (JSON schema + semantic checks) and the run grid.
 import json
+import os
 import sys
+
+# A study's own `package.module:callable` is found from the working directory, as `python -m batchscale` does.
+sys.path.insert(0, os.getcwd())
 
 from batchscale.config import (
     ROUND1_PATH,
@@ -8,21 +12,22 @@ from batchscale.config import (
     ConfigError,
     RunKey,
     iter_runs,
-    load_config,
     read_yaml,
     refinement_trials,
-    run_config,
     study_trials,
+    run_config,
 )
-from batchscale.engine.packs import pack_mem_mb, pack_runs_json, pack_runtime_min, plan_packs
-from batchscale.traces import source_fingerprint
+from batchscale.jobs.config_cache import load_config_cached
+from batchscale.jobs.fingerprints import stage_fingerprint, train_fingerprint
+from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runs_json, pack_runtime_min, pack_threads
 
 try:
     # Snakemake's YAML reader keeps the last of two equal keys silently: read each config file again, strictly.
     for config_path in workflow.overwrite_configfiles or ["config.yaml"]:
         read_yaml(config_path)
-    # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study.
-    BATCHSCALE = load_config(config)
+    # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study (once per
+    # config and code: later parses read the result, jobs.config_cache).
+    BATCHSCALE = load_config_cached(config)
 except ConfigError as err:
     # One line naming the key, before any job starts; no traceback.
     print(f"batchscale: error: {err}", file=sys.stderr)
@@ -31,19 +36,16 @@ except ConfigError as err:
 STUDIES = BATCHSCALE["studies"]
 COMPARISONS = BATCHSCALE.get("comparisons", {})
 RUNS = list(iter_runs(BATCHSCALE))
-# A hash of the package code that produces traces: a param of the train rule, so an edit to the engine
-# reruns training (Snakemake's code trigger sees only the text of a shell: command).
-ENGINE_SOURCE = source_fingerprint()
-# The same for the code that turns traces into cubes, tables, figures and the summary: a param of each of
-# those rules, so an edit there redraws what that code produces, and retrains nothing.
-CUBE_SOURCE = source_fingerprint(("cube.py", "traces.py"))
-ANALYSIS_SOURCE = source_fingerprint(("analysis", "cube.py", "traces.py"))
-FIGURES_SOURCE = source_fingerprint(("figures",))
-SUMMARY_SOURCE = source_fingerprint(("summary.py", "theory.py"))
-# The packs with runs to train: a run whose trace exists, written for its current config by this engine
-# source, belongs to no pack (its trace is an input of the cube, produced by no rule), so adding seeds,
-# strategies or batch sizes trains only the new runs.
-TRAIN_PACKS = plan_packs(BATCHSCALE, RUNS, ENGINE_SOURCE)
+# Every pack of the grid, a pure function of the config: each is one train job whether or not its traces
+# exist, so Snakemake's own triggers (params, input, code) and --forcerun/--forceall see training.
+PACKS = all_packs(BATCHSCALE)
+# Hashes of the code each stage runs (jobs.fingerprints): a param of its rules, so an edit reruns exactly
+# the jobs that run that code (Snakemake's code trigger sees only the text of a shell: command).
+CUBE_SOURCE = stage_fingerprint("cube")
+ANALYSIS_SOURCE = stage_fingerprint("analysis")
+FIGURES_SOURCE = stage_fingerprint("figures")
+SUMMARY_SOURCE = stage_fingerprint("summary")
+BRANCH_SOURCE = stage_fingerprint("branch")
 
 
 wildcard_constraints:
@@ -52,14 +54,6 @@ wildcard_constraints:
     batch_size=r"\d+",
     seed=r"\d+",
     comparison="|".join(sorted(COMPARISONS)) or "NONE",
-
-
-def pack_threads(pack):
-    """One thread below the cut-off: on small batches thread start-up costs more than it saves."""
-    settings = BATCHSCALE["train_threads"]
-    if pack.batch_size < settings["single_thread_below"]:
-        return 1
-    return settings["max"]
 
 
 def study_traces(wildcards):
@@ -125,12 +119,14 @@ TUNED_FIGURES = ["tuned_steps_to_result", "tuned_eta_star", "tuned_trials"]
 
 
 def all_outputs():
-    outputs = []
+    # every trace is a target, so a deleted one retrains its pack (an intermediate file that is missing
+    # would not: Snakemake treats it like a temp() file once what depends on it exists)
+    outputs = [key.trace_path for key in RUNS]
     for study in TUNED_STUDIES:
         outputs += [f"results/{study}/{name}" for name in TUNED_TABLES]
         if refinement_trials(STUDIES[study]):
             # a target of its own, so a change of the study's threshold or metrics rewrites it (params
-            # trigger); the next run then finds round 2's rates stale (engine.packs.plan_packs)
+            # trigger), and round 2's packs, which take it as input, retrain
             outputs.append(ROUND1_PATH.format(study=study))
         outputs += [f"results/{study}/figures/{name}.{ext}" for name in TUNED_FIGURES for ext in ("png", "svg")]
     for study in STUDIES:

@@ -1,6 +1,7 @@
-# One job per pack: the runs of a study at one batch size that still need training (see common.smk,
-# TRAIN_PACKS), trained together in one process; its outputs are those runs' traces.
-for pack in TRAIN_PACKS:
+# One job per pack (jobs.packs): the runs of a study at one batch size, strategy and seed block (and trial
+# block of `tuned`), trained together in one process; its outputs are those runs' traces. Which runs form a
+# pack follows from the config alone, so a trace has the same bytes however the grid was grown.
+for pack in PACKS:
 
     rule:
         name:
@@ -8,23 +9,26 @@ for pack in TRAIN_PACKS:
         input:
             pack.inputs,
         output:
-            [key.trace_path for key in pack.keys],
+            pack.outputs,
         log:
             pack.log,
         conda:
             "../../envs/batchscale.yaml"
-        threads: pack_threads(pack)
+        threads: pack_threads(BATCHSCALE, pack)
         resources:
             mem_mb=pack_mem_mb(BATCHSCALE, pack),
             runtime=pack_runtime_min(BATCHSCALE, pack),
         params:
             runs=pack_runs_json(BATCHSCALE, pack),
-            engine=ENGINE_SOURCE,
+            code=train_fingerprint(STUDIES[pack.study]),
+            # torch's thread count comes from the config, not from the cores Snakemake grants, so that
+            # `--cores` never changes a trace's bits
+            threads=pack_threads(BATCHSCALE, pack),
             # outside the declared outputs, so Snakemake never deletes it after a kill
             checkpoint=pack.checkpoint,
         shell:
             "python -m batchscale train --runs-json {params.runs:q} --outputs {output} "
-            "--threads {threads} --checkpoint {params.checkpoint} 2> {log}"
+            "--threads {params.threads} --checkpoint {params.checkpoint} --code {params.code} 2> {log}"
 
 
 # Round 1 of a tuned search with `tuning.refine`: each batch size's best first-round trial, the centre of
