@@ -3,8 +3,8 @@
 One workflow copy in a temporary directory with two tiny studies (a, b: digits, linear model, blr, batch sizes
 32 and 64, seed 0, one epoch) goes through the edits a user makes, in order; after each, `snakemake -n`
 must schedule exactly the jobs the README's "Incremental reruns" table promises. A train job is a pack
-(the runs of a study at one batch size that need training), named train_<study>_bs<m>_p<i>; its outputs
-say which runs it trains. The targets are the two cubes, so the test covers the train -> cube part of the
+(the runs of a study at one batch size, one strategy and one block of seeds), named
+train_<study>_bs<m>_<strategy>_s<block>; its outputs say which runs it trains. The targets are the two cubes, so the test covers the train -> cube part of the
 DAG whatever the analysis and figure rules do.
 """
 
@@ -62,9 +62,9 @@ def planned(workdir: Path, *extra: str) -> dict[tuple, str]:
     return jobs
 
 
-def train(study: str, batch: int, seeds=(0,), strategies=("blr",)) -> tuple:
-    """The pack job of `study` at `batch` that trains these seeds and strategies."""
-    return (f"train_{study}_bs{batch}_p0", frozenset((s, batch, seed) for s in strategies for seed in seeds))
+def train(study: str, batch: int, seeds=(0,), strategy="blr", block=0) -> tuple:
+    """The pack job of `study` at `batch` for `strategy` and seed block `block`, training these seeds."""
+    return (f"train_{study}_bs{batch}_{strategy}_s{block}", frozenset((strategy, batch, seed) for seed in seeds))
 
 
 def cube(study: str) -> tuple:
@@ -94,7 +94,7 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     config = base_config()
     write_config(workdir / "config.yaml", config)
 
-    # (a) dry run: one pack job per (study, batch size), one cube job per study
+    # (a) dry run: one pack job per (study, batch size, strategy, seed block), one cube job per study
     jobs = planned(workdir)
     assert train_jobs(jobs) == {train(s, m) for s in "ab" for m in (32, 64)}
     assert cube_count(jobs) == 2
@@ -125,39 +125,42 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     snakemake(workdir, "--cores", "2", *TARGETS)
     assert planned(workdir) == {}
 
-    # (e) an added seed and an added strategy: at each batch size one pack trains only the new runs; the
-    # existing traces are kept as they are
-    config["studies"]["a"]["seeds"] = [0, 1]
+    # (e) an added strategy: new packs only, the existing traces kept as they are
     config["studies"]["a"]["strategies"] = ["blr", "lsr"]
     write_config(workdir / "config.yaml", config)
-    new = {("blr", 1), ("lsr", 0), ("lsr", 1)}
     jobs = planned(workdir)
-    assert train_jobs(jobs) == {(f"train_a_bs{m}_p0", frozenset((s, m, seed) for s, seed in new)) for m in (32, 64)}
-    assert cube_count(jobs) == 1 and cube("a") in jobs
+    assert train_jobs(jobs) == {train("a", m, strategy="lsr") for m in (32, 64)} and cube("a") in jobs
     before = mtimes(workdir)
     snakemake(workdir, "--cores", "2", *TARGETS)
-    assert changed_since(workdir, before) == {f"results/a/traces/{s}/bs{m}/seed{seed}.h5" for s, seed in new
+    assert changed_since(workdir, before) == {f"results/a/traces/lsr/bs{m}/seed0.h5" for m in (32, 64)} | {
+        "results/a/cube.nc"}
+
+    # (f) an added seed joins its block (seeds 0-7 by default): those packs retrain whole, so every trace
+    # equals a run of the grown config from scratch; with one seed per block it is a pack of its own
+    config["studies"]["a"]["seeds"] = [0, 1]
+    write_config(workdir / "config.yaml", config)
+    jobs = planned(workdir)
+    assert train_jobs(jobs) == {train("a", m, (0, 1), s) for m in (32, 64) for s in ("blr", "lsr")}
+    config["studies"]["a"]["pack"] = {"seeds_per_pack": 1}
+    write_config(workdir / "config.yaml", config)
+    jobs = planned(workdir)
+    assert train_jobs(jobs) == {train("a", m, (1,), s, block=1) for m in (32, 64) for s in ("blr", "lsr")}
+    before = mtimes(workdir)
+    snakemake(workdir, "--cores", "2", *TARGETS)
+    assert changed_since(workdir, before) == {f"results/a/traces/{s}/bs{m}/seed1.h5" for s in ("blr", "lsr")
                                               for m in (32, 64)} | {"results/a/cube.nc"}
     assert planned(workdir) == {}
 
-    # Settings that do not change a trace retrain nothing: thread counts are not params of the train rule,
-    # and the pack size only groups the runs still to train (the cube records the study config, so a
-    # study's pack size reruns its cube).
-    config["train_threads"] = {"single_thread_below": 16, "max": 2}
-    write_config(workdir / "config.yaml", config)
-    assert planned(workdir) == {}
-    del config["train_threads"]
-    config["studies"]["a"]["pack"] = {"max_runs": 1}
-    write_config(workdir / "config.yaml", config)
-    assert set(planned(workdir)) == {cube("a")}
-
-    # ... but with packs of one, an edit retrains each run in its own job
-    config["studies"]["a"]["eta0"] = 0.03
+    # (g) threads are part of what fixes a trace's bits (the config decides them, never --cores): a change
+    # retrains the packs whose thread count changes, here those at batch 64 and above
+    config["train_threads"] = {"single_thread_below": 64, "max": 2}
     write_config(workdir / "config.yaml", config)
     jobs = planned(workdir)
-    assert len(train_jobs(jobs)) == 8 and all(len(runs) == 1 for _, runs in train_jobs(jobs))
-    config["studies"]["a"]["eta0"] = 0.02
-    del config["studies"]["a"]["pack"]
+    assert {key[0] for key in train_jobs(jobs)} == {"train_a_bs64_blr_s0", "train_a_bs64_blr_s1",
+                                                   "train_a_bs64_lsr_s0", "train_a_bs64_lsr_s1",
+                                                   "train_b_bs64_blr_s0", "train_b_bs128_blr_s0"}
+    assert all("Params have changed" in reason for key, reason in jobs.items() if key[0] != "cube")
+    del config["train_threads"]
     write_config(workdir / "config.yaml", config)
     assert planned(workdir) == {}, "undoing an edit that never ran leaves nothing to do"
 
@@ -170,9 +173,9 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     del config["studies"]["b"]["description"]
     write_config(workdir / "config.yaml", config)
 
-    # (f) A change in the code that produces traces (src/batchscale/{engine,models,data,traces.py}) retrains
-    # every run: the trace records the hash of those sources, and a trace written by other sources is
-    # stale. Simulated on a copy of the package put first on PYTHONPATH (for the Snakefile and the jobs).
+    # (h) A change in the code that produces traces (the train stage's import closure, jobs.fingerprints)
+    # retrains every run: its hash is a param of every pack rule. Simulated on a copy of the package put first
+    # on PYTHONPATH (for the Snakefile and the jobs).
     package = tmp_path / "pkg" / "batchscale"
     shutil.copytree(REPO / "src" / "batchscale", package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("PYTHONPATH", str(package.parent))
@@ -185,7 +188,7 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     engine = package / "engine" / "pack.py"
     engine.write_text(engine.read_text().replace("check_every = 1 if", "check_every = 2 if"))
     jobs = planned(workdir)
-    every = {(f"train_a_bs{m}_p0", frozenset((s, m, seed) for s in ("blr", "lsr") for seed in (0, 1)))
-             for m in (32, 64)} | {train("b", m) for m in (32, 64, 128)}
+    every = {train("a", m, (seed,), s, block=seed) for m in (32, 64) for s in ("blr", "lsr") for seed in (0, 1)}
+    every |= {train("b", m) for m in (32, 64, 128)}
     assert train_jobs(jobs) == every and cube_count(jobs) == 2
     assert all("Params have changed" in r for k, r in jobs.items() if k[0] != "cube")

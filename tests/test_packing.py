@@ -118,8 +118,8 @@ def test_a_diverging_run_stops_while_the_others_complete_unchanged():
     assert [r.status for r in packed] == ["completed", "diverged", "completed"]
     assert packed[1].points["step"][-1] < packed[1].steps_total
     assert packed[0].points["step"][-1] == packed[0].steps_total
-    for r in (0, 2):
-        assert max_relative_difference(packed[r], train_pack([runs[r]], progress=False)[0]) == 0.0
+    for r in (0, 2):  # a packed run equals the run alone up to float rounding (vmap's kernels round differently)
+        assert max_relative_difference(packed[r], train_pack([runs[r]], progress=False)[0]) < 1e-5
     # the diverged run's final linear-approximation error is measured at its last finite weights
     assert np.isfinite(packed[1].scalars["final_linear_approx_error"])
 
@@ -130,7 +130,7 @@ def test_runs_of_different_lengths_share_a_pack():
     packed = train_pack(runs, progress=False, vectorise=True)
     assert [r.points["step"][-1] for r in packed] == [44, 88]
     for result, run in zip(packed, runs):
-        assert max_relative_difference(result, train_pack([run], progress=False)[0]) == 0.0
+        assert max_relative_difference(result, train_pack([run], progress=False)[0]) < 1e-5  # float rounding
 
 
 class ItemMLP(torch.nn.Module):
@@ -160,7 +160,7 @@ def test_a_model_vmap_cannot_handle_trains_run_by_run_and_says_so(capfd):
     assert "cannot vectorise this model" in log and "one after another" in log
     assert not any(r.info["pack_vectorised"] for r in packed)
     for result, run in zip(packed, runs):
-        assert max_relative_difference(result, train_pack([run], progress=False)[0]) == 0.0
+        assert max_relative_difference(result, train_pack([run], progress=False)[0]) < 1e-5  # float rounding
 
 
 def test_linear_approximation_error_equals_a_hand_computation(monkeypatch):
@@ -319,16 +319,17 @@ def test_small_packs_on_the_cpu_train_run_by_run_and_insisting_on_vmap_still_che
 
 
 def test_a_packs_job_asks_for_memory_and_time_in_proportion_to_its_runs():
-    from batchscale.config import iter_runs, load_config
-    from batchscale.engine.packs import pack_mem_mb, pack_runtime_min, plan_packs
+    from batchscale.config import load_config
+    from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runtime_min
     from conftest import tiny_config
 
-    config = load_config(tiny_config(seeds=[0, 1, 2], pack={"max_runs": 2, "runtime_min_base": 7,
+    config = load_config(tiny_config(seeds=[0, 1, 2], pack={"seeds_per_pack": 2, "runtime_min_base": 7,
                                                              "runtime_min_per_run": 3, "mem_mb_base": 500,
                                                              "mem_mb_per_run": 40}))
-    packs = plan_packs(config, list(iter_runs(config)), engine_source="", root="/nonexistent")
-    sizes = sorted({len(pack.keys) for pack in packs})
-    assert sizes == [1, 2]  # three seeds per strategy and batch split into packs of 2 and 1
+    packs = all_packs(config)
+    # seeds 0 and 1 (block 0) and seed 2 (block 1), at each of the two batch sizes
+    assert sorted((pack.batch_size, [k.seed for k in pack.keys]) for pack in packs) == [
+        (32, [0, 1]), (32, [2]), (64, [0, 1]), (64, [2])]
     for pack in packs:
         assert pack_runtime_min(config, pack) == 7 + 3 * len(pack.keys)
         assert pack_mem_mb(config, pack) == 500 + 40 * len(pack.keys)

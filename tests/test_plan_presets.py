@@ -139,8 +139,8 @@ def test_plan_counts_steps_examples_and_flops_as_computed_by_hand():
         # the end-of-run linear-approximation error: one batch gradient (3x) and two subset passes
         evaluated = len(expected_points[steps]) * (256 + 200) + 2 * 256
         assert run.eval_flops == 1280 * evaluated + 3 * 1280 * m
-    # one pack job per batch size (both strategies' runs of a batch size train together)
-    assert study.n_runs == 4 and study.jobs == 2 and study.trials == 0 and study.steps == 62 + 30 + 62 + 60
+    # one pack job per batch size and strategy
+    assert study.n_runs == 4 and study.jobs == 4 and study.trials == 0 and study.steps == 62 + 30 + 62 + 60
     total = sum(r.train_flops + r.eval_flops for r in study.runs)
     assert study.flops == total
     assert plan.gpu_hours(total) == pytest.approx(total / (400e12 * 0.5) / 3600)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from batchscale.config import iter_runs, load_config
-from batchscale.engine.packs import plan_packs
+from batchscale.jobs.packs import all_packs
 from conftest import REPO, VENV_BIN, copy_repository, tiny_config, workflow_env, write_config
 
 pytestmark = pytest.mark.slow
@@ -78,10 +78,9 @@ def runs_in(config_path: Path) -> int:
 
 
 def train_jobs_for(config_path: Path) -> int:
-    """Pack jobs the workflow should plan for a config with no traces yet: one per chunk of a study's runs
-    at one batch size (workflow/rules/common.smk's TRAIN_PACKS)."""
+    """Pack jobs the workflow plans for a config: one per pack (workflow/rules/common.smk's PACKS)."""
     config = load_config(config_path, check_data=False)
-    return len(plan_packs(config, list(iter_runs(config)), engine_source="", root="/nonexistent"))
+    return len(all_packs(config))
 
 
 def run(workdir: Path, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:

@@ -10,9 +10,9 @@ from conftest import REPO
 RULES = REPO / "workflow" / "rules"
 # which hash a rule must carry, by the module its command runs
 EXPECTED = {
-    "batchscale train": "ENGINE_SOURCE",
-    "batchscale.branching_run base": "ENGINE_SOURCE",
-    "batchscale.branching_run branch": "ENGINE_SOURCE",
+    "batchscale train": "train_fingerprint",  # the train stage's code and the study's own modules
+    "batchscale.branching_run base": "BRANCH_SOURCE",
+    "batchscale.branching_run branch": "BRANCH_SOURCE",
     "batchscale cube": "CUBE_SOURCE",
     "batchscale tables": "ANALYSIS_SOURCE",
     "batchscale compare-tables": "ANALYSIS_SOURCE",
@@ -45,7 +45,7 @@ def test_every_rule_running_batchscale_carries_the_hash_of_its_code():
         wanted = [hash_name for prefix, hash_name in EXPECTED.items() if command.group(1).startswith(prefix)]
         assert wanted, f"{name}: a rule runs `python -m {command.group(1)}`, which this test does not know"
         params = block.split("params:", 1)[1] if "params:" in block else ""
-        assert re.search(rf"^\s+\w+={wanted[0]},?\s*$", params, re.M), (
+        assert re.search(rf"^\s+\w+={wanted[0]}\b.*,?\s*$", params, re.M), (
             f"{name}: the rule running `{command.group(1)}` has no param ={wanted[0]}:\n{block}")
         checked += 1
     assert checked >= len(EXPECTED) - 1  # every kind of command was found (compare and compare-tables share a rule file)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -17,9 +18,8 @@ import xarray as xr
 from batchscale import search
 from batchscale.analysis.measurements import k_for_run
 from batchscale.config import ROUND1_PATH, iter_runs, load_config, resolve_refinement, run_config
-from batchscale.engine.packs import plan_packs
 from batchscale.plan import format_plan, make_plan
-from batchscale.traces import read_trace, source_fingerprint
+from batchscale.traces import read_trace
 from conftest import copy_workflow, snakemake, tiny_tuned_config, write_config
 
 STUDY = "tiny_refine"
@@ -69,8 +69,9 @@ def test_plan_counts_round_two_trials_and_their_packs(tmp_path):
     runs = len(SIZES) * len(SEEDS) * (1 + TRIALS + REFINE_POINTS)
     trials = len(SIZES) * len(SEEDS) * (TRIALS + REFINE_POINTS)
     assert study.n_runs == runs == 32 and study.trials == trials == 28
-    assert study.jobs == 2 * len(SIZES)  # round 1 (with lsr) and round 2 packed apart at each batch size
-    assert f"{runs} training runs ({trials} of them trials of the tuned search) in 4 pack jobs" in format_plan(plan)
+    # lsr, round 1 and round 2 packed apart at each batch size
+    assert study.jobs == 3 * len(SIZES)
+    assert f"{runs} training runs ({trials} of them trials of the tuned search) in 6 pack jobs" in format_plan(plan)
 
 
 # ------------------------------------------------------------------ through the workflow
@@ -152,30 +153,19 @@ def test_analysis_takes_both_rounds_together(finished):
 def test_nothing_reruns_and_a_changed_round_one_retrains_round_two(finished, tmp_path):
     again = snakemake(finished, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
-    config = load_config(CONFIG)
-    keys = list(iter_runs(config))
-    source = source_fingerprint()
-    work = tmp_path / "copy"
-    shutil.copytree(finished / "results", work / "results")
-    assert plan_packs(config, keys, source, work) == []
-    # round 1's result names another best rate at one batch size: that batch size's round 2 retrains
-    path = work / ROUND1_PATH.format(study=STUDY)
+    # round 1's result rewritten (another best rate at one batch size): every round-2 pack takes it as input
+    workflow = shutil.copytree(finished, tmp_path / "rewritten", symlinks=True)
+    path = workflow / ROUND1_PATH.format(study=STUDY)
     document = json.loads(path.read_text())
     document["best"]["16"]["lr"] *= 1.5
     path.write_text(json.dumps(document))
-    packs = plan_packs(config, keys, source, work)
-    assert [(p.batch_size, p.refinement) for p in packs] == [(16, True)]
-    assert {k.trial for k in packs[0].keys} == set(ROUND2)
-    # a first-round trace to retrain: round 1's result will be rewritten, so all of round 2 retrains
-    (work / f"results/{STUDY}/traces/tuned/bs64/seed1_trial0.h5").unlink()
-    packs = plan_packs(config, keys, source, work)
-    assert {(p.batch_size, p.refinement) for p in packs} == {(64, False), (16, True), (64, True)}
-    assert sum(len(p.keys) for p in packs if p.refinement) == len(SIZES) * len(SEEDS) * REFINE_POINTS
-    # and snakemake plans it the same way: the retrained trace, round 1's file again, all of round 2
+    dry = snakemake(workflow, "-n").stdout
+    trained = set(re.findall(r"rule (train_\w+):", dry))
+    assert trained == {f"train_{STUDY}_bs{m}_tuned_s0_t0_r2" for m in SIZES}, dry[-2000:]
+    # a first-round trace deleted: its pack, round 1's file again, then all of round 2
     workflow = shutil.copytree(finished, tmp_path / "workflow", symlinks=True)
     (workflow / f"results/{STUDY}/traces/tuned/bs64/seed1_trial0.h5").unlink()
     dry = snakemake(workflow, "-n").stdout
-    for job in ("train_tiny_refine_bs64_p0", "tuning_refine_ranges", "train_tiny_refine_bs16_r2p0",
-                "train_tiny_refine_bs64_r2p0"):
-        assert f"rule {job}:" in dry
-    assert "train_tiny_refine_bs16_p0" not in dry
+    trained = set(re.findall(r"rule (train_\w+):", dry))
+    assert trained == {f"train_{STUDY}_bs64_tuned_s0_t0"} | {f"train_{STUDY}_bs{m}_tuned_s0_t0_r2" for m in SIZES}
+    assert "rule tuning_refine_ranges:" in dry

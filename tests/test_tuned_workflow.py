@@ -76,11 +76,12 @@ def test_searched_momentum_and_schedule_reach_the_run_config():
 def test_plan_counts_runs_trials_and_pack_jobs(tmp_path):
     plan = make_plan(write_config(tmp_path / "c.yaml", CONFIG))
     study = plan.studies[0]
-    assert study.n_runs == 24 and study.trials == 18 and study.jobs == 3  # one pack per batch size (<= 16 runs)
+    # lsr and tuned packed apart at each batch size (8 seeds and 8 trials per pack by default)
+    assert study.n_runs == 24 and study.trials == 18 and study.jobs == 3 * 2
     small = copy.deepcopy(CONFIG)
-    small["studies"][STUDY]["pack"] = {"max_runs": 5}
-    assert make_plan(small).studies[0].jobs == 3 * 2  # 8 runs per batch size in chunks of 5
-    assert "24 training runs (18 of them trials of the tuned search) in 3 pack jobs" in format_plan(plan)
+    small["studies"][STUDY]["pack"] = {"trials_per_pack": 2}
+    assert make_plan(small).studies[0].jobs == 3 * (1 + 2)  # trials 0-1 and 2 in two packs
+    assert "24 training runs (18 of them trials of the tuned search) in 6 pack jobs" in format_plan(plan)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -43,9 +43,11 @@ def _job_counts(output: str) -> dict:
 def test_dry_run_lists_one_job_per_run_and_per_study(finished):
     _, dry, _, again = finished
     counts = _job_counts(dry.stdout)
-    # one pack job per study and batch size (tiny: 2 strategies x 2 seeds each; tiny_mlp: 1 x 2): 2 x 3
+    # one pack job per study, batch size and strategy (tiny: blr and lsr, 2 seeds each; tiny_mlp: blr)
     packs = {rule: count for rule, count in counts.items() if rule.startswith("train_")}
-    assert sorted(packs) == [f"train_{study}_bs{m}_p0" for study in ("tiny", "tiny_mlp") for m in (16, 32, 64)]
+    assert sorted(packs) == sorted(f"train_{study}_bs{m}_{s}_s0" for study, strategies in
+                                   (("tiny", ("blr", "lsr")), ("tiny_mlp", ("blr",)))
+                                   for m in (16, 32, 64) for s in strategies)
     assert set(packs.values()) == {1}
     assert counts["cube"] == counts["analyze"] == counts["figures"] == 2
     assert counts["compare"] == 1
