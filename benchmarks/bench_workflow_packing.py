@@ -4,8 +4,8 @@
     python benchmarks/bench_workflow_packing.py --epochs 10  (the same grid, fewer epochs)
 
 Copies the workflow into two temporary directories with the default config.yaml (optionally with fewer
-epochs for every study), once as it is (packs of up to `pack.max_runs` runs) and once with
-`pack: {max_runs: 1}` in its defaults, which makes every run its own job, as before packing. Runs
+epochs for every study), once as it is (packs as the config groups them: jobs.packs) and once with
+`pack: {seeds_per_pack: 1, trials_per_pack: 1}` in its defaults, which makes every run its own job, as before packing. Runs
 `snakemake --cores N` on the study cubes (training plus one cube job per study, the same in both) and
 prints both wall times and their ratio. The traces are the same either way (tests/test_packing.py).
 """
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         config["defaults"]["epochs"] = args.epochs
     config.pop("comparisons", None)
     targets = [f"results/{study}/cube.nc" for study in config["studies"]]
-    unpacked = {**config, "defaults": {**config["defaults"], "pack": {"max_runs": 1}}}
+    unpacked = {**config, "defaults": {**config["defaults"], "pack": {"seeds_per_pack": 1, "trials_per_pack": 1}}}
     with tempfile.TemporaryDirectory() as packed_dir, tempfile.TemporaryDirectory() as unpacked_dir:
         packed_s = wall_seconds(workflow_copy(Path(packed_dir), config), args.cores, targets)
         print(f"packed:   {packed_s:7.1f} s", flush=True)
