@@ -119,6 +119,15 @@ def _plan(args) -> None:
     print_plan(args.config, gpu_tflops=args.gpu_tflops, utilisation=args.utilisation)
 
 
+def _export_tensorboard(args) -> None:
+    # imported here, as every stage is: a train job should not pay for modules it never runs
+    from batchscale.report.tensorboard import export_tensorboard
+
+    out = Path(args.out) if args.out else Path(args.results) / "tensorboard"
+    runs = export_tensorboard(args.results, out)
+    print(f"wrote {len(runs)} run(s) to {out}; view them with: tensorboard --logdir {out}")
+
+
 def _threshold_option(text: str):
     """--threshold as a rule: JSON for the object forms, else the name or ``kind:value`` text."""
     from batchscale.analysis.external import AnalysisInputError
@@ -293,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sustained accelerator rate assumed for GPU-hours (default 400 TFLOP/s, bf16 H100-class)")
     plan.add_argument("--utilisation", type=float, default=0.4, help="fraction of that rate achieved (default 0.4)")
     plan.set_defaults(handler=_plan)
+
+    board = sub.add_parser("export-tensorboard", help="write every run's curves as TensorBoard scalars",
+                           description="Write the curves of every trace (train_loss, test_loss, train_acc, "
+                           "test_acc, lr and any other curve the trace holds) as TensorBoard scalars at the "
+                           "trace's steps: one event file per run in OUT/{study}/{strategy}/bs{m}/seed{s}"
+                           "[_trial{t}]. Needs no TensorBoard to write; view with `tensorboard --logdir OUT`.")
+    board.add_argument("results", help="a results folder, or one study's: every *.h5 trace below it")
+    board.add_argument("--out", default=None, help="folder for the event files (default: RESULTS/tensorboard)")
+    board.set_defaults(handler=_export_tensorboard)
 
     analyze = sub.add_parser("analyze", help="analyse a sweep run elsewhere, from a CSV",
                              description=ANALYZE_DESCRIPTION, epilog=ANALYZE_EPILOG,
