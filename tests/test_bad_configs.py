@@ -58,7 +58,7 @@ CASES = [
     ("numbers", "NaN in a model option", _study(model=_model("mlp", width=NAN)), ["studies.tiny.model.options.width", "finite"]),
     ("numbers", "eta0 as YAML string 1e-3", _study(eta0="1e-3"), ["studies.tiny.eta0", "read by YAML as a string", "write 1.0e-3"]),
     ("numbers", "quoted weight decay", _study(optimizer={"weight_decay": "5e-4"}), ["studies.tiny.optimizer.weight_decay", "write 5.0e-4"]),
-    ("numbers", "quoted epochs", _study(epochs="2"), ["studies.tiny.epochs", "quoted string", "without quotes"]),
+    ("numbers", "quoted epochs", _study(epochs="2"), ["studies.tiny.epochs", "'2' is a string: in a YAML file write it without quotes", "--configfile"]),
     ("numbers", "fractional epochs", _study(epochs=2.5), ["studies.tiny.epochs", "expected integer", "2.5"]),
     # seeds
     ("seeds", "seed beyond the generator range", _study(seeds=[TOO_BIG_SEED]), ["studies.tiny.seeds.0", "<= 4294967295", str(TOO_BIG_SEED)]),
@@ -324,3 +324,32 @@ def test_snakemake_dry_run_refuses_a_duplicate_key_and_empty_studies(workflow_co
     broken = snakemake(workflow_copy, "-n", configfile="broken.yaml", check=False)
     assert broken.returncode != 0 and "not valid JSON or YAML" in broken.stdout + broken.stderr
     assert not (workflow_copy / "results").exists() and "Job stats" not in broken.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# `snakemake --config 'key={a: 2}'` passes nested values as strings: the hint must not say "remove the quotes"
+
+def test_a_string_from_snakemake_config_gets_a_hint_that_fits_the_command_line():
+    from snakemake.cli import parse_config  # what snakemake does with --config, not a copy of it
+
+    overrides = parse_config(["defaults={epochs: 2}"])
+    assert overrides == {"defaults": {"epochs": "2"}}  # a string: writing it without quotes changes nothing
+    with pytest.raises(ConfigError) as caught:
+        load_config({**tiny_config(), **overrides})
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("config key defaults.epochs: expected integer, got '2'")
+    assert "in a YAML file write it without quotes" in message
+    assert "snakemake --config passes the values inside {...} as strings, so set it in a --configfile" in message
+    with pytest.raises(ConfigError, match=r"in a YAML file write 1\.0e-3; snakemake --config passes"):
+        load_config({**tiny_config(), **parse_config(["defaults={eta0: 1e-3}"])})
+
+
+@pytest.mark.slow
+def test_snakemake_dry_run_with_a_config_string_gives_that_hint(workflow_copy):
+    write_config(workflow_copy / "good.yaml", tiny_config())
+    result = snakemake(workflow_copy, "-n", "--config", "defaults={epochs: 2}", configfile="good.yaml", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("batchscale: error:")]
+    assert result.returncode != 0 and len(errors) == 1, result.stdout + result.stderr
+    assert "config key defaults.epochs" in errors[0] and "set it in a --configfile" in errors[0]
+    assert "quoted string" not in errors[0]
+    assert not (workflow_copy / "results").exists()

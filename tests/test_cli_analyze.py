@@ -125,3 +125,49 @@ def test_all_infinite_steps_and_huge_batch_sizes(tmp_path):
     _one_line_error(_analyze(tmp_path / "absent.csv", "--out", tmp_path / "e"), "absent.csv", "does not exist")
     _one_line_error(_analyze(_steps_csv(tmp_path / "s.csv"), "--out", tmp_path / "f", "--base-batch", "0"),
                     "--base-batch", "positive")
+
+
+# ----------------------------------------------------------------------------- the CSV format, documented
+
+
+def _help_example(help_text: str) -> str:
+    """The indented CSV lines after the help's "Example" line."""
+    lines = help_text.split("Example", 1)[1].splitlines()[1:]
+    return "\n".join(line.strip() for line in lines if line.strip()) + "\n"
+
+
+def test_analyze_help_states_the_csv_format():
+    result = subprocess.run([sys.executable, "-m", "batchscale", "analyze", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for layout in ("batch_size,step,loss[,seed][,strategy]", "batch_size,steps[,seed][,strategy]"):
+        assert layout in text
+    for column in ("batch_size", "seed", "strategy", "k_mean", "interval_kind", "n_seeds", "speedup",
+                   "efficiency", "regime", "status"):
+        assert column in text, column
+    assert "write inf in steps for a" in text and "not_reached" in text and '"external"' in text
+
+
+def test_the_documented_example_gives_the_documented_never_reached_row(tmp_path):
+    from conftest import REPO
+
+    help_text = subprocess.run([sys.executable, "-m", "batchscale", "analyze", "--help"],
+                               capture_output=True, text=True).stdout
+    example = _help_example(help_text)
+    readme = (REPO / "README.md").read_text().split("## Analysing a sweep run elsewhere", 1)[1]
+    assert "```\n" + example + "```" in readme  # the README shows the same example
+    csv = tmp_path / "example.csv"
+    csv.write_text(example)
+    result = _analyze(csv, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "out" / "speedup.csv").set_index("batch_size")
+    assert list(table.index) == [16, 32, 64] and (table.metric == "steps").all()
+    assert (table.threshold_rule == "given").all() and table.threshold.isna().all()
+    assert table.k_mean[16] == 1050 and table.k_mean[32] == 540  # means over the two seeds
+    assert table.speedup[32] == pytest.approx(1050 / 540)
+    never = table.loc[64]  # seed 1 wrote inf: kept as a row, k_mean inf, no speedup
+    assert np.isposinf(never.k_mean) and np.isposinf(never.examples_to_threshold)
+    assert (never.n_seeds, never.n_reached) == (2, 1)
+    assert np.isnan(never.speedup) and np.isnan(never.efficiency)
+    assert never.regime == "not_reached" and never.status == "not_reached"
+    assert not (tmp_path / "out" / "speedup_common.csv").exists()  # traces only

@@ -126,6 +126,15 @@ def _plan(args) -> None:
     print_plan(args.config, gpu_tflops=args.gpu_tflops, utilisation=args.utilisation)
 
 
+def _export_tensorboard(args) -> None:
+    # imported here, as every stage is: a train job should not pay for modules it never runs
+    from batchscale.report.tensorboard import export_tensorboard
+
+    out = Path(args.out) if args.out else Path(args.results) / "tensorboard"
+    runs = export_tensorboard(args.results, out)
+    print(f"wrote {len(runs)} run(s) to {out}; view them with: tensorboard --logdir {out}")
+
+
 def _threshold_option(text: str):
     """--threshold as a rule: JSON for the object forms, else the name or ``kind:value`` text."""
     from batchscale.analysis.external import AnalysisInputError
@@ -177,6 +186,53 @@ def _analyze(args) -> None:
     for line in tables.headline(result["critical_batch"]):
         print(line)
     print(f"wrote {', '.join(sorted(p.name for p in result['paths'].values()))} and figures to {out}")
+
+
+# `batchscale analyze --help`; the contract is analysis/external.py's (kept here, not imported from there,
+# so that building the parser does not import pandas for every train job)
+ANALYZE_DESCRIPTION = """\
+Analyse a batch-size sweep run elsewhere, from one CSV: iterations to the target k(m), speedup over the
+base batch, regimes and the critical batch size, as a study's tables.
+
+Input CSV: a header row, then one row per record; column order is free, extra columns are ignored.
+Two layouts, told apart by the header:
+
+  traces           batch_size,step,loss[,seed][,strategy]
+                   one row per evaluation point of a run; k(m) is the first step with loss <= eps,
+                   interpolated in log(step), eps set by --threshold; an empty loss is skipped; a run
+                   whose loss never reaches eps counts as never reached
+  steps-to-target  batch_size,steps[,seed][,strategy]
+                   k(m) measured already, one row per batch size and seed; write inf in steps for a
+                   target never reached (an empty cell is refused); --threshold is ignored
+
+  batch_size  a positive integer; at least 2 per strategy, the base batch among them
+  seed        an integer, one run per (strategy, batch_size, seed); without the column, one seed, 0
+  strategy    a name; without the column every row belongs to strategy "external"
+
+Seeds: k_mean is the mean over the seeds of a batch size, with an interval over them
+(interval_kind: percentile_bootstrap from 5 seeds, student_t with 2-4, none with one). A batch size
+where any seed never reached the target has k_mean inf; a (batch_size, seed) absent from the file is
+missing, not never reached (n_seeds counts the seeds with data). The base batch is --base-batch,
+default the smallest; in a steps-to-target CSV at least one of its seeds must reach the target.
+"""
+ANALYZE_EPILOG = """\
+Output, in --out: speedup.csv (one row per strategy x batch size; metric "loss" for traces, "steps"
+for steps-to-target, whose threshold is empty and threshold_rule "given"), speedup_common.csv (traces
+only: every strategy at one common eps), critical_batch.json (B_crit, S_min and the overhead-based
+critical batch per strategy), figures (.png and .svg), and the headline on stdout. A never-reached
+batch size is kept as a row: k_mean and examples_to_threshold inf, speedup and efficiency empty,
+regime and status not_reached. The columns are those of a study's speedup.csv (README, "What you get").
+
+Example (steps-to-target, two seeds; batch 64 never reached the target with seed 1):
+
+  batch_size,seed,steps
+  16,0,1000
+  16,1,1100
+  32,0,520
+  32,1,560
+  64,0,300
+  64,1,inf
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,12 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--utilisation", type=float, default=0.4, help="fraction of that rate achieved (default 0.4)")
     plan.set_defaults(handler=_plan)
 
-    analyze = sub.add_parser("analyze", help="analyse a sweep run elsewhere, from a CSV")
-    analyze.add_argument("csv")
-    analyze.add_argument("--out", required=True)
+    board = sub.add_parser("export-tensorboard", help="write every run's curves as TensorBoard scalars",
+                           description="Write the curves of every trace (train_loss, test_loss, train_acc, "
+                           "test_acc, lr and any other curve the trace holds) as TensorBoard scalars at the "
+                           "trace's steps: one event file per run in OUT/{study}/{strategy}/bs{m}/seed{s}"
+                           "[_trial{t}]. Needs no TensorBoard to write; view with `tensorboard --logdir OUT`.")
+    board.add_argument("results", help="a results folder, or one study's: every *.h5 trace below it")
+    board.add_argument("--out", default=None, help="folder for the event files (default: RESULTS/tensorboard)")
+    board.set_defaults(handler=_export_tensorboard)
+
+    analyze = sub.add_parser("analyze", help="analyse a sweep run elsewhere, from a CSV",
+                             description=ANALYZE_DESCRIPTION, epilog=ANALYZE_EPILOG,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    analyze.add_argument("csv", help="the sweep: a traces or a steps-to-target CSV (layouts above)")
+    analyze.add_argument("--out", required=True, help="folder for the tables and figures (created)")
     analyze.add_argument("--threshold", default="lower_quartile_of_largest",
-                         help='lower_quartile_of_largest, or JSON like {"fixed": 0.1} / {"quantile_of_largest": 0.5}')
-    analyze.add_argument("--base-batch", type=int, default=None)
+                         help='eps of a traces CSV: lower_quartile_of_largest (default), quantile_of_largest:q, '
+                              'fixed:v, or JSON like {"fixed": 0.1} / {"quantile_of_largest": 0.5}')
+    analyze.add_argument("--base-batch", type=int, default=None,
+                         help="m0, the batch size speedups are relative to (default: the smallest in the file)")
     analyze.set_defaults(handler=_analyze)
     return parser
 

@@ -106,7 +106,9 @@ def check_plain_keys(node, path=()) -> None:
 
 
 def _numeric_string_hint(value) -> str:
-    """For a string that reads as a number (YAML 1.1 reads `1e-3` as a string), how to write it."""
+    """For a string that reads as a number, how to write it. The validator cannot tell where it came from:
+    a YAML file (quoted, or YAML 1.1's `1e-3`) or `snakemake --config 'key={a: 2}'`, which reads the value
+    with YAML's BaseLoader and so passes every nested value as a string; the hint covers both."""
     if not isinstance(value, str):
         return ""
     try:
@@ -115,11 +117,12 @@ def _numeric_string_hint(value) -> str:
         return ""
     if not math.isfinite(number):
         return ""
+    command_line = "snakemake --config passes the values inside {...} as strings, so set it in a --configfile"
     mantissa, e, exponent = value.strip().lower().partition("e")
     if e and "." not in mantissa:
-        return (f"; {value!r} is read by YAML as a string (a float needs a dot before its exponent), "
-                f"write {mantissa}.0e{exponent}")
-    return f"; {value!r} is a quoted string, write it without quotes"
+        return (f"; {value!r} is read by YAML as a string (a float needs a dot before its exponent): in a YAML "
+                f"file write {mantissa}.0e{exponent}; {command_line}")
+    return f"; {value!r} is a string: in a YAML file write it without quotes; {command_line}"
 
 
 def load_schema() -> dict:

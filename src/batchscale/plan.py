@@ -17,9 +17,11 @@ How the numbers are counted:
   are built (they are small and fast), so their sizes are exact.
 - Steps of a run: floor(n / m) x epochs (the `longer` strategy's multiplied, capped epochs), capped at
   `max_steps`; exactly what `config.run_config` and the engine do.
-- Forward FLOPs per example: `models.flops.forward_flops_per_example` (2 x multiply-accumulates of the
-  Conv2d, Linear and LSTM layers) on the model built with the study's options and data shape, on PyTorch's
-  meta device (no memory, no arithmetic). An example is an image, a window of `bptt` tokens, or a
+- Forward FLOPs per example: `models.flops.forward_flops_per_example`, PyTorch's
+  `torch.utils.flop_counter.FlopCounterMode` (2 x multiply-accumulates of every matrix product and
+  convolution, attention included) on the model built with the study's options and data shape, on PyTorch's
+  meta device (no memory, no arithmetic); a model that cannot run there (a custom layer without a meta
+  kernel, `.item()`) is counted on the CPU. An example is an image, a window of `bptt` tokens, or a
   segmentation image.
 - Training FLOPs: 3 x forward FLOPs per example x examples processed (forward + backward, the backward
   costing about twice the forward).
@@ -211,7 +213,7 @@ def data_shape(dataset: dict, data_root: str = "data", download: bool = False) -
 
 
 def forward_flops(model: dict, spec) -> float:
-    """Forward FLOPs per example of the study's model, built on the meta device (no memory, no arithmetic)."""
+    """Forward FLOPs per example of the study's model, counted on the meta device (no memory, no arithmetic)."""
     import torch
 
     from batchscale.models import build_model
@@ -221,7 +223,7 @@ def forward_flops(model: dict, spec) -> float:
         with torch.device("meta"):
             net = build_model(model, spec)
         return forward_flops_per_example(net, spec)
-    except (NotImplementedError, RuntimeError):  # a custom layer without a meta kernel: count on the CPU
+    except (NotImplementedError, RuntimeError):  # no meta kernel, or `.item()` (no data): count on the CPU
         return forward_flops_per_example(build_model(model, spec), spec)
 
 
@@ -361,7 +363,8 @@ def format_plan(plan: Plan) -> str:
         "runs: strategies x batch sizes x seeds, trials x batch sizes x seeds for tuned (counted in trials); "
         "jobs: pack jobs, each training the runs of one batch size and strategy together (pack.seeds_per_pack, pack.trials_per_pack). "
         "steps: floor(n/m) x epochs, capped at max_steps, summed over the study's runs; examples: steps x m. "
-        "FLOPs = 2 x multiply-accumulates of the Conv2d, Linear and LSTM layers (models/flops.py); training = "
+        "FLOPs = 2 x multiply-accumulates of every matrix product and convolution, counted by "
+        "torch.utils.flop_counter on one example (models/flops.py); training = "
         "3 x forward FLOPs x examples; evaluation (eval %) = forward passes over the training subset and the "
         "test split at every point of the run's log-spaced grid, plus the end-of-run linear-approximation "
         "measurement. Every run is assumed to complete (a diverged run stops early and costs less)."
