@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from batchscale.config import RunKey, iter_runs, load_config, read_yaml
+from batchscale.spec.reading import read_yaml
+from batchscale.spec.runs import iter_runs, RunKey
+from batchscale.validate import load_config
 from batchscale.engine.pack import train_pack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +36,7 @@ def pack_seconds(study: str, strategy: str, batch_size: int, noise: dict) -> tup
     raw = read_yaml(ROOT / "config.yaml")
     raw["studies"][study]["noise_scale"] = noise
     config = load_config(raw)
-    from batchscale.config import run_config
+    from batchscale.spec.runs import run_config
 
     seeds = config["studies"][study]["seeds"]
     runs = [run_config(config, RunKey(study, strategy, batch_size, seed)) for seed in seeds]

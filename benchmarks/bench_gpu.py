@@ -84,7 +84,8 @@ def parse_args(argv=None):
 
 def make_run(batch_size: int, args) -> dict:
     """A resolved run config for one batch size, through the real config machinery."""
-    from batchscale.config import RunKey, load_config, run_config
+    from batchscale.spec.runs import run_config, RunKey
+    from batchscale.validate import load_config
 
     micro = args.micro_batch if batch_size > args.micro_batch else None
     config = load_config({"studies": {"bench": {

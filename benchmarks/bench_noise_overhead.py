@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from batchscale.config import RunKey, load_config, run_config
+from batchscale.spec.runs import run_config, RunKey
+from batchscale.validate import load_config
 from batchscale.engine.pack import train_pack
 
 STUDY = {"dataset": {"name": "digits"}, "model": {"name": "mlp", "options": {"hidden": [128]}}, "eta0": 0.01,

@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from batchscale.config import RunKey, load_config, run_config  # noqa: E402
+from batchscale.spec.runs import run_config, RunKey
+from batchscale.validate import load_config
 from batchscale.data import load_dataset  # noqa: E402
 from batchscale.engine.pack import train_pack  # noqa: E402
 from batchscale.models import build_model  # noqa: E402

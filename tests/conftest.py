@@ -54,7 +54,8 @@ def tiny_config(**study_overrides) -> dict:
 
 def tiny_run(**overrides) -> dict:
     """A resolved run config of the tiny study (blr, batch 32, seed 0), with overrides."""
-    from batchscale.config import RunKey, load_config, run_config
+    from batchscale.spec.runs import run_config, RunKey
+    from batchscale.validate import load_config
 
     config = load_config(tiny_config())
     run = run_config(config, RunKey("tiny", "blr", 32, 0))

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import batchscale.engine.pack as pack
-from batchscale.config import RunKey, load_config, run_config
+from batchscale.spec.runs import run_config, RunKey
+from batchscale.validate import load_config
 from batchscale.engine.pack import train_pack
-from batchscale.traces import read_trace, write_trace
+from batchscale.store.traces import read_trace, write_trace
 from conftest import tiny_config
 from test_packing import LOSSES, assert_pack_resumes_bit_for_bit, float64, max_relative_difference  # noqa: F401 (fixture)
 

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from batchscale.config import ConfigError, load_config
+from batchscale.errors import ConfigError
+from batchscale.validate import load_config
 from conftest import copy_workflow, snakemake, tiny_config, write_config
 from test_config import BAD_CONFIGS as BASIC_CASES
 from test_config import DELETE, _study

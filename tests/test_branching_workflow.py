@@ -89,7 +89,8 @@ def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint
     ({"noise_scale": {"batch_small": 64, "batch_big": 32}}, "noise_scale.batch_small"),
 ])
 def test_a_bad_noise_or_branching_key_is_named(study, key):
-    from batchscale.config import ConfigError, load_config
+    from batchscale.errors import ConfigError
+    from batchscale.validate import load_config
 
     with pytest.raises(ConfigError, match=f"studies.tiny.{key}"):
         load_config(tiny_config(**study))

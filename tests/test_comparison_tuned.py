@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from batchscale.analysis import comparison, tables
-from batchscale.config import ConfigError
+from batchscale.errors import ConfigError
 
 STEPS = [1, 2, 4, 8, 16, 32, 64]  # evaluation points; index i -> step 2**i
 SIZES = [4, 8, 16]

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from batchscale.config import ConfigError, RunKey, config_hash, iter_runs, load_config, run_config
+from batchscale.errors import ConfigError
+from batchscale.spec.runs import config_hash, iter_runs, run_config, RunKey
+from batchscale.validate import load_config
 from conftest import copy_workflow, tiny_config, write_config, snakemake
 
 

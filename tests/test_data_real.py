@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from batchscale.config import ConfigError
-from batchscale.data import DATASETS, real
+from batchscale.errors import ConfigError
+from batchscale.data import DATASETS, cityscapes, wikitext
+from batchscale.data import images as image_data
 
 datasets = pytest.importorskip("torchvision.datasets")
 
@@ -152,7 +153,7 @@ def test_cifar10_reads_what_was_written(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     folder, train_x, train_y, test_x, test_y = write_cifar10(tmp_path, rng)
     accept_cifar_files(monkeypatch, datasets.CIFAR10, folder)
-    real.check_cifar10(str(tmp_path), {})
+    image_data.check_cifar10(str(tmp_path), {})
     splits = DATASETS["cifar10"].factory(seed=0, data_root=str(tmp_path), download=False)
     assert splits.train_x.dtype == torch.uint8 and splits.train_x.shape == (15, 3, 32, 32)
     assert torch.equal(splits.train_x, torch.from_numpy(train_x))
@@ -174,7 +175,7 @@ def test_cifar10_corrupted_file(tmp_path, monkeypatch):
     data = bytearray(batch.read_bytes())
     data[-10] ^= 0xFF
     batch.write_bytes(bytes(data))
-    real.check_cifar10(str(tmp_path), {})  # the pre-flight check only looks for the files
+    image_data.check_cifar10(str(tmp_path), {})  # the pre-flight check only looks for the files
     with pytest.raises(ConfigError, match="could not be read or downloaded by torchvision") as err:
         DATASETS["cifar10"].factory(seed=0, data_root=str(tmp_path), download=False)
     assert str(folder) in str(err.value)
@@ -194,7 +195,7 @@ def test_cifar100_reads_what_was_written(tmp_path, monkeypatch):
     write_py2_pickle(folder / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
                                        "coarse_label_names": [f"coarse{i}" for i in range(20)]})
     accept_cifar_files(monkeypatch, datasets.CIFAR100, folder)
-    real.check_cifar100(str(tmp_path), {})
+    image_data.check_cifar100(str(tmp_path), {})
     splits = DATASETS["cifar100"].factory(seed=0, data_root=str(tmp_path), download=False)
     assert torch.equal(splits.train_x, torch.from_numpy(train_x))
     assert torch.equal(splits.test_x, torch.from_numpy(test_x))
@@ -233,7 +234,7 @@ def test_idx_header_layout(tmp_path):
 
 def test_mnist_reads_what_was_written(tmp_path):
     data = write_mnist(tmp_path, np.random.default_rng(3))
-    real.check_mnist(str(tmp_path), {})
+    image_data.check_mnist(str(tmp_path), {})
     plain = DATASETS["mnist"].factory(seed=0, data_root=str(tmp_path), download=False, pad=False)
     assert plain.spec.input_shape == (1, 28, 28) and plain.train_x.dtype == torch.uint8
     assert torch.equal(plain.train_x[:, 0], torch.from_numpy(data["train"][0]))
@@ -261,7 +262,7 @@ def test_mnist_train_examples_is_a_seeded_subset(tmp_path):
         assert len(index) == 1 and int(data["train"][1][index[0]]) == int(label)
     assert first.test_x.shape[0] == 3  # the test split is never capped
     with pytest.raises(ConfigError, match="train_examples"):
-        real.check_mnist(str(tmp_path), {"train_examples": 0})
+        image_data.check_mnist(str(tmp_path), {"train_examples": 0})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def test_svhn_reads_what_was_written(tmp_path, monkeypatch):
     train = write_svhn(folder, "train_32x32.mat", rng, 5)
     test = write_svhn(folder, "test_32x32.mat", rng, 3)
     accept_svhn_files(monkeypatch, folder)
-    real.check_svhn(str(tmp_path), {})
+    image_data.check_svhn(str(tmp_path), {})
     splits = DATASETS["svhn"].factory(seed=0, data_root=str(tmp_path), download=False)
     assert splits.train_x.dtype == torch.uint8 and splits.spec.input_shape == (3, 32, 32)
     assert torch.equal(splits.train_x, torch.from_numpy(train[0]))
@@ -301,7 +302,7 @@ def test_svhn_reads_what_was_written(tmp_path, monkeypatch):
     assert splits.train_y[0] == 0 and splits.train_y.dtype == torch.int64
 
     with pytest.raises(ConfigError, match="extra_32x32.mat"):
-        real.check_svhn(str(tmp_path), {"extra": True})
+        image_data.check_svhn(str(tmp_path), {"extra": True})
     extra = write_svhn(folder, "extra_32x32.mat", rng, 4)
     accept_svhn_files(monkeypatch, folder)
     both = DATASETS["svhn"].factory(seed=0, data_root=str(tmp_path), download=False, extra=True)
@@ -328,7 +329,7 @@ def test_wikitext2_token_ids(tmp_path):
     # the real files open with a blank line, then " = Title = ", lines end with " \n"
     write_wikitext(tmp_path, " \n = Valkyria = \n \n the game is a role @-@ playing game . \n",
                    " \n the game . \n", " \n = Tower = \n the tower is tall . \n")
-    real.check_wikitext2(str(tmp_path), {})
+    wikitext.check_wikitext2(str(tmp_path), {})
     splits = DATASETS["wikitext2"].factory(seed=0, data_root=str(tmp_path), download=False, bptt=3)
     # vocabulary in order of first appearance in train, <unk> appended as train has none
     vocab = ["<eos>", "=", "Valkyria", "the", "game", "is", "a", "role", "@-@", "playing", ".", "<unk>"]
@@ -359,11 +360,11 @@ def test_wikitext2_existing_unk_is_kept(tmp_path):
 def test_wikitext2_bad_options(tmp_path):
     write_wikitext(tmp_path, "a\n", "a\n", "a\n")
     with pytest.raises(ConfigError, match="dataset.options.test_split"):
-        real.check_wikitext2(str(tmp_path), {"test_split": "train"})
+        wikitext.check_wikitext2(str(tmp_path), {"test_split": "train"})
     with pytest.raises(ConfigError, match="dataset.options.bptt"):
-        real.check_wikitext2(str(tmp_path), {"bptt": 0})
+        wikitext.check_wikitext2(str(tmp_path), {"bptt": 0})
     with pytest.raises(ConfigError, match="dataset.options.window"):
-        real.check_wikitext2(str(tmp_path), {"window": 3})
+        wikitext.check_wikitext2(str(tmp_path), {"window": 3})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ def test_cityscapes_reads_and_maps_to_19_classes(tmp_path):
     bochum = write_cityscapes_image(root, "train", "bochum", "bochum_000000_000313", rng)
     aachen = write_cityscapes_image(root, "train", "aachen", "aachen_000000_000019", rng)
     frankfurt = write_cityscapes_image(root, "val", "frankfurt", "frankfurt_000000_000294", rng)
-    real.check_cityscapes(str(tmp_path), {"size": [16, 32]})
+    cityscapes.check_cityscapes(str(tmp_path), {"size": [16, 32]})
     splits = DATASETS["cityscapes"].factory(seed=0, data_root=str(tmp_path), download=False, size=[16, 32])
     assert splits.spec.task == "segmentation" and splits.spec.num_classes == 19
     assert splits.spec.ignore_index == 255 and splits.spec.input_shape == (3, 16, 32)
@@ -419,7 +420,7 @@ def test_cityscapes_reads_and_maps_to_19_classes(tmp_path):
     assert torch.equal(splits.test_y[0], torch.from_numpy(expected_train_ids(frankfurt[1])))
     assert set(torch.unique(splits.train_y).tolist()) == set(range(19)) | {255}
     # the mapping table itself against the official one
-    table = real.cityscapes_train_ids()
+    table = cityscapes.cityscapes_train_ids()
     assert {i: int(table[i]) for i in range(256) if table[i] != 255} == OFFICIAL_TRAIN_IDS
 
     small = DATASETS["cityscapes"].factory(seed=0, data_root=str(tmp_path), download=False, size=[8, 16])
@@ -438,7 +439,7 @@ def test_cityscapes_image_without_labels(tmp_path):
 
 def test_cityscapes_bad_size(tmp_path):
     with pytest.raises(ConfigError, match="dataset.options.size"):
-        real.check_cityscapes(str(tmp_path), {"size": [0, 5]})
+        cityscapes.check_cityscapes(str(tmp_path), {"size": [0, 5]})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,7 +472,7 @@ def test_missing_data_raises_config_error(tmp_path, name):
 
 def test_missing_data_message_example():
     with pytest.raises(ConfigError) as err:
-        real.check_cifar10("data", {})
+        image_data.check_cifar10("data", {})
     assert str(err.value) == ("config key data_root: CIFAR-10 not found at data/cifar-10-batches-py; download "
                               "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract "
                               "it into data, or set download: true")
@@ -479,9 +480,9 @@ def test_missing_data_message_example():
 
 def test_cityscapes_message_mentions_the_account(tmp_path):
     with pytest.raises(ConfigError, match=r"cityscapes-dataset\.com"):
-        real.check_cityscapes(str(tmp_path), {})
+        cityscapes.check_cityscapes(str(tmp_path), {})
 
 
 def test_unknown_option_is_rejected(tmp_path):
     with pytest.raises(ConfigError, match="dataset.options.extra: not an option of dataset 'cifar10'"):
-        real.check_cifar10(str(tmp_path), {"extra": True})
+        image_data.check_cifar10(str(tmp_path), {"extra": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from batchscale.config import ConfigError
+from batchscale.errors import ConfigError
 from batchscale.data import DATASETS, segmentation, text
 
 

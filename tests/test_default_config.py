@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from batchscale.config import load_config, read_yaml
+from batchscale.spec.reading import read_yaml
+from batchscale.validate import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # What may differ between the studies of a comparison: the thing compared, and the description.

@@ -86,7 +86,7 @@ def test_trace_has_grid_points_and_final_step():
 
 
 def test_forced_divergence_stops_with_status_diverged_and_keeps_the_trace(tmp_path):
-    from batchscale.traces import read_trace, write_trace
+    from batchscale.store.traces import read_trace, write_trace
 
     run = tiny_run(lr_peak=500.0, eta0=500.0, epochs=5)
     result = train_run(run, progress=False)

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from batchscale.data import DataSpec
 from batchscale.models import BUILTIN_MODELS, build_model
-from batchscale.plan import forward_flops, make_plan
+from batchscale.jobs.plan import forward_flops, make_plan
 
 # ----------------------------------------------------------------------------- an attention model
 
@@ -175,7 +175,7 @@ def test_plan_counts_a_model_that_cannot_run_on_meta_on_the_cpu():
 
 
 def test_plan_notes_state_the_flop_convention(plan_studies):
-    from batchscale.plan import Plan, format_plan
+    from batchscale.jobs.plan import format_plan, Plan
 
     text = " ".join(format_plan(Plan("x", list(plan_studies.values())[:1], 0, 400.0, 0.4)).split())
     assert "FLOPs = 2 x multiply-accumulates" in text and "training = 3 x forward FLOPs" in text

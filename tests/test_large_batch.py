@@ -18,13 +18,15 @@ import sys
 import pytest
 import torch
 
-from batchscale.config import RunKey, load_config, run_config
+from batchscale.spec.runs import run_config, RunKey
+from batchscale.validate import load_config
 from batchscale.data import load_dataset
 from batchscale.engine import pack as engine
 from batchscale.engine.pack import module_gradient
-from batchscale.engine.train import DeviceData, MicroBatchTooLarge, train_run
+from batchscale.engine.train import DeviceData, train_run
+from batchscale.errors import MicroBatchTooLarge
 from batchscale.models import build_model
-from batchscale.traces import read_trace, write_trace
+from batchscale.store.traces import read_trace, write_trace
 from conftest import REPO, tiny_run
 
 BATCH, MICRO = 32768, 4096

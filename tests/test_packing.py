@@ -319,7 +319,7 @@ def test_small_packs_on_the_cpu_train_run_by_run_and_insisting_on_vmap_still_che
 
 
 def test_a_packs_job_asks_for_memory_and_time_in_proportion_to_its_runs():
-    from batchscale.config import load_config
+    from batchscale.validate import load_config
     from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runtime_min
     from conftest import tiny_config
 

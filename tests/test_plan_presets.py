@@ -7,10 +7,14 @@ import pytest
 import yaml
 
 from batchscale.cli import main
-from batchscale.config import ConfigError, iter_runs, load_config, load_schema
+from batchscale.errors import ConfigError
+from batchscale.spec.runs import iter_runs
+from batchscale.spec.schema import load_schema
+from batchscale.validate import load_config
 from batchscale.engine.grid import evaluation_steps
-from batchscale.plan import data_shape, load_config_without_data, make_plan
-from batchscale.traces import read_trace
+from batchscale.jobs.plan import load_config_without_data, make_plan
+from batchscale.validate import data_shape
+from batchscale.store.traces import read_trace
 from conftest import REPO, copy_repository, snakemake
 
 PAPER = REPO / "presets" / "paper.yaml"

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from batchscale.config import iter_runs, load_config
+from batchscale.spec.runs import iter_runs
+from batchscale.validate import load_config
 from batchscale.jobs.packs import all_packs
 from conftest import REPO, VENV_BIN, copy_repository, tiny_config, workflow_env, write_config
 

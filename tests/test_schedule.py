@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from batchscale.config import peak_learning_rate, run_epochs
-from batchscale.engine.schedule import learning_rate, schedule_factor
+from batchscale.spec.strategies import peak_learning_rate, run_epochs
+from batchscale.spec.schedule import learning_rate, schedule_factor
 
 CONSTANT = {"name": "constant"}
 

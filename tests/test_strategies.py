@@ -8,8 +8,10 @@ import jsonschema
 import pytest
 import yaml
 
-from batchscale import config, strategies
-from batchscale.strategies import ScalingRuleError, learning_rate_at, run_hyperparameters
+from batchscale.spec import optimizers, strategies
+from batchscale.spec.schema import load_schema, validator_with_defaults
+from batchscale.errors import ScalingRuleError
+from batchscale.spec.strategies import learning_rate_at, run_hyperparameters
 
 ADAMW = {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "grad_clip": None}
 SGD = {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": None}
@@ -99,12 +101,12 @@ def test_unknown_strategy_and_optimizer_are_named():
         run_hyperparameters("blr", dict(ADAMW, name="adam"), 128, 32, eta0=0.1, epochs=1)
 
 
-@pytest.mark.parametrize("strategy", strategies.LEARNING_RATE_STRATEGIES)
+@pytest.mark.parametrize("strategy", strategies.strategies_for("sgd"))
 @pytest.mark.parametrize("m", [8, 32, 96, 128, 2048])
-def test_sgd_agrees_with_the_config_wrappers(strategy, m):
+def test_sgd_agrees_with_the_strategy_functions(strategy, m):
     hyper = run_hyperparameters(strategy, SGD, m, 32, eta0=0.1, epochs=3, longer_max_factor=8)
-    assert hyper["lr_peak"] == config.peak_learning_rate(strategy, 0.1, m, 32)
-    assert hyper["epochs"] == config.run_epochs(strategy, 3, m, 32, 8)
+    assert hyper["lr_peak"] == strategies.peak_learning_rate(strategy, 0.1, m, 32)
+    assert hyper["epochs"] == strategies.run_epochs(strategy, 3, m, 32, 8)
     assert set(hyper) == {"lr_peak", "epochs", "warmup_epochs"}  # no betas or eps for SGD
 
 
@@ -152,25 +154,26 @@ def test_study_hyperparameters_reads_a_resolved_study():
 def test_optimizer_settings_keep_sgd_runs_as_they_were():
     """An SGD run's optimizer config keeps exactly today's keys, so its config hash (and trace) stays valid."""
     full = dict(SGD, name="sgd", betas=[0.9, 0.999], eps=1e-8)
-    assert strategies.optimizer_settings(full) == SGD
-    assert strategies.optimizer_settings(dict(ADAMW, momentum=0.9, nesterov=False)) == ADAMW
+    assert optimizers.optimizer_settings(full) == SGD
+    assert optimizers.optimizer_settings(dict(ADAMW, momentum=0.9, nesterov=False)) == ADAMW
 
 
 # --------------------------------------------------------------------------------------------------
 # The optimizer and strategy keys of config.schema.yaml
 
-SCHEMA = config.load_schema()
+SCHEMA = load_schema()
 OPTIMIZER_SCHEMA = {"$defs": SCHEMA["$defs"], **SCHEMA["$defs"]["study_partial"]["properties"]["optimizer"]}
 
 
 def test_schema_names_match_the_code():
-    assert tuple(SCHEMA["$defs"]["strategy"]["enum"]) == strategies.STRATEGIES == config.STRATEGIES
-    assert tuple(OPTIMIZER_SCHEMA["properties"]["name"]["enum"]) == strategies.OPTIMIZERS
+    assert tuple(SCHEMA["$defs"]["strategy"]["enum"]) == tuple(strategies.STRATEGIES)
+    assert tuple(strategies.STRATEGIES) == ("blr", "lsr", "srsr", "longer", "tuned", "adam_srsr")
+    assert tuple(OPTIMIZER_SCHEMA["properties"]["name"]["enum"]) == optimizers.OPTIMIZERS
 
 
 def test_schema_fills_optimizer_defaults_and_refuses_bad_values():
     filled = {"name": "adamw"}
-    config._validator_with_defaults(OPTIMIZER_SCHEMA).validate(filled)
+    validator_with_defaults(OPTIMIZER_SCHEMA).validate(filled)
     assert filled == {"name": "adamw", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
                       "betas": [0.9, 0.999], "eps": 1e-8, "grad_clip": None}
     assert isinstance(filled["eps"], float)

@@ -10,7 +10,7 @@ import xarray as xr
 
 from batchscale.analysis import tables
 from batchscale.analysis.external import AnalysisInputError, analyze_external, load_external_csv
-from batchscale.config import ConfigError
+from batchscale.errors import ConfigError
 
 STEPS = [0, 25, 50, 100, 200, 400, 800]
 NAN = np.nan

@@ -15,7 +15,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c a
 
 from batchscale.engine.train import train_run
 from batchscale.report.tensorboard import EVENT_FILE, crc32c, masked_crc32c, run_folder
-from batchscale.traces import read_trace, write_trace
+from batchscale.store.traces import read_trace, write_trace
 from conftest import tiny_run
 
 AXES = {"step", "epoch", "examples_seen", "wall_time"}

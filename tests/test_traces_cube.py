@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from batchscale.cube import build_cube, open_cube, write_cube
+from batchscale.store.cube import build_cube, open_cube, write_cube
 from batchscale.engine.train import train_run
-from batchscale.traces import TraceError, read_trace, write_trace
+from batchscale.errors import TraceError
+from batchscale.store.traces import read_trace, write_trace
 from conftest import tiny_run
 
 TRACE_ATTRS = {

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from batchscale import search, theory as th
+from batchscale import theory as th
+from batchscale.spec import search
 from batchscale.analysis import tuned
 from batchscale.analysis.measurements import fit_critical_batch
 
@@ -107,7 +108,9 @@ def test_schema_fragment_accepts_good_blocks_refuses_bad_ones_and_matches_search
 
 
 def test_trial_trace_path():
-    assert search.trial_trace_path("s", 64, 2, 17) == "results/s/traces/tuned/bs64/seed2_trial17.h5"
+    from batchscale.spec.runs import RunKey
+
+    assert RunKey("s", "tuned", 64, 2, 17).trace_path == "results/s/traces/tuned/bs64/seed2_trial17.h5"
 
 
 # ------------------------------------------------------------------ steps to result (hand tables)

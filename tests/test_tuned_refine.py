@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from batchscale import search
+from batchscale.spec import search
 from batchscale.analysis.measurements import k_for_run
-from batchscale.config import ROUND1_PATH, iter_runs, load_config, resolve_refinement, run_config
-from batchscale.plan import format_plan, make_plan
-from batchscale.traces import read_trace
+from batchscale.spec.manifest import ROUND1_PATH
+from batchscale.spec.runs import iter_runs, resolve_refinement, run_config
+from batchscale.validate import load_config
+from batchscale.jobs.plan import format_plan, make_plan
+from batchscale.store.traces import read_trace
 from conftest import copy_workflow, snakemake, tiny_tuned_config, write_config
 
 STUDY = "tiny_refine"

@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from batchscale import search
-from batchscale.config import ConfigError, RunKey, iter_runs, load_config, run_config
-from batchscale.plan import format_plan, make_plan
-from batchscale.traces import TraceError, read_trace
+from batchscale.spec import search
+from batchscale.errors import ConfigError
+from batchscale.spec.runs import iter_runs, run_config, RunKey
+from batchscale.validate import load_config
+from batchscale.jobs.plan import format_plan, make_plan
+from batchscale.errors import TraceError
+from batchscale.store.traces import read_trace
 from conftest import copy_workflow, snakemake, tiny_tuned_config, write_config
 
 STUDY = "tiny_tuned"
@@ -39,7 +42,6 @@ def with_tuning(**tuning) -> dict:
 def test_trial_paths_round_trip_and_fixed_paths_keep_their_form():
     trial = RunKey(STUDY, "tuned", 64, 2, 17)
     assert trial.trace_path == f"results/{STUDY}/traces/tuned/bs64/seed2_trial17.h5"
-    assert trial.trace_path == search.trial_trace_path(STUDY, 64, 2, 17)
     fixed = RunKey(STUDY, "lsr", 64, 2)
     assert fixed.trace_path == f"results/{STUDY}/traces/lsr/bs64/seed2.h5"
     for key in (trial, fixed):

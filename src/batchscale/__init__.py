@@ -1,3 +1,5 @@
 """batchscale: measure how SGD training speed scales with the batch size."""
 
-__version__ = "0.1.0"
+from batchscale.version import __version__
+
+__all__ = ["__version__"]

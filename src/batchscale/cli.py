@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-
-class OutputNotWritable(RuntimeError):
-    """An output or checkpoint folder that cannot be written (found before any training step)."""
+from batchscale.errors import BatchscaleError, OutputNotWritable
 
 
 def check_writable(paths) -> None:
     """Create each file's folder and write a probe file there, so a blocked folder fails now, not after training."""
-    import os
-    import tempfile
-
     for folder in sorted({Path(path).parent for path in paths}):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -29,10 +26,10 @@ def check_writable(paths) -> None:
 
 
 def _train(args) -> None:
-    from batchscale.config import resolve_run
+    from batchscale.spec.runs import resolve_run
     from batchscale.engine.pack import train_pack
     from batchscale.jobs.packs import runs_from_json
-    from batchscale.traces import write_trace
+    from batchscale.store.traces import write_trace
 
     runs = runs_from_json(args.runs_json) if args.runs_json else [json.loads(args.run_json)]
     # a round-2 trial of `tuned` reads its rate from round 1's result now (config.resolve_refinement)
@@ -54,7 +51,7 @@ def _train(args) -> None:
 
 
 def _cube(args) -> None:
-    from batchscale.cube import build_cube, write_cube
+    from batchscale.store.cube import build_cube, write_cube
 
     study_config = json.loads(args.study_json)
     cube = build_cube(args.traces, args.study, study_config)
@@ -64,7 +61,7 @@ def _cube(args) -> None:
 
 def _tuning_round1(args) -> None:
     from batchscale.analysis.tuned_tables import round_one_best
-    from batchscale.cube import build_cube
+    from batchscale.store.cube import build_cube
 
     study = json.loads(args.study_json)
     result = round_one_best(build_cube(args.traces, args.study, study), study)
@@ -75,13 +72,14 @@ def _tuning_round1(args) -> None:
 
 def _resolve_config(args) -> None:
     """Validate the config given as JSON on stdin and print it resolved (jobs.config_cache runs this)."""
-    from batchscale.config import load_config
+    from batchscale.validate import load_config
 
     json.dump(load_config(json.load(sys.stdin)), sys.stdout, sort_keys=True)
 
 
 def _validate(args) -> None:
-    from batchscale.config import iter_runs, load_config
+    from batchscale.spec.runs import iter_runs
+    from batchscale.validate import load_config
 
     config = load_config(args.config)
     runs = list(iter_runs(config))
@@ -121,7 +119,7 @@ def _compare(args) -> None:
 
 
 def _plan(args) -> None:
-    from batchscale.plan import print_plan
+    from batchscale.jobs.plan import print_plan
 
     print_plan(args.config, gpu_tflops=args.gpu_tflops, utilisation=args.utilisation)
 
@@ -339,14 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from batchscale.config import ConfigError
-    from batchscale.engine.train import MicroBatchTooLarge
-    from batchscale.traces import TraceError
-
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ConfigError, TraceError, MicroBatchTooLarge, OutputNotWritable) as err:
+    except BatchscaleError as err:
         print(f"batchscale: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a file that cannot be read or written: one line, not a traceback

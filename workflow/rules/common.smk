@@ -6,17 +6,11 @@ import sys
 # A study's own `package.module:callable` is found from the working directory, as `python -m batchscale` does.
 sys.path.insert(0, os.getcwd())
 
-from batchscale.config import (
-    ROUND1_PATH,
-    TUNED,
-    ConfigError,
-    RunKey,
-    iter_runs,
-    read_yaml,
-    refinement_trials,
-    study_trials,
-    run_config,
-)
+from batchscale.errors import ConfigError
+from batchscale.spec.manifest import ROUND1_PATH
+from batchscale.spec.reading import read_yaml
+from batchscale.spec.runs import iter_runs, refinement_trials, run_config, RunKey, study_trials
+from batchscale.spec.strategies import TUNED
 from batchscale.jobs.config_cache import load_config_cached
 from batchscale.jobs.fingerprints import stage_fingerprint, train_fingerprint
 from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runs_json, pack_runtime_min, pack_threads

@@ -29,7 +29,7 @@ import pandas as pd
 from batchscale.analysis import measurements as ms
 from batchscale.analysis import tables
 from batchscale.analysis import tuned_tables
-from batchscale.config import ConfigError
+from batchscale.errors import ConfigError
 
 
 CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind", "b_crit_report",
@@ -152,7 +152,7 @@ def write_comparison_table(cube_paths: list, spec: dict, studies: dict, out_path
     `comparison_table` to `out_path` (CSV) and return it."""
     from pathlib import Path
 
-    from batchscale.cube import open_cube
+    from batchscale.store.cube import open_cube
 
     opened = [open_cube(p) for p in cube_paths]
     by_name = {str(c.attrs.get("study")): c for c in opened if c.attrs.get("study")}

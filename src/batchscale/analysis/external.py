@@ -26,7 +26,7 @@ import pandas as pd
 
 from batchscale.analysis import measurements as ms
 from batchscale.analysis import tables
-from batchscale.config import ConfigError
+from batchscale.errors import ConfigError
 
 TRACE_COLUMNS = ("batch_size", "step", "loss")
 STEPS_COLUMNS = ("batch_size", "steps")

@@ -1,18 +1,23 @@
 """Datasets: a registry of named datasets, each returning `Splits` of CPU tensors.
 
 A dataset factory is `factory(*, seed, data_root, download, **options) -> Splits`. Register one with
-`@register_dataset("name")`, or name `package.module:callable` in a study's `dataset.name`.
-Real datasets also register a `check` that verifies their files exist before any job starts.
+`@register_dataset("name", options={...ranges...})` in any module of this package (every module is imported
+when a name is first looked up, so a new dataset is its module and its test), or name
+`package.module:callable` in a study's `dataset.name`. Real datasets also register a `check` that verifies
+their files exist before any job starts, and a `shape` giving their split sizes from the published numbers,
+so validation never reads their files.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
-from batchscale.registry import check_options, lookup
+from batchscale.spec.registry import check_options, lookup
 
 TASKS = ("classification", "regression", "language_model", "segmentation")
 
@@ -51,31 +56,32 @@ class DatasetEntry:
     factory: Callable[..., Splits]
     check: Callable[[str, dict], None] | None = None  # check(data_root, options) raises ConfigError
     real: bool = False
+    # shape(options) -> (DataSpec, n_train, n_test) before fraction and caps, from the published sizes
+    shape: Callable[[dict], tuple] | None = None
+    options: dict | None = None  # option -> JSON schema of its range (types come from the annotations)
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 DOWNLOADABLE = ("cifar10", "cifar100", "mnist", "svhn")
 
 
-def register_dataset(name: str, check: Callable | None = None, real: bool = False):
+def register_dataset(name: str, check: Callable | None = None, real: bool = False, shape: Callable | None = None,
+                     options: dict | None = None):
     def decorator(factory):
-        DATASETS[name] = DatasetEntry(factory, check, real)
+        DATASETS[name] = DatasetEntry(factory, check, real, shape, options)
         return factory
 
     return decorator
 
 
-# Built-in datasets and the module defining each, imported on first use.
-BUILTIN_DATASETS = {
-    "digits": "embedded", "teacher": "embedded", "least_squares": "embedded", "synthetic_images": "embedded",
-    "text_corpus": "text", "synthetic_segmentation": "segmentation",
-    "cifar10": "real", "cifar100": "real", "mnist": "real", "svhn": "real", "wikitext2": "real",
-    "cityscapes": "real",
-}
+def _import_builtins(name: str) -> None:
+    """Import every dataset module of this package (each registers its datasets)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def resolve_dataset(name: str, key: str = "dataset.name") -> DatasetEntry:
-    found = lookup(name, DATASETS, BUILTIN_DATASETS, "batchscale.data", "dataset", key)
+    found = lookup(name, DATASETS, _import_builtins, "dataset", key)
     return found if isinstance(found, DatasetEntry) else DatasetEntry(found)
 
 
@@ -83,7 +89,7 @@ def check_dataset(dataset: dict, data_root: str, download: bool, key: str) -> No
     """Fail early on an unknown name or option, or (for real data) missing files."""
     entry = resolve_dataset(dataset["name"], f"{key}.name")
     check_options(entry.factory, dataset.get("options", {}), ("seed", "data_root", "download"), "dataset",
-                  dataset["name"], key)
+                  dataset["name"], key, entry.options)
     # torchvision can fetch these when `download: true`; WikiText-2 and Cityscapes never download
     if entry.check is not None and not (download and dataset["name"] in DOWNLOADABLE):
         entry.check(data_root, dataset.get("options", {}))

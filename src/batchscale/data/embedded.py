@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from batchscale.data import DataSpec, Splits, register_dataset
+from batchscale.spec.options import CLASSES, NON_NEGATIVE, OPEN_FRACTION, POSITIVE_INT, UNIT_INTERVAL
 
 
 def _stratified_split(labels: torch.Tensor, test_fraction: float, generator: torch.Generator):
@@ -46,7 +47,7 @@ def _digits_table() -> np.ndarray:
     return np.loadtxt(path, delimiter=",")
 
 
-@register_dataset("digits")
+@register_dataset("digits", options={"test_fraction": OPEN_FRACTION})
 def digits(*, seed: int = 0, data_root=None, download=False, test_fraction: float = 0.2) -> Splits:
     """sklearn's digits as (1, 8, 8) images, standardised with the training split's mean and std."""
     table = _digits_table()
@@ -59,7 +60,8 @@ def digits(*, seed: int = 0, data_root=None, download=False, test_fraction: floa
                   DataSpec("classification", (1, 8, 8), 10), info={"source": "sklearn.datasets.load_digits"})
 
 
-@register_dataset("teacher")
+@register_dataset("teacher", options={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "dim": POSITIVE_INT,
+                                      "classes": CLASSES, "hidden": POSITIVE_INT, "label_noise": UNIT_INTERVAL})
 def teacher(*, seed: int = 0, data_root=None, download=False, n_train: int = 8192, n_test: int = 2048,
             dim: int = 32, classes: int = 10, hidden: int = 64, label_noise: float = 0.0) -> Splits:
     """Gaussian inputs labelled by the argmax of a random two-layer tanh teacher network."""
@@ -75,7 +77,8 @@ def teacher(*, seed: int = 0, data_root=None, download=False, n_train: int = 819
                   DataSpec("classification", (dim,), classes), info={"teacher_hidden": hidden})
 
 
-@register_dataset("least_squares")
+@register_dataset("least_squares", options={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "dim": POSITIVE_INT,
+                                            "decay": NON_NEGATIVE, "noise": NON_NEGATIVE})
 def least_squares(*, seed: int = 0, data_root=None, download=False, n_train: int = 4096, n_test: int = 1024,
                   dim: int = 64, decay: float = 1.0, noise: float = 0.1) -> Splits:
     """y = <w*, x> + noise with x ~ N(0, diag(i^-decay)): the spectrum sets the critical batch size."""
@@ -88,7 +91,8 @@ def least_squares(*, seed: int = 0, data_root=None, download=False, n_train: int
                   DataSpec("regression", (dim,), 1), info={"spectrum_decay": decay})
 
 
-@register_dataset("synthetic_images")
+@register_dataset("synthetic_images", options={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "classes": CLASSES,
+                                               "size": {"type": "integer", "minimum": 4}, "difficulty": NON_NEGATIVE})
 def synthetic_images(*, seed: int = 0, data_root=None, download=False, n_train: int = 5000, n_test: int = 1000,
                      classes: int = 10, size: int = 32, difficulty: float = 1.0) -> Splits:
     """CIFAR-shaped images: a smooth prototype per class, plus shifted, rescaled, noisy copies.

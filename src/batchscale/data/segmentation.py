@@ -15,9 +15,10 @@ import math
 
 import torch
 
-from batchscale.config import ConfigError
 from batchscale.data import DataSpec, Splits, register_dataset
-from batchscale.data.real import channel_stats, positive_int, reject_unknown_options
+from batchscale.data.files import channel_stats, positive_int, reject_unknown_options
+from batchscale.errors import ConfigError
+from batchscale.spec.options import CLASSES, NON_NEGATIVE, POSITIVE_INT, UNIT_INTERVAL
 
 SEG_OPTIONS = ("size", "num_classes", "n_train", "n_test", "noise", "ignore_fraction", "max_shapes")
 IGNORE = 255
@@ -105,7 +106,9 @@ def _fraction(value, key: str) -> float:
     return float(value)
 
 
-@register_dataset("synthetic_segmentation")
+@register_dataset("synthetic_segmentation", options={
+    "size": {"type": "integer", "minimum": 8}, "num_classes": {**CLASSES, "maximum": 255}, "n_train": POSITIVE_INT,
+    "n_test": POSITIVE_INT, "noise": NON_NEGATIVE, "ignore_fraction": UNIT_INTERVAL, "max_shapes": POSITIVE_INT})
 def synthetic_segmentation(*, seed: int, data_root: str = "data", download: bool = False, size: int = 32,
                            num_classes: int = 4, n_train: int = 2000, n_test: int = 500, noise: float = 0.1,
                            ignore_fraction: float = 0.5, max_shapes: int = 4, **options) -> Splits:

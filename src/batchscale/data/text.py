@@ -24,9 +24,10 @@ from collections import Counter
 
 import torch
 
-from batchscale.config import ConfigError
 from batchscale.data import DataSpec, Splits, register_dataset
-from batchscale.data.real import positive_int, reject_unknown_options, windows
+from batchscale.data.files import positive_int, reject_unknown_options, windows
+from batchscale.errors import ConfigError
+from batchscale.spec.options import OPEN_FRACTION, POSITIVE_INT
 
 TEXT_OPTIONS = ("vocab_size", "bptt", "lowercase", "test_fraction")
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+|[^\sA-Za-z\d]")
@@ -92,7 +93,8 @@ def frequency_vocab(words: list[str], vocab_size: int) -> dict[str, int]:
     return vocab
 
 
-@register_dataset("text_corpus")
+@register_dataset("text_corpus", options={"vocab_size": {"type": "integer", "minimum": 3}, "bptt": POSITIVE_INT,
+                                          "lowercase": {"type": "boolean"}, "test_fraction": OPEN_FRACTION})
 def text_corpus(*, seed: int, data_root: str = "data", download: bool = False, vocab_size: int = 2000,
                 bptt: int = 35, lowercase: bool = True, test_fraction: float = 0.1, **options) -> Splits:
     """Word-level language modelling on CPython's pydoc topics (embedded, deterministic for a seed)."""

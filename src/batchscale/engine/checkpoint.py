@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from batchscale.config import config_hash
+from batchscale.spec.runs import config_hash
 
 FORMAT = 3  # bump when what a checkpoint holds changes (3: packs, weights_only)
 

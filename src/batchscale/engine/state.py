@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from batchscale.engine.grid import evaluation_steps
-from batchscale.engine.schedule import learning_rate
+from batchscale.spec.schedule import learning_rate
 
 POINT_FIELDS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                 "wall_time")

@@ -13,10 +13,6 @@ import torch
 from batchscale.data import Splits
 
 
-class MicroBatchTooLarge(RuntimeError):
-    """Raised when a micro-batch does not fit in device memory."""
-
-
 @dataclass
 class RunResult:
     """Everything a trace records about one run."""

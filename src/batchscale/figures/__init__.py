@@ -98,7 +98,7 @@ def study_figures(cube, study_config: dict | None, tables: dict) -> dict:
 def draw_study_figures(cube_path, study_config: dict, out_dir, tables_dir) -> list[Path]:
     """Draw every figure of `STUDY_FIGURES` for a study cube and the analysis files in `tables_dir` into
     `out_dir` (``{name}.png`` and ``{name}.svg``); returns the written paths."""
-    from batchscale.cube import open_cube
+    from batchscale.store.cube import open_cube
 
     cube = open_cube(cube_path)
     paths = []

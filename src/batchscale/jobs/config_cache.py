@@ -20,7 +20,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from batchscale.config import ConfigError, check_plain_keys
+from batchscale.errors import ConfigError
+from batchscale.spec.reading import check_plain_keys
 from batchscale.jobs.fingerprints import package_fingerprint, user_code_fingerprint
 
 CACHE_DIR = Path(".snakemake") / "batchscale"

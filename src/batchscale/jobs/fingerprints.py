@@ -24,11 +24,11 @@ PACKAGE = PACKAGE_ROOT.name
 
 # What each stage runs: its entry modules (one place; the rules and tests read it).
 STAGE_ENTRIES = {
-    "train": ("batchscale.engine.pack", "batchscale.traces"),
+    "train": ("batchscale.engine.pack", "batchscale.store.traces"),
     "branch": ("batchscale.branching_run",),
-    "cube": ("batchscale.cube",),
+    "cube": ("batchscale.store.cube",),
     "analysis": ("batchscale.analysis.tables", "batchscale.analysis.comparison", "batchscale.analysis.tuned_tables",
-                 "batchscale.analysis.branching", "batchscale.cube"),
+                 "batchscale.analysis.branching", "batchscale.store.cube"),
     "figures": ("batchscale.figures", "batchscale.figures.tuned", "batchscale.figures.theory_check",
                 "batchscale.branching_run"),
     "summary": ("batchscale.summary",),

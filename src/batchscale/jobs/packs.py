@@ -15,7 +15,9 @@ import json
 import re
 from dataclasses import dataclass
 
-from batchscale.config import ROUND1_PATH, TUNED, RunKey, is_refinement, iter_runs, run_config
+from batchscale.spec.manifest import ROUND1_PATH
+from batchscale.spec.runs import is_refinement, iter_runs, run_config, RunKey
+from batchscale.spec.strategies import TUNED
 
 
 @dataclass(frozen=True)

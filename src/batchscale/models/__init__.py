@@ -8,18 +8,21 @@ modelling, (B, classes, H, W) for segmentation. Register with `@register_model("
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
 
-from batchscale.registry import check_options, lookup
+from batchscale.spec.registry import check_options, lookup
 
 MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
+MODEL_OPTIONS: dict[str, dict] = {}  # a built-in's option ranges: option -> JSON schema
 
 
-def register_model(name: str):
+def register_model(name: str, options: dict | None = None):
     def decorator(builder):
         MODELS[name] = builder
+        MODEL_OPTIONS[name] = options or {}
         return builder
 
     return decorator
@@ -34,14 +37,21 @@ BUILTIN_MODELS = {
 }
 
 
+def _import_builtin(name: str) -> None:
+    """Import the module of a built-in model (all of them for an unknown name, so the error lists every one)."""
+    for module in [BUILTIN_MODELS[name]] if name in BUILTIN_MODELS else sorted(set(BUILTIN_MODELS.values())):
+        importlib.import_module(f"{__name__}.{module}")
+
+
 def resolve_model(name: str, key: str = "model.name") -> Callable[..., torch.nn.Module]:
-    return lookup(name, MODELS, BUILTIN_MODELS, "batchscale.models", "model", key)
+    return lookup(name, MODELS, _import_builtin, "model", key)
 
 
 def check_model(model: dict, key: str) -> None:
     """Fail early on an unknown model name or an option the builder does not take."""
     builder = resolve_model(model["name"], f"{key}.name")
-    check_options(builder, model.get("options", {}), ("spec",), "model", model["name"], key)
+    check_options(builder, model.get("options", {}), ("spec",), "model", model["name"], key,
+                  MODEL_OPTIONS.get(model["name"]))
 
 
 def build_model(model: dict, spec) -> torch.nn.Module:

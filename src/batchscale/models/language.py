@@ -15,6 +15,7 @@ from torch import nn
 
 from batchscale.data import DataSpec
 from batchscale.models import register_model
+from batchscale.spec.options import DROPOUT, POSITIVE, POSITIVE_INT
 
 
 def _scaled(size: int, width: float) -> int:
@@ -50,7 +51,8 @@ class LSTMLanguageModel(nn.Module):
         return self.decoder(self.drop(x))  # (B, T, V)
 
 
-@register_model("lstm")
+@register_model("lstm", options={"layers": POSITIVE_INT, "hidden": POSITIVE_INT, "embedding_dim": POSITIVE_INT,
+                                 "dropout": DROPOUT, "width": POSITIVE})
 def lstm(spec: DataSpec, layers: int = 2, hidden: int = 650, embedding_dim: int = 650, dropout: float = 0.5,
          tie_weights: bool = False, width: float = 1.0) -> nn.Module:
     if spec.task != "language_model":

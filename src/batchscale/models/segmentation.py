@@ -31,6 +31,7 @@ from torch import nn
 
 from batchscale.data import DataSpec
 from batchscale.models import register_model
+from batchscale.spec.options import POSITIVE
 
 LAYERS = (1, 1, 2, 2, 2, 2, 1, 1)
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
@@ -127,7 +128,7 @@ class DRNSeg(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model("drn_d_22")
+@register_model("drn_d_22", options={"width": POSITIVE})
 def drn_d_22(spec: DataSpec, width: float = 1.0) -> nn.Module:
     if len(spec.input_shape) != 3:
         raise ValueError(f"drn_d_22 needs image inputs (C, H, W), got input_shape {tuple(spec.input_shape)}")

@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from batchscale.models import register_model
+from batchscale.spec.options import LAYER_SIZES, POSITIVE
 
 
 def _scaled(size: int, width: float) -> int:
@@ -23,7 +24,8 @@ def linear(spec) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(_in_features(spec), spec.num_classes))
 
 
-@register_model("mlp")
+@register_model("mlp", options={"hidden": LAYER_SIZES, "width": POSITIVE,
+                                "activation": {"type": "string", "enum": ["relu", "tanh"]}})
 def mlp(spec, hidden: list[int] = (128,), width: float = 1.0, activation: str = "relu") -> nn.Module:
     """Fully connected network with ReLU (or tanh) hidden layers."""
     act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
@@ -36,7 +38,7 @@ def mlp(spec, hidden: list[int] = (128,), width: float = 1.0, activation: str = 
     return nn.Sequential(*layers)
 
 
-@register_model("cnn")
+@register_model("cnn", options={"channels": {**LAYER_SIZES, "minItems": 1}, "width": POSITIVE})
 def cnn(spec, channels: list[int] = (32, 64), width: float = 1.0, batch_norm: bool = False) -> nn.Module:
     """Conv(3x3)-[BN]-ReLU-MaxPool blocks, global average pooling, linear classifier."""
     in_channels = spec.input_shape[0]
@@ -53,7 +55,7 @@ def cnn(spec, channels: list[int] = (32, 64), width: float = 1.0, batch_norm: bo
     return nn.Sequential(*layers)
 
 
-@register_model("cnn_bn")
+@register_model("cnn_bn", options={"channels": {**LAYER_SIZES, "minItems": 1}, "width": POSITIVE})
 def cnn_bn(spec, channels: list[int] = (32, 64), width: float = 1.0) -> nn.Module:
     """The small CNN with BatchNorm after every convolution."""
     return cnn(spec, channels=channels, width=width, batch_norm=True)

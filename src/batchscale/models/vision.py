@@ -25,6 +25,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from batchscale.data import DataSpec
 from batchscale.models import register_model
+from batchscale.spec.options import DROPOUT, POSITIVE, POSITIVE_INT
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -72,13 +73,13 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-@register_model("resnet18")
+@register_model("resnet18", options={"width": POSITIVE})
 def resnet18(spec: DataSpec, width: float = 1.0) -> nn.Module:
     channels = _image_shape(spec, "resnet18")[0]
     return ResNet([2, 2, 2, 2], channels, spec.num_classes, width)
 
 
-@register_model("resnet34")
+@register_model("resnet34", options={"width": POSITIVE})
 def resnet34(spec: DataSpec, width: float = 1.0) -> nn.Module:
     channels = _image_shape(spec, "resnet34")[0]
     return ResNet([3, 4, 6, 3], channels, spec.num_classes, width)
@@ -116,7 +117,7 @@ class VGG(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("vgg16_bn")
+@register_model("vgg16_bn", options={"width": POSITIVE})
 def vgg16_bn(spec: DataSpec, width: float = 1.0) -> nn.Module:
     return VGG(VGG16, _image_shape(spec, "vgg16_bn")[0], spec.num_classes, width)
 
@@ -162,7 +163,7 @@ class AlexNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("alexnet")
+@register_model("alexnet", options={"width": POSITIVE, "hidden": POSITIVE_INT, "dropout": DROPOUT})
 def alexnet(spec: DataSpec, width: float = 1.0, hidden: int = 4096, dropout: float = 0.5) -> nn.Module:
     return AlexNet(_image_shape(spec, "alexnet")[0], spec.num_classes, width, hidden, dropout)
 
@@ -203,6 +204,6 @@ class MobileNetV2(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_model("mobilenetv2")
+@register_model("mobilenetv2", options={"width": POSITIVE})
 def mobilenetv2(spec: DataSpec, width: float = 1.0) -> nn.Module:
     return MobileNetV2(_image_shape(spec, "mobilenetv2")[0], spec.num_classes, width)

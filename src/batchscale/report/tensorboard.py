@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from batchscale.config import TRIAL_PART, ConfigError
-from batchscale.traces import read_trace
+from batchscale.errors import ConfigError
+from batchscale.spec.manifest import TRIAL_PART
+from batchscale.store.traces import read_trace
 
 CURVES = ("train_loss", "test_loss", "train_acc", "test_acc", "lr")  # first, in this order; then the others
 AXES = ("step", "epoch", "examples_seen", "wall_time")

@@ -31,8 +31,8 @@ schema is `tuning` in workflow/schemas/config.schema.yaml)::
       refine: null               # or {factor: 2, trials: 8, max_spacing: 1.2}
 
 Trial numbering: first-round trials are 0 .. K−1; refinement trials continue from K (in the workflow their
-rates are read at run time from round 1's result: config.resolve_refinement, rule tuning_refine_ranges). A trial's trace is
-config.TRACE_PATH with its trial part: results/{study}/traces/tuned/bs{m}/seed{s}_trial{t}.h5.
+rates are read at run time from round 1's result: spec.runs.resolve_refinement, rule tuning_refine_ranges). A trial's trace
+is spec.manifest.TRACE_PATH with its trial part: results/{study}/traces/tuned/bs{m}/seed{s}_trial{t}.h5.
 """
 
 from __future__ import annotations
@@ -203,10 +203,3 @@ def refinement_round(best_by_batch: Mapping, tuning: Mapping) -> dict:
         rounds[batch_size] = [{"trial": first + index, "round": 2, **others, "lr": float(lr)}
                               for index, lr in enumerate(lrs)]
     return rounds
-
-
-def trial_trace_path(study: str, batch_size: int, seed: int, trial: int) -> str:
-    """The trace path of one trial (config.TRACE_PATH, through RunKey, holds the template)."""
-    from batchscale.config import TUNED, RunKey
-
-    return RunKey(study, TUNED, int(batch_size), int(seed), int(trial)).trace_path

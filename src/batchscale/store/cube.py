@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from batchscale.config import TUNED
-from batchscale.traces import RETRAIN, TraceError, read_trace
+from batchscale.errors import TraceError
+from batchscale.spec.strategies import TUNED
+from batchscale.store.traces import RETRAIN, read_trace
 
 TUNED_PREFIX = "tuned_"
 

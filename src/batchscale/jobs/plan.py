@@ -44,29 +44,16 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchscale.config import TUNED, ConfigError, iter_runs, load_config, run_config
+import torch
 
-# Published sizes of the real datasets (train / test examples before any option), so that a plan never
-# needs the files. WikiText-2 counts tokens (with <eos> after every line, as `read_tokens` builds them).
-REAL_DATASETS = {
-    "cifar10": {"train": 50_000, "test": 10_000, "classes": 10},
-    "cifar100": {"train": 50_000, "test": 10_000, "classes": 100},
-    "mnist": {"train": 60_000, "test": 10_000, "classes": 10},
-    "svhn": {"train": 73_257, "extra": 531_131, "test": 26_032, "classes": 10},
-    "wikitext2": {"train_tokens": 2_088_628, "test_tokens": 245_569, "valid_tokens": 217_646, "vocab": 33_278},
-    "cityscapes": {"train": 2_975, "val": 500, "test": 1_525, "classes": 19},
-}
-
-
-@dataclass(frozen=True)
-class DataShape:
-    """What the plan needs to know about a study's data: the model's spec and the split sizes."""
-
-    spec: object  # batchscale.data.DataSpec
-    n_train: int
-    n_test: int
-    source: str  # "published sizes" or "built"
-
+from batchscale.engine.grid import evaluation_steps
+from batchscale.errors import ConfigError
+from batchscale.jobs.packs import all_packs
+from batchscale.models import build_model
+from batchscale.models.flops import forward_flops_per_example
+from batchscale.spec.runs import iter_runs, run_config
+from batchscale.spec.strategies import TUNED
+from batchscale.validate import DataShape, data_shape, load_config
 
 @dataclass
 class RunCost:
@@ -152,73 +139,8 @@ def load_config_without_data(source) -> dict:
     return load_config(source, check_data=False)
 
 
-# --------------------------------------------------------------------------------------------------
-# data sizes
-
-
-def _positive_option(options: dict, key: str, default):
-    value = options.get(key, default)
-    return None if value is None else int(value)
-
-
-def _real_shape(name: str, options: dict):
-    """(spec, n_train, n_test) of a real dataset from its published sizes and the study's options."""
-    from batchscale.data import DataSpec
-    from batchscale.data.real import _cityscapes_size
-
-    sizes = REAL_DATASETS[name]
-    if name in ("cifar10", "cifar100"):
-        return DataSpec("classification", (3, 32, 32), sizes["classes"]), sizes["train"], sizes["test"]
-    if name == "mnist":
-        side = 32 if options.get("pad", True) else 28
-        n = sizes["train"]
-        cap = _positive_option(options, "train_examples", None)
-        return DataSpec("classification", (1, side, side), 10), min(n, cap or n), sizes["test"]
-    if name == "svhn":
-        n = sizes["train"] + (sizes["extra"] if options.get("extra", False) else 0)
-        cap = _positive_option(options, "train_examples", None)
-        return DataSpec("classification", (3, 32, 32), 10), min(n, cap or n), sizes["test"]
-    if name == "wikitext2":
-        bptt = _positive_option(options, "bptt", 35)
-        test_tokens = sizes["valid_tokens" if options.get("test_split", "test") == "valid" else "test_tokens"]
-        # non-overlapping windows of bptt tokens, as data.real.windows cuts them
-        return (DataSpec("language_model", (bptt,), sizes["vocab"]), (sizes["train_tokens"] - 1) // bptt,
-                (test_tokens - 1) // bptt)
-    if name == "cityscapes":
-        height, width = _cityscapes_size(options.get("size", (256, 512)))
-        test = sizes[options.get("test_split", "val")]
-        return DataSpec("segmentation", (3, height, width), 19, ignore_index=255), sizes["train"], test
-    raise KeyError(name)
-
-
-def data_shape(dataset: dict, data_root: str = "data", download: bool = False) -> DataShape:
-    """A study's data spec and split sizes after fraction and caps, without reading real data files."""
-    name = dataset["name"]
-    if name in REAL_DATASETS:
-        spec, n_train, n_test = _real_shape(name, dataset.get("options", {}))
-        fraction = dataset.get("fraction", 1.0)
-        if fraction < 1.0:
-            n_train = max(1, int(round(fraction * n_train)))
-        cap = dataset.get("max_examples")
-        if cap is not None:
-            n_train = min(n_train, cap)
-        test_cap = dataset.get("max_test_examples")
-        if test_cap is not None:
-            n_test = min(n_test, test_cap)
-        return DataShape(spec, n_train, n_test, "published sizes")
-    from batchscale.data import load_dataset
-
-    splits = load_dataset(dataset, data_root, download)  # embedded or custom: small, built in seconds
-    return DataShape(splits.spec, splits.num_train, int(splits.test_x.shape[0]), "built")
-
-
 def forward_flops(model: dict, spec) -> float:
     """Forward FLOPs per example of the study's model, counted on the meta device (no memory, no arithmetic)."""
-    import torch
-
-    from batchscale.models import build_model
-    from batchscale.models.flops import forward_flops_per_example
-
     try:
         with torch.device("meta"):
             net = build_model(model, spec)
@@ -233,8 +155,6 @@ def forward_flops(model: dict, spec) -> float:
 
 def run_cost(run: dict, data: DataShape, fwd: float) -> RunCost:
     """Steps, examples and FLOPs of one run, counted as the engine will run it."""
-    from batchscale.engine.grid import evaluation_steps
-
     m, n = run["batch_size"], data.n_train
     base = dict(study=run["study"], strategy=run["strategy"], batch_size=m, seed=run["seed"], epochs=run["epochs"])
     if m > n:
@@ -281,8 +201,6 @@ def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Pl
                     raise
                 raise ConfigError(f"config key studies.{name}.model: {err}") from None
         studies[name] = StudyPlan(name, study["dataset"]["name"], study["model"]["name"], data, flops[model_key])
-    from batchscale.jobs.packs import all_packs
-
     keys = list(iter_runs(config))
     for key in keys:
         plan = studies[key.study]

@@ -11,8 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import batchscale
-from batchscale.config import RunKey, config_hash
+from batchscale.errors import TraceError
+from batchscale.spec.runs import RunKey, config_hash
+from batchscale.version import __version__
 
 SCHEMA_VERSION = 1
 INT_FIELDS = ("step", "examples_seen")
@@ -39,16 +40,12 @@ STATUSES = ("completed", "diverged")
 RETRAIN = "delete it and rerun snakemake to retrain that run"
 
 
-class TraceError(RuntimeError):
-    """A trace file that is missing, truncated or not a batchscale trace."""
-
-
 def software_versions(code: str | None = None) -> dict:
     """Versions of what wrote a trace; `code` is the train stage's fingerprint (the pack rule's code param)."""
     import torch
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": batchscale.__version__}
+                "numpy": np.__version__, "h5py": h5py.__version__, "batchscale": __version__}
     if code:
         versions["code"] = code
     try:

@@ -1,4 +1,4 @@
-"""Learning rate per step: strategy peak rate, linear warm-up, and a schedule on top."""
+"""Learning rate per step: strategy peak rate, linear warm-up, and a schedule on top (pure math, no torch)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,88 @@
+"""Every file the workflow writes: path templates and the lists of tables and figures, in one place.
+
+The Snakemake rules (workflow/rules/common.smk), the commands that write the files and the tests all read
+these, so a new table or figure is one entry here (plus the code that makes it and its report caption).
+Templates are `str.format` patterns; `{study}`, `{strategy}`, ... are also Snakemake wildcards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RESULTS = "results"
+STUDY_DIR = "results/{study}"
+FIGURES_DIR = "results/{study}/figures"
+# One trace per run; `{trial}` is empty for the fixed strategies and TRIAL_PART for a trial of `tuned`:
+# results/s/traces/tuned/bs64/seed2_trial17.h5.
+TRACE_PATH = "results/{study}/traces/{strategy}/bs{batch_size}/seed{seed}{trial}.h5"
+TRIAL_PART = "_trial{trial}"
+CUBE_PATH = "results/{study}/cube.nc"
+# Round 1's best trial per batch size (rule tuning_refine_ranges): the file round-2 runs read their rate from.
+ROUND1_PATH = "results/{study}/tuning_round1.json"
+PACK_CHECKPOINT = "results/{study}/checkpoints/bs{batch_size}/{part}.pt"
+PACK_LOG = "logs/{study}/train/bs{batch_size}/{part}.log"
+BRANCHING_BASE = "results/{study}/branching/base.pt"
+BRANCHING_CHECKPOINT = "results/{study}/branching/checkpoint{index}.json"
+THEORY_PATH = "results/{study}/theory.json"
+COMPARISON_DIR = "results/comparisons/{comparison}"
+SUMMARY_MD = "results/summary.md"
+SUMMARY_JSON = "results/summary.json"
+FIGURE_FORMATS = ("png", "svg")  # PNG for the report, SVG for papers
+
+
+@dataclass(frozen=True)
+class Output:
+    """A table or figure: its name (the file name, a figure's without extension), the report caption
+    (workflow/report/<caption>.rst; None: not in the report) and the label the report shows."""
+
+    name: str
+    caption: str | None = None
+    label: str | None = None
+
+
+# Written by the analyze rule for every study.
+STUDY_TABLES = (
+    Output("speedup.csv", "speedup_table", "speedup"),
+    Output("speedup_common.csv", "speedup_common_table", "speedup at the common threshold"),
+    Output("critical_batch.json", "critical_batch", "critical batch size"),
+    Output("accuracy.csv", "accuracy_table", "accuracy"),
+    Output("accuracy.md"),
+    Output("linear_error.csv", "linear_error_table", "linear approximation error"),
+    Output("noise_scale.csv", "noise_scale_table", "noise scale at eps beside the critical batch"),
+    Output("noise_over_training.csv"),
+)
+# ... and for a study that runs `tuned`.
+TUNED_TABLES = (
+    Output("tuned.csv", "tuned_table", "tuned: steps to result"),
+    Output("tuned_trials.csv"),
+)
+# Drawn by the figures rule for every study, in this order; captions are named as the figures.
+STUDY_FIGURES = tuple(Output(name, name) for name in (
+    "fig1_train_loss_contours",
+    "fig5_test_loss_contours",
+    "fig2_speedup",
+    "fig2_accuracy_linear_error",
+    "steps_vs_examples",
+    "loss_curves",
+    "noise_scale",
+))
+TUNED_FIGURES = tuple(Output(name, name) for name in ("tuned_steps_to_result", "tuned_eta_star", "tuned_trials"))
+THEORY_FIGURE = Output("theory_lsr_breakdown", "theory_lsr_breakdown")
+# A study with `branching.enabled` adds these.
+BRANCHING_TABLE = Output("local_critical_batch.csv")
+BRANCHING_FIGURE = Output("local_critical_batch", "local_critical_batch")
+COMPARISON_TABLE = Output("speedup.csv")
+COMPARISON_FIGURE = Output("speedup", "comparison_speedup")
+
+
+def names(outputs) -> list[str]:
+    return [output.name for output in outputs]
+
+
+def study_file(study: str, name: str) -> str:
+    return f"{STUDY_DIR.format(study=study)}/{name}"
+
+
+def figure_files(folder: str, name: str) -> list[str]:
+    """A figure's files (one per format) in `folder`."""
+    return [f"{folder}/{name}.{ext}" for ext in FIGURE_FORMATS]

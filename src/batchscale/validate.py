@@ -1,0 +1,139 @@
+"""The whole check of a config before any job starts: batchscale.spec's resolution, then what needs the data
+and the models: names and options of datasets and models, real data present, every batch size within the
+training split, every model able to take its data (built on PyTorch's meta device, no memory used).
+
+The only code that builds things at parse time; `jobs.config_cache` keeps its result per config and code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from batchscale.data import DataSpec, check_dataset, load_dataset, resolve_dataset
+from batchscale.errors import ConfigError, DataMissingError
+from batchscale.models import build_model, check_model
+from batchscale.models.flops import example_input
+from batchscale.spec.studies import resolve_config
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What validation and the cost plan need to know about a study's data: the model's spec and the split
+    sizes after `fraction`, `max_examples` and `max_test_examples`."""
+
+    spec: DataSpec
+    n_train: int
+    n_test: int
+    source: str  # "published sizes" or "built"
+
+
+_DATA_SHAPES: dict[str, DataShape] = {}
+
+
+def _capped(dataset: dict, n_train: int, n_test: int) -> tuple[int, int]:
+    fraction = dataset.get("fraction", 1.0)
+    if fraction < 1.0:
+        n_train = max(1, int(round(fraction * n_train)))
+    if dataset.get("max_examples") is not None:
+        n_train = min(n_train, dataset["max_examples"])
+    if dataset.get("max_test_examples") is not None:
+        n_test = min(n_test, dataset["max_test_examples"])
+    return n_train, n_test
+
+
+def data_shape(dataset: dict, data_root: str = "data", download: bool = False) -> DataShape:
+    """A study's data spec and split sizes: real datasets from their published sizes (no file read),
+    embedded and custom ones built (well under a second for the shipped sizes). Cached per dataset config."""
+    key = json.dumps([dataset, data_root], sort_keys=True)
+    if key not in _DATA_SHAPES:
+        entry = resolve_dataset(dataset["name"])
+        if entry.shape is not None:
+            spec, n_train, n_test = entry.shape(dataset.get("options", {}))
+            _DATA_SHAPES[key] = DataShape(spec, *_capped(dataset, n_train, n_test), "published sizes")
+        else:
+            splits = load_dataset(dataset, data_root, download)
+            _DATA_SHAPES[key] = DataShape(splits.spec, splits.num_train, int(splits.test_x.shape[0]), "built")
+    return _DATA_SHAPES[key]
+
+
+def one_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def expected_output(spec: DataSpec) -> tuple:
+    """The output shape of a model on a batch of 2 (README: what a model maps a batch to)."""
+    if spec.task == "language_model":
+        return (2, spec.input_shape[0], spec.num_classes)
+    if spec.task == "segmentation":
+        return (2, spec.num_classes, *spec.input_shape[1:])
+    return (2, spec.num_classes)
+
+
+def check_model_builds(name: str, model: dict, spec: DataSpec) -> None:
+    """Build the model on the meta device (no memory, no arithmetic): a model that cannot take this data
+    (an LSTM on images, a tied LSTM of unequal sizes) is refused now, not inside a job."""
+    try:
+        with torch.device("meta"), torch.no_grad():
+            net = build_model(model, spec)
+            output = net(example_input(spec, batch=2, device="meta"))
+    except ConfigError:
+        raise
+    except NotImplementedError:  # a custom layer without a meta kernel: it is built in the job
+        return
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as err:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} cannot be built for dataset "
+                          f"of task {spec.task} and input shape {tuple(spec.input_shape)} ({one_line(err)})") from None
+    expected = expected_output(spec)
+    if tuple(getattr(output, "shape", ())) != expected:
+        raise ConfigError(f"config key studies.{name}.model: {model['name']!r} maps a batch of 2 examples of shape "
+                          f"{tuple(spec.input_shape)} to {tuple(getattr(output, 'shape', ()))}; a {spec.task} "
+                          f"dataset needs {expected}")
+
+
+def check_data_fits(config: dict) -> None:
+    """Every batch size must fit in the training split (a step uses exactly m examples), and the model must
+    take the data."""
+    for name, study in config["studies"].items():
+        try:
+            shape = data_shape(study["dataset"], config["data_root"], config["download"])
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise ConfigError(f"config key studies.{name}.dataset: cannot build the dataset ({one_line(err)})") from None
+        largest = max(study["batch_sizes"])
+        if largest > shape.n_train:
+            raise ConfigError(
+                f"config key studies.{name}.batch_sizes: {largest} is larger than the {shape.n_train} training "
+                f"examples left after fraction, max_examples and the test split; allowed: batch sizes <= {shape.n_train}")
+        check_model_builds(name, study["model"], shape.spec)
+
+
+def check_registries(config: dict, check_data: bool = True) -> None:
+    """Dataset and model names must resolve, and real data must be present, before any job starts."""
+    for name, study in config["studies"].items():
+        try:
+            check_dataset(study["dataset"], config["data_root"], config["download"], f"studies.{name}.dataset")
+        except DataMissingError:
+            if check_data:
+                raise
+        check_model(study["model"], f"studies.{name}.model")
+
+
+def load_config(source, check_data: bool = True) -> dict:
+    """Validate a config (a path or an already-loaded dict) and return it resolved.
+
+    Args:
+      source: a config file's path, or the config as a dict.
+      check_data: False skips only the check that real datasets' files exist (`batchscale plan` is for
+        users who do not have the data yet); names and options are checked all the same.
+
+    Returns:
+      The resolved config (batchscale.spec.studies.resolve_config), every check passed.
+    """
+    resolved = resolve_config(source)
+    check_registries(resolved, check_data)
+    check_data_fits(resolved)
+    return resolved
