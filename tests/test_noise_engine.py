@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from batchscale import noise
+import noise_reference as noise
 from batchscale.engine.noise_points import NOISE_FIELDS, noise_generator
 from batchscale.engine.pack import train_pack
 from conftest import tiny_run

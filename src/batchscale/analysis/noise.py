@@ -2,12 +2,12 @@
 
 Small pure functions over tables. Inputs come from the cube (dims strategy, batch_size, seed, step; the
 trace datasets noise_g2 and noise_trace_sigma, from the two-batch estimator, and noise_g2_exact and
-noise_trace_sigma_exact, NaN where not computed; see batchscale.noise) or from a tidy table with one row per
+noise_trace_sigma_exact, NaN where not computed; see batchscale.engine.noise_points) or from a tidy table with one row per
 run x evaluation point.
 
 - `noise_points(cube)`: the cube's noise variables as a tidy table.
 - `b_simple_over_training(points, window)`: B_simple per run and evaluation point, the ratio of the
-  trailing-window means of tr Sigma and |G|^2 (batchscale.noise.windowed_noise_scale); the exact values
+  trailing-window means of tr Sigma and |G|^2 (windowed_noise_scale below); the exact values
   use the same window, so both columns smooth alike.
 - `b_simple_at_k(steps, b_simple, k)`: B_simple where a run reaches eps, interpolated at k(eps) linearly in
   log(step) (as k itself is; linearly in step when the bracket starts at step 0).
@@ -25,7 +25,45 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchscale.noise import windowed_noise_scale
+
+def noise_scale(g2, trace_sigma):
+    """B_simple = tr Sigma / |G|^2 (examples); NaN where |G|^2 <= 0 (the estimate is meaningless there)."""
+    g2 = np.asarray(g2, dtype=float)
+    trace_sigma = np.asarray(trace_sigma, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(g2 > 0, trace_sigma / np.where(g2 > 0, g2, 1.0), np.nan)
+
+
+def windowed_noise_scale(g2, trace_sigma, window: int):
+    """B_simple per evaluation point as the ratio of trailing-window means; returns (b_simple, invalid).
+
+    At point i the window is points max(0, i-window+1)..i (fewer at the start); non-finite entries (points
+    not measured) are left out of both means. b_simple[i] = mean(trace_sigma) / mean(g2) over the window;
+    NaN with invalid[i] True where the window's mean |G|^2 is <= 0 (the estimate exists but is
+    meaningless: noise swamped the signal); NaN with invalid[i] False where the window holds no finite pair.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    g2 = np.asarray(g2, dtype=float)
+    trace_sigma = np.asarray(trace_sigma, dtype=float)
+    if g2.shape != trace_sigma.shape or g2.ndim != 1:
+        raise ValueError("g2 and trace_sigma must be 1-D arrays of the same length")
+    finite = np.isfinite(g2) & np.isfinite(trace_sigma)
+    b_simple = np.full(g2.shape, np.nan)
+    invalid = np.zeros(g2.shape, dtype=bool)
+    for i in range(g2.size):
+        keep = finite[max(0, i - window + 1):i + 1]
+        if not keep.any():
+            continue  # nothing measured in the window: NaN, but not flagged (no estimate was made)
+        lo = max(0, i - window + 1)
+        mean_g2 = g2[lo:i + 1][keep].mean()
+        mean_trace = trace_sigma[lo:i + 1][keep].mean()
+        if mean_g2 > 0:
+            b_simple[i] = mean_trace / mean_g2
+        else:
+            invalid[i] = True
+    return b_simple, invalid
+
 
 RUN_KEYS = ("strategy", "batch_size", "seed")
 NOISE_VARIABLES = {"noise_g2": "g2", "noise_trace_sigma": "trace_sigma",

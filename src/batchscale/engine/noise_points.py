@@ -1,7 +1,7 @@
 """The gradient noise scale at an evaluation point, for the runs of a pack at once (issue 14).
 
 At each evaluation point, in eval mode (as the train loss, so the gradient is a function of the weights
-alone), on the study's fixed training evaluation subset taken as the population (batchscale.noise):
+alone), on the study's fixed training evaluation subset taken as the population (definitions: docs/noise_scale.md):
 
 - two-batch estimates of |G|^2 and tr Sigma: a big batch of `batch_big` subset examples drawn with
   replacement and the small batch nested as its head, `draws` times; their mean gradients come from the
@@ -24,11 +24,25 @@ import torch
 from torch.func import grad, vmap
 
 from batchscale.engine import tasks
-from batchscale.noise import two_batch_estimates
 
 NOISE_FIELDS = ("noise_g2", "noise_trace_sigma", "noise_g2_exact", "noise_trace_sigma_exact")
 NOISE_SEED_OFFSET = 6700417
 EXACT_CHUNK = 256  # examples per vmapped chunk of per-example gradients
+
+
+def two_batch_estimates(g2_small, g2_big, batch_small: float, batch_big: float):
+    """Unbiased |G|^2 and tr Sigma from the squared norms of two mean gradients (McCandlish et al. A.1).
+
+        |G|^2    ~ (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
+        tr Sigma ~ (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big)
+
+    Works elementwise on floats, numpy arrays or tensors; returns (g2, trace_sigma).
+    """
+    if not batch_big > batch_small > 0:
+        raise ValueError(f"need 0 < batch_small < batch_big, got {batch_small} and {batch_big}")
+    g2 = (batch_big * g2_big - batch_small * g2_small) / (batch_big - batch_small)
+    trace_sigma = (g2_small - g2_big) / (1.0 / batch_small - 1.0 / batch_big)
+    return g2, trace_sigma
 
 
 def noise_generator(seed: int, step: int) -> torch.Generator:

@@ -1,7 +1,5 @@
-"""Gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, appendix A).
-
-Pure torch (and numpy for the window); nothing here imports the engine, so the engine (single-run or
-packed) calls these functions at each evaluation point.
+"""Reference implementations of the gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al.
+2018, appendix A), written independently of the engine, for the tests to check the engine against.
 
 The model is given as a functional loss, ``loss_fn(params, x, y) -> mean loss over the examples`` with
 ``params`` a dict of tensors (the torch.func style; `functional_loss` builds one from an nn.Module).
@@ -38,9 +36,11 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, NamedTuple
 
-import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
+
+from batchscale.analysis.noise import noise_scale, windowed_noise_scale  # noqa: F401 (the tests use them here)
+from batchscale.engine.noise_points import two_batch_estimates
 
 LossFn = Callable[[Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -65,29 +65,6 @@ class ExactNoise(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # The estimator
-
-
-def two_batch_estimates(g2_small, g2_big, batch_small: float, batch_big: float):
-    """Unbiased |G|^2 and tr Sigma from the squared norms of two mean gradients (McCandlish et al. A.1).
-
-        |G|^2    ~ (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
-        tr Sigma ~ (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big)
-
-    Works elementwise on floats, numpy arrays or tensors; returns (g2, trace_sigma).
-    """
-    if not batch_big > batch_small > 0:
-        raise ValueError(f"need 0 < batch_small < batch_big, got {batch_small} and {batch_big}")
-    g2 = (batch_big * g2_big - batch_small * g2_small) / (batch_big - batch_small)
-    trace_sigma = (g2_small - g2_big) / (1.0 / batch_small - 1.0 / batch_big)
-    return g2, trace_sigma
-
-
-def noise_scale(g2, trace_sigma):
-    """B_simple = tr Sigma / |G|^2 (examples); NaN where |G|^2 <= 0 (the estimate is meaningless there)."""
-    g2 = np.asarray(g2, dtype=float)
-    trace_sigma = np.asarray(trace_sigma, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(g2 > 0, trace_sigma / np.where(g2 > 0, g2, 1.0), np.nan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,36 +219,3 @@ def exact_noise_stacked(loss_fn: LossFn, stacked_params, x: torch.Tensor, y: tor
 
 # --------------------------------------------------------------------------------------------
 # Window
-
-
-def windowed_noise_scale(g2, trace_sigma, window: int):
-    """B_simple per evaluation point as the ratio of trailing-window means; returns (b_simple, invalid).
-
-    At point i the window is points max(0, i-window+1)..i (fewer at the start); non-finite entries (points
-    not measured) are left out of both means. b_simple[i] = mean(trace_sigma) / mean(g2) over the window;
-    NaN with invalid[i] True where the window's mean |G|^2 is <= 0 (the estimate exists but is
-    meaningless: noise swamped the signal); NaN with invalid[i] False where the window holds no finite pair.
-    """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    g2 = np.asarray(g2, dtype=float)
-    trace_sigma = np.asarray(trace_sigma, dtype=float)
-    if g2.shape != trace_sigma.shape or g2.ndim != 1:
-        raise ValueError("g2 and trace_sigma must be 1-D arrays of the same length")
-    finite = np.isfinite(g2) & np.isfinite(trace_sigma)
-    b_simple = np.full(g2.shape, np.nan)
-    invalid = np.zeros(g2.shape, dtype=bool)
-    for i in range(g2.size):
-        keep = finite[max(0, i - window + 1):i + 1]
-        if not keep.any():
-            continue  # nothing measured in the window: NaN, but not flagged (no estimate was made)
-        lo = max(0, i - window + 1)
-        mean_g2 = g2[lo:i + 1][keep].mean()
-        mean_trace = trace_sigma[lo:i + 1][keep].mean()
-        if mean_g2 > 0:
-            b_simple[i] = mean_trace / mean_g2
-        else:
-            invalid[i] = True
-    return b_simple, invalid
-
-
