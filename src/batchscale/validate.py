@@ -27,15 +27,18 @@ class DataShape:
     spec: DataSpec
     n_train: int
     n_test: int
-    source: str  # "published sizes" or "built"
+    source: str  # "published sizes" (the dataset registered its sizes) or "built"
 
 
 _DATA_SHAPES: dict[str, DataShape] = {}
 
 
-def _capped(dataset: dict, n_train: int, n_test: int) -> tuple[int, int]:
+def _capped(dataset: dict, n_train: int, n_test: int, equal_classes: int | None = None) -> tuple[int, int]:
+    """Sizes after `fraction` (stratified: rounded per class where the classes are known to be equal) and caps."""
     fraction = dataset.get("fraction", 1.0)
-    if fraction < 1.0:
+    if fraction < 1.0 and equal_classes:
+        n_train = equal_classes * max(1, int(round(fraction * n_train / equal_classes)))
+    elif fraction < 1.0:
         n_train = max(1, int(round(fraction * n_train)))
     if dataset.get("max_examples") is not None:
         n_train = min(n_train, dataset["max_examples"])
@@ -51,8 +54,8 @@ def data_shape(dataset: dict, data_root: str = "data", download: bool = False) -
     if key not in _DATA_SHAPES:
         entry = resolve_dataset(dataset["name"])
         if entry.shape is not None:
-            spec, n_train, n_test = entry.shape(dataset.get("options", {}))
-            _DATA_SHAPES[key] = DataShape(spec, *_capped(dataset, n_train, n_test), "published sizes")
+            spec, n_train, n_test, *equal = entry.shape(dataset.get("options", {}))
+            _DATA_SHAPES[key] = DataShape(spec, *_capped(dataset, n_train, n_test, *equal), "published sizes")
         else:
             splits = load_dataset(dataset, data_root, download)
             _DATA_SHAPES[key] = DataShape(splits.spec, splits.num_train, int(splits.test_x.shape[0]), "built")

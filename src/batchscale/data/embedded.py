@@ -20,7 +20,7 @@ from batchscale.data import DataSpec, Splits, register_dataset
 from batchscale.spec.options import CLASSES, NON_NEGATIVE, OPEN_FRACTION, POSITIVE_INT, UNIT_INTERVAL
 
 
-def _stratified_split(labels: torch.Tensor, test_fraction: float, generator: torch.Generator):
+def stratified_split(labels: torch.Tensor, test_fraction: float, generator: torch.Generator):
     train, test = [], []
     for cls in torch.unique(labels):
         members = torch.nonzero(labels == cls).flatten()
@@ -53,7 +53,7 @@ def digits(*, seed: int = 0, data_root=None, download=False, test_fraction: floa
     table = _digits_table()
     images = torch.tensor(table[:, :64], dtype=torch.float32).reshape(-1, 1, 8, 8)  # (1797, 1, 8, 8), 0..16
     labels = torch.tensor(table[:, 64], dtype=torch.int64)
-    train, test = _stratified_split(labels, test_fraction, torch.Generator().manual_seed(seed))
+    train, test = stratified_split(labels, test_fraction, torch.Generator().manual_seed(seed))
     mean, std = images[train].mean(), images[train].std()
     images = (images - mean) / std
     return Splits(images[train], labels[train], images[test], labels[test],

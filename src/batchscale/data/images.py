@@ -20,7 +20,7 @@ def _capped(n: int, options: dict) -> int:
 
 
 def cifar_shape(classes: int):
-    return lambda options: (DataSpec("classification", (3, 32, 32), classes), 50_000, 10_000)
+    return lambda options: (DataSpec("classification", (3, 32, 32), classes), 50_000, 10_000, classes)  # equal classes
 
 
 def mnist_shape(options: dict):
