@@ -7,9 +7,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default studies apply only when no --configfile is given: Snakemake deep-merges a --configfile into a
+# The default studies apply only when no config is named: Snakemake deep-merges a --configfile into a
 # `configfile:`, so declaring it unconditionally would leak the default studies and keys into a user's config.
-if not workflow.overwrite_configfiles:
+# `--config file=PATH` names a config that only batchscale's code-free YAML reader opens (common.smk).
+if not workflow.overwrite_configfiles and "file" not in config:
 
     configfile: "config.yaml"
 

@@ -16,7 +16,11 @@ from batchscale.data import DataSpec, check_dataset, load_dataset, resolve_datas
 from batchscale.errors import ConfigError, DataMissingError
 from batchscale.models import build_model, check_model
 from batchscale.models.flops import example_input
+from batchscale.spec.strategies import TUNED, study_hyperparameters
 from batchscale.spec.studies import resolve_config
+
+FLOAT_COPIES_PER_PARAMETER = 5  # weights, gradient, momentum (Adam: two moments), last finite weights
+MIN_STEPS = 4  # fewer updates leave no evaluation points to read k(m) between
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,67 @@ def check_registries(config: dict, check_data: bool = True) -> None:
         check_model(study["model"], f"studies.{name}.model")
 
 
+def largest_pack(study: dict) -> int:
+    """Runs of the study's largest pack (jobs.packs groups seeds by s // seeds_per_pack, trials likewise)."""
+    blocks: dict[int, int] = {}
+    for seed in study["seeds"]:
+        blocks[seed // study["pack"]["seeds_per_pack"]] = blocks.get(seed // study["pack"]["seeds_per_pack"], 0) + 1
+    trials = len(study["tuning"].get("trial_points") or []) if TUNED in study["strategies"] else 1
+    return max(blocks.values()) * max(1, min(trials, study["pack"]["trials_per_pack"]))
+
+
+def check_costs(config: dict) -> None:
+    """Steps per run and memory per pack against `limits`, and enough steps to read k(m) at every batch size."""
+    limits = config["limits"]
+    for name, study in config["studies"].items():
+        shape = data_shape(study["dataset"], config["data_root"], config["download"])
+        for strategy in study["strategies"]:
+            for m in (min(study["batch_sizes"]), max(study["batch_sizes"])):
+                steps = (shape.n_train // m) * study_hyperparameters(study, strategy, m)["epochs"]
+                steps = min(steps, study["max_steps"] or steps)
+                if steps > limits["max_steps_per_run"]:
+                    raise ConfigError(f"config key studies.{name}.epochs: a {strategy} run at batch size {m} would "
+                                      f"take {steps:,} steps, more than limits.max_steps_per_run "
+                                      f"({limits['max_steps_per_run']:,}); lower epochs or set max_steps")
+                if steps < MIN_STEPS:
+                    raise ConfigError(f"config key studies.{name}.max_steps: a {strategy} run at batch size {m} takes "
+                                      f"{steps} steps, too few to read a step count between evaluations (at least "
+                                      f"{MIN_STEPS}); raise max_steps or epochs")
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in build_model(study["model"], shape.spec).parameters())
+        megabytes = parameters * FLOAT_COPIES_PER_PARAMETER * 4 * largest_pack(study) / 2**20
+        if megabytes > limits["max_pack_memory_mb"]:
+            raise ConfigError(f"config key studies.{name}.model: {parameters:,} parameters x {largest_pack(study)} runs "
+                              f"per pack need about {megabytes:,.0f} MB for weights and optimizer state, more than "
+                              f"limits.max_pack_memory_mb ({limits['max_pack_memory_mb']:,}); use a smaller model, "
+                              f"lower pack.seeds_per_pack / trials_per_pack, or raise the limit")
+
+
+def check_branching_fits(config: dict) -> None:
+    """Every branch batch k x B must fit in the training split."""
+    for name, study in config["studies"].items():
+        branching = study["branching"]
+        if not branching["enabled"]:
+            continue
+        n = data_shape(study["dataset"], config["data_root"], config["download"]).n_train
+        base = branching["batch_size"] or study["base_batch"]
+        largest = max(branching["k"]) * base
+        if largest > n:
+            raise ConfigError(f"config key studies.{name}.branching.k: the largest branch batch {max(branching['k'])} "
+                              f"x {base} = {largest} is larger than the {n} training examples; allowed: k x B <= {n}")
+
+
+def check_comparison_tasks(config: dict) -> None:
+    """The studies of a comparison must solve the same kind of task (their curves share axes)."""
+    for group, spec in config.get("comparisons", {}).items():
+        tasks = {name: data_shape(config["studies"][name]["dataset"], config["data_root"],
+                                  config["download"]).spec.task for name in spec["studies"]}
+        if len(set(tasks.values())) > 1:
+            listed = ", ".join(f"{name} ({task})" for name, task in tasks.items())
+            raise ConfigError(f"config key comparisons.{group}.studies: the studies solve different tasks ({listed}); "
+                              f"a comparison needs one task")
+
+
 def load_config(source, check_data: bool = True) -> dict:
     """Validate a config (a path or an already-loaded dict) and return it resolved.
 
@@ -139,4 +204,7 @@ def load_config(source, check_data: bool = True) -> dict:
     resolved = resolve_config(source)
     check_registries(resolved, check_data)
     check_data_fits(resolved)
+    check_costs(resolved)
+    check_branching_fits(resolved)
+    check_comparison_tasks(resolved)
     return resolved

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 # A study's own `package.module:callable` is found from the working directory, as `python -m batchscale` does.
 sys.path.insert(0, os.getcwd())
@@ -15,13 +16,18 @@ from batchscale.jobs.config_cache import load_config_cached
 from batchscale.jobs.fingerprints import stage_fingerprint, train_fingerprint
 from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runs_json, pack_runtime_min, pack_threads
 
+# Where the config comes from: `--config file=PATH` (read only by batchscale's strict, code-free YAML reader:
+# the safe way to run a config from someone else), a --configfile (which Snakemake itself reads first), or
+# config.yaml. Its name tells results of different configs apart (the summary).
+CONFIG_FILES = [config["file"]] if "file" in config else (workflow.overwrite_configfiles or ["config.yaml"])
+CONFIG_NAME = Path(str(CONFIG_FILES[0])).stem
 try:
-    # Snakemake's YAML reader keeps the last of two equal keys silently: read each config file again, strictly.
-    for config_path in workflow.overwrite_configfiles or ["config.yaml"]:
-        read_yaml(config_path)
+    # Snakemake's YAML reader keeps the last of two equal keys silently, and evaluates YTE templates: read
+    # each config file again, strictly, refusing both.
+    loaded = [read_yaml(path) for path in CONFIG_FILES]
     # Validates against workflow/schemas/config.schema.yaml, fills defaults, resolves every study (once per
     # config and code: later parses read the result, jobs.config_cache).
-    BATCHSCALE = load_config_cached(config)
+    BATCHSCALE = load_config_cached(loaded[0] if "file" in config else config)
 except ConfigError as err:
     # One line naming the key, before any job starts; no traceback.
     print(f"batchscale: error: {err}", file=sys.stderr)

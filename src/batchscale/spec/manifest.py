@@ -28,6 +28,8 @@ COMPARISON_DIR = "results/comparisons/{comparison}"
 SUMMARY_MD = "results/summary.md"
 SUMMARY_JSON = "results/summary.json"
 FIGURE_FORMATS = ("png", "svg")  # PNG for the report, SVG for papers
+# Entries of results/ that are not studies: a study may not take one of these names.
+RESERVED_NAMES = ("comparisons", "summary.md", "summary.json", "summaries", "tensorboard", "report.html")
 
 
 @dataclass(frozen=True)

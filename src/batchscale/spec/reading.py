@@ -14,6 +14,9 @@ import yaml
 from batchscale.errors import ConfigError
 
 
+YTE_KEY = "__use_yte__"  # Snakemake's switch for evaluating a config file as a template (code)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
 
@@ -41,7 +44,7 @@ def read_yaml(path: str | Path):
     loader = _StrictLoader(text)
     loader.name = str(path)
     try:
-        return loader.get_single_data()
+        loaded = loader.get_single_data()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -51,6 +54,11 @@ def read_yaml(path: str | Path):
         raise ConfigError(f"config file {path}: not valid YAML: {str(err).splitlines()[0]}") from None
     finally:
         loader.dispose()
+    if isinstance(loaded, dict) and YTE_KEY in loaded:
+        raise ConfigError(f"config file {path}: `{YTE_KEY}` makes Snakemake evaluate the file as a YTE template, "
+                          f"which runs the code in it; a batchscale config is data only: remove the key (give "
+                          f"configs from others as --config file={path}, which only batchscale's YAML reader opens)")
+    return loaded
 
 
 def non_finite_key(node, path=()):

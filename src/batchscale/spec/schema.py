@@ -86,6 +86,9 @@ def _describe(error: jsonschema.ValidationError, prefix: str) -> str:
         return f"config key {key}: items must be unique, got {value!r}"
     if kind == "required":
         return f"config key {key}: missing required key {error.message.split(chr(39))[1]!r}"
+    if kind == "maxLength":
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"config key {key}: {shown!r} has {len(value)} characters; allowed: at most {expected}"
     if kind == "pattern" or kind == "propertyNames":
         return f"config key {key}: name {value!r} must use letters, digits, '_', '-', '.'"
     if kind == "oneOf":

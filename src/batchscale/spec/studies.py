@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import jsonschema
@@ -15,6 +16,7 @@ import jsonschema
 from batchscale.errors import ConfigError, ScalingRuleError
 from batchscale.spec import strategies as scaling
 from batchscale.spec.optimizers import OPTIMIZER_KEYS
+from batchscale.spec.manifest import RESERVED_NAMES
 from batchscale.spec.reading import check_plain_keys, non_finite_key, read_yaml
 from batchscale.spec.schema import first_error, load_schema, validator_with_defaults
 from batchscale.spec.search import refine_settings, search_dimensions
@@ -197,6 +199,80 @@ def _check_comparisons(comparisons: dict, studies: dict) -> None:
                     f"({', '.join(shared) or 'none'})")
 
 
+def _check_names(studies: dict, comparisons: dict) -> None:
+    """Study names become folders of results/ and parts of rule names: none may take a reserved entry of
+    results/, and no two may give the same rule name (Snakemake names a rule with `\\W` replaced by `_`)."""
+    seen = {}
+    for name in studies:
+        if name in RESERVED_NAMES or name.startswith("summary"):
+            raise ConfigError(f"config key studies.{name}: the name is taken by an output of results/ "
+                              f"({', '.join(RESERVED_NAMES)}, summary*); choose another")
+        rule_name = re.sub(r"\W", "_", name)
+        if rule_name in seen:
+            raise ConfigError(f"config key studies.{name}: gives the same job names as study {seen[rule_name]!r} "
+                              f"(Snakemake turns '.' and '-' into '_'); rename one of them")
+        seen[rule_name] = name
+    by_rule = {}
+    for name in comparisons:
+        other = by_rule.setdefault(re.sub(r"\W", "_", name), name)
+        if other != name:
+            raise ConfigError(f"config key comparisons.{name}: gives the same job names as comparison {other!r}; "
+                              f"rename one of them")
+
+
+def _check_given_keys(name: str, given: dict, merged: dict) -> None:
+    """Keys the study set itself that its strategies would ignore are mistakes, not no-ops."""
+    if "tuning" in given and TUNED not in merged.get("strategies", []):
+        raise ConfigError(f"config key studies.{name}.tuning: set, but the study does not run the tuned strategy "
+                          f"(strategies: {', '.join(merged.get('strategies', []))}); add tuned or drop the block")
+
+
+def study_run_count(study: dict) -> int:
+    """Runs of a resolved study, counted without listing them (strategies x batch sizes x seeds, the tuned
+    search's trials of both rounds instead of one run per seed)."""
+    tuning = study["tuning"]
+    trials = 0
+    if TUNED in study["strategies"]:
+        refine = refine_settings(tuning.get("refine"))
+        # an even grid of points around the centre, the centre itself (an odd count) already run in round 1
+        trials = int(tuning.get("trials", 0)) + (refine["trials"] - refine["trials"] % 2 if refine else 0)
+    per_seed = sum(trials if strategy == TUNED else 1 for strategy in study["strategies"])
+    return per_seed * len(study["batch_sizes"]) * len(study["seeds"])
+
+
+def _check_limits(config: dict) -> None:
+    """The sizes that need no data: runs, branching jobs and bootstrap refits (see `limits` in the schema)."""
+    limits = config["limits"]
+    runs = sum(study_run_count(study) for study in config["studies"].values())
+    if runs > limits["max_runs"]:
+        largest = max(config["studies"], key=lambda n: study_run_count(config["studies"][n]))
+        raise ConfigError(f"config key limits.max_runs: the config asks for {runs:,} training runs (study "
+                          f"{largest!r}: {study_run_count(config['studies'][largest]):,}), more than "
+                          f"{limits['max_runs']:,}; shrink the grid or raise limits.max_runs")
+    jobs = sum(s["branching"]["checkpoints"] for s in config["studies"].values() if s["branching"]["enabled"])
+    if jobs > limits["max_branch_jobs"]:
+        raise ConfigError(f"config key limits.max_branch_jobs: branching asks for {jobs:,} checkpoint jobs, more "
+                          f"than {limits['max_branch_jobs']:,}; lower branching.checkpoints or raise the limit")
+    for name, study in config["studies"].items():
+        fits = (study["bootstrap"]["samples"] * len(study["batch_sizes"]) * len(study["strategies"])
+                * len(study["metrics"]))
+        if fits > limits["max_bootstrap_fits"]:
+            raise ConfigError(f"config key studies.{name}.bootstrap.samples: {study['bootstrap']['samples']:,} "
+                              f"resamples make {fits:,} refits, more than limits.max_bootstrap_fits "
+                              f"({limits['max_bootstrap_fits']:,}); lower the samples or raise the limit")
+
+
+def _check_branching(prefix: str, study: dict) -> None:
+    branching = study["branching"]
+    if branching["enabled"] and branching["strategy"] == TUNED:
+        fixed = ", ".join(name for name in STRATEGIES if name != TUNED)
+        raise ConfigError(f"config key {prefix}.branching.strategy: 'tuned' has no single learning rate to branch "
+                          f"from; allowed values: {fixed}")
+    if branching["enabled"] and branching["strategy"] not in study["strategies"]:
+        raise ConfigError(f"config key {prefix}.branching.strategy: {branching['strategy']!r} is not run by the "
+                          f"study; allowed values: {', '.join(s for s in study['strategies'] if s != TUNED)}")
+
+
 def resolve_config(source) -> dict:
     """A config (a path or an already-loaded dict) checked and resolved, without building anything.
 
@@ -216,13 +292,17 @@ def resolve_config(source) -> dict:
     studies = {}
     for name, study in raw["studies"].items():
         merged = deep_merge(shared, study or {})
+        _check_given_keys(name, study or {}, merged)
         _check_optimizer_keys(name, merged.get("optimizer") or {})
         first_error(validator_with_defaults(study_schema), merged, f"studies.{name}")
         _check_study(name, merged, resolved)
+        _check_branching(f"studies.{name}", merged)
         _check_scaling_rules(name, merged)
         studies[name] = merged
     resolved["studies"] = studies
+    _check_names(studies, resolved.get("comparisons", {}))
     _check_comparisons(resolved.get("comparisons", {}), studies)
+    _check_limits(resolved)
     for study in studies.values():
         if TUNED in study["strategies"]:  # drawn once here, so a parse never needs the Sobol sampler again
             study["tuning"]["trial_points"] = study_trials(study)
