@@ -92,9 +92,10 @@ def copy_repository(target: Path) -> Path:
     return target
 
 
-def snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", check: bool = True,
+def snakemake(workdir: Path, *args: str, configfile: str | None = "config.yaml", check: bool = True,
               timeout: int = 900) -> subprocess.CompletedProcess:
-    command = [str(VENV_BIN / "snakemake"), "--configfile", configfile, *args]
+    """`snakemake --configfile CONFIGFILE ARGS` in `workdir` (no --configfile when it is None)."""
+    command = [str(VENV_BIN / "snakemake"), *(["--configfile", configfile] if configfile else []), *args]
     result = subprocess.run(command, cwd=workdir, env=workflow_env(), capture_output=True, text=True,
                             timeout=timeout)
     if check and result.returncode != 0:
