@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from batchscale.errors import TraceError
+from batchscale.errors import StageInputError, TraceError
 from batchscale.spec.strategies import TUNED
 from batchscale.store.traces import RETRAIN, read_trace
 
@@ -28,6 +28,30 @@ TRACE_SCALARS = ("final_linear_approx_error", "final_linear_approx_error_rel", "
                  "linear_approx_error_warmup_end_rel")
 PER_RUN = ("steps_total", "lr_peak", "epochs", "wall_seconds", *TRACE_SCALARS,
            "final_train_loss", "final_test_loss", "final_test_acc")
+
+
+REBUILD = "delete it and rerun snakemake to rebuild it"
+
+
+def study_config_hash(study_config: dict) -> str:
+    """sha256 of a study's resolved config (sorted-key JSON): which study a cube or table was made for."""
+    return hashlib.sha256(json.dumps(study_config, sort_keys=True).encode()).hexdigest()
+
+
+def _array_bytes(values) -> bytes:
+    values = np.asarray(values)
+    if values.dtype.kind in "OUS":  # strings survive netCDF as object arrays: hash their text
+        return "\0".join(str(v) for v in values.ravel()).encode()
+    return np.ascontiguousarray(values).tobytes()
+
+
+def cube_content_hash(cube: xr.Dataset) -> str:
+    """sha256 of every variable and coordinate (names, shapes, values) of a cube, as written and as read."""
+    digest = hashlib.sha256()
+    for name in sorted(map(str, cube.variables)):
+        values = cube[name].values
+        digest.update(f"{name}\0{values.shape}\0".encode() + _array_bytes(values))
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -147,6 +171,7 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
                 "seed": np.asarray(seeds, dtype=np.int64), "step": np.asarray(steps, dtype=np.int64),
                 **trial_coord},
         attrs={"study": study, "study_config_json": json.dumps(study_config, sort_keys=True),
+               "study_config_sha256": study_config_hash(study_config),
                "base_batch": int(study_config.get("base_batch", batch_sizes[0] if batch_sizes else 1)),
                "eta0": float(study_config.get("eta0", np.nan)), "task": first.get("task", ""),
                "dataset": first.get("dataset", ""), "model": first.get("model", ""),
@@ -155,6 +180,7 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
     cube["steps_total"].attrs["units"] = "steps"
     cube["wall_seconds"].attrs["units"] = "s"
     cube["step"].attrs["long_name"] = "weight updates"
+    cube.attrs["content_sha256"] = cube_content_hash(cube)
     return cube
 
 
@@ -166,6 +192,23 @@ def write_cube(cube: xr.Dataset, path: str | Path) -> None:
     temporary.replace(path)
 
 
-def open_cube(path: str | Path) -> xr.Dataset:
-    with xr.open_dataset(path, engine="h5netcdf") as cube:
-        return cube.load()
+def open_cube(path: str | Path, study: str | None = None, study_config: dict | None = None) -> xr.Dataset:
+    """A cube as written by build_cube, loaded; with `study` (and `study_config`), only the cube of that study
+    (and config). Anything else (unreadable, edited, another study's) is a StageInputError naming the file."""
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as opened:
+            cube = opened.load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StageInputError(f"cube {path}: cannot be read ({reason}); {REBUILD}") from None
+    recorded = cube.attrs.get("content_sha256")
+    if recorded != cube_content_hash(cube):
+        raise StageInputError(f"cube {path}: its contents differ from what was written (content_sha256 does not "
+                              f"match: edited, or not a batchscale cube); {REBUILD}")
+    if study is not None and cube.attrs.get("study") != study:
+        raise StageInputError(f"cube {path}: records study {cube.attrs.get('study')!r}, not {study!r} (a cube copied "
+                              f"from another study?); {REBUILD}")
+    if study_config is not None and cube.attrs.get("study_config_sha256") != study_config_hash(study_config):
+        raise StageInputError(f"cube {path}: was built for another config of study {study!r} than the one given; "
+                              f"{REBUILD}")
+    return cube

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -31,13 +32,28 @@ OPTIONAL_METRICS = {
 # The trace contract (DESIGN.md): attributes and 1-D datasets every trace must carry, one list each, read by
 # write_trace's tests and by read_trace's check. A dataset added to traces is added here once.
 REQUIRED_ATTRS = ("schema_version", "study", "dataset", "model", "strategy", "batch_size", "seed", "lr", "epochs",
-                  "steps_total", "status", "config_json", "config_hash", "versions_json", "device", "wall_seconds")
+                  "steps_total", "status", "config_json", "config_hash", "versions_json", "device", "wall_seconds",
+                  "content_sha256")
 REQUIRED_POINTS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                    "wall_time")
 # A run marked completed has a finite value of each of these at every evaluation point.
 FINITE_WHEN_COMPLETED = ("train_loss", "test_loss")
 STATUSES = ("completed", "diverged")
 RETRAIN = "delete it and rerun snakemake to retrain that run"
+# Left out of the content hash: it differs between two runs of the same config (the rest does not).
+CLOCK_POINTS = ("wall_time",)
+
+
+def content_hash(points: dict, scalars: dict) -> str:
+    """sha256 of a trace's datasets (names, dtypes, bytes) but the wall clock: what the engine computed.
+    Recorded as `content_sha256` and checked on every read, so a value edited in place is refused."""
+    digest = hashlib.sha256()
+    for name in sorted(set(points) | set(scalars)):
+        if name in CLOCK_POINTS:
+            continue
+        values = np.ascontiguousarray(points[name] if name in points else scalars[name])
+        digest.update(f"{name}\0{values.dtype.str}\0{values.shape}\0".encode() + values.tobytes())
+    return digest.hexdigest()
 
 
 def software_versions(code: str | None = None) -> dict:
@@ -78,15 +94,18 @@ def write_trace(result, path: str | Path, code: str | None = None) -> None:
             "wall_seconds": float(result.wall_seconds), "eval_seconds": float(result.eval_seconds),
             "info_json": json.dumps(result.info, sort_keys=True, default=str),
         }
+        points = {name: np.asarray(values, dtype=np.int64 if name in INT_FIELDS else np.float64)
+                  for name, values in result.points.items()}
+        scalars = {name: np.float64(value) for name, value in result.scalars.items()}
+        attrs["content_sha256"] = content_hash(points, scalars)
         for key, value in attrs.items():
             handle.attrs[key] = value
-        for name, values in result.points.items():
-            dtype = np.int64 if name in INT_FIELDS else np.float64
-            dataset = handle.create_dataset(name, data=np.asarray(values, dtype=dtype))
+        for name, values in points.items():
+            dataset = handle.create_dataset(name, data=values)
             if name in OPTIONAL_METRICS:
                 dataset.attrs["description"] = OPTIONAL_METRICS[name]
-        for name, value in result.scalars.items():
-            handle.create_dataset(name, data=np.float64(value))
+        for name, value in scalars.items():
+            handle.create_dataset(name, data=value)
     os.replace(temporary, path)
 
 
@@ -99,17 +118,17 @@ def read_trace(path: str | Path) -> dict:
             points, scalars = {}, {}
             for name, dataset in handle.items():
                 if dataset.shape == ():
-                    scalars[name] = float(dataset[()])
+                    scalars[name] = dataset[()]
                 else:
                     points[name] = dataset[()]
     except (OSError, KeyError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise TraceError(f"trace {path}: cannot be read ({reason}); {RETRAIN}") from None
-    _check_contract(path, attrs, points)
-    return {"attrs": attrs, "points": points, "scalars": scalars}
+    _check_contract(path, attrs, points, scalars)
+    return {"attrs": attrs, "points": points, "scalars": {name: float(value) for name, value in scalars.items()}}
 
 
-def _check_contract(path: Path, attrs: dict, points: dict) -> None:
+def _check_contract(path: Path, attrs: dict, points: dict, scalars: dict) -> None:
     """One TraceError naming the file, what is wrong and how to retrain, for the first broken promise."""
     def fail(problem: str):
         raise TraceError(f"trace {path}: {problem}; {RETRAIN}")
@@ -126,6 +145,10 @@ def _check_contract(path: Path, attrs: dict, points: dict) -> None:
     for name, values in points.items():
         if np.ndim(values) != 1 or len(values) != length:
             fail(f"dataset {name} has shape {np.shape(values)}, expected ({length},) like step")
+    for name, values in {**points, **scalars}.items():
+        wanted = np.int64 if name in INT_FIELDS else np.float64
+        if np.asarray(values).dtype != wanted:
+            fail(f"dataset {name} is {np.asarray(values).dtype}, not {np.dtype(wanted)}")
     if attrs["status"] not in STATUSES:
         fail(f"status {attrs['status']!r} is not one of {', '.join(STATUSES)}")
     if attrs["status"] == "completed":
@@ -145,3 +168,5 @@ def _check_contract(path: Path, attrs: dict, points: dict) -> None:
         if recorded_trial != expected.trial:
             fail(f"its run config records trial {recorded_trial!r} but the path is for trial {expected.trial!r} "
                  f"(a trace copied from another run?)")
+    if content_hash(points, scalars) != attrs["content_sha256"]:
+        fail("its datasets differ from what was written (content_sha256 does not match: edited in place?)")
