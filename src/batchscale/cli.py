@@ -337,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A study's own `package.module:callable` is found from the working directory, whichever way the command
+    # was started (`python -m batchscale` puts it on the path, the `batchscale` script does not).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)

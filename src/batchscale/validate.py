@@ -79,18 +79,24 @@ def expected_output(spec: DataSpec) -> tuple:
     return (2, spec.num_classes)
 
 
+def _output_on(device: str, model: dict, spec: DataSpec):
+    with torch.device(device), torch.no_grad():
+        return build_model(model, spec)(example_input(spec, batch=2, device=device))
+
+
 def check_model_builds(name: str, model: dict, spec: DataSpec) -> None:
-    """Build the model on the meta device (no memory, no arithmetic): a model that cannot take this data
-    (an LSTM on images, a tied LSTM of unequal sizes) is refused now, not inside a job."""
+    """Build the model and run a batch of 2 through it, on the meta device (no memory, no arithmetic) where it
+    can: a model that cannot take this data (an LSTM on images, a tied LSTM of unequal sizes) is refused now,
+    not inside a job. A model whose forward needs values (`.item()`, branching on its input) or a layer
+    without a meta kernel is tried on the CPU instead (such a model trains run by run, not vectorised)."""
     try:
-        with torch.device("meta"), torch.no_grad():
-            net = build_model(model, spec)
-            output = net(example_input(spec, batch=2, device="meta"))
+        try:
+            output = _output_on("meta", model, spec)
+        except (NotImplementedError, RuntimeError):  # data-dependent control flow: try with real values
+            output = _output_on("cpu", model, spec)
     except ConfigError:
         raise
-    except NotImplementedError:  # a custom layer without a meta kernel: it is built in the job
-        return
-    except (ValueError, TypeError, RuntimeError, KeyError, IndexError) as err:
+    except (ValueError, TypeError, RuntimeError, KeyError, IndexError, NotImplementedError) as err:
         raise ConfigError(f"config key studies.{name}.model: {model['name']!r} cannot be built for dataset "
                           f"of task {spec.task} and input shape {tuple(spec.input_shape)} ({one_line(err)})") from None
     expected = expected_output(spec)
@@ -155,7 +161,7 @@ def check_costs(config: dict) -> None:
                     raise ConfigError(f"config key studies.{name}.max_steps: a {strategy} run at batch size {m} takes "
                                       f"{steps} steps, too few to read a step count between evaluations (at least "
                                       f"{MIN_STEPS}); raise max_steps or epochs")
-        with torch.device("meta"):
+        with torch.device("meta"):  # parameters are counted without allocating them
             parameters = sum(p.numel() for p in build_model(study["model"], shape.spec).parameters())
         megabytes = parameters * FLOAT_COPIES_PER_PARAMETER * 4 * largest_pack(study) / 2**20
         if megabytes > limits["max_pack_memory_mb"]:
