@@ -27,6 +27,23 @@ include: "workflow/rules/branching.smk"
 include: "workflow/rules/summary.smk"
 
 
+# Progress on the console while jobs run, and the summary's headline at the end (jobs.progress).
+PROGRESS = ProgressMonitor([pack_work(BATCHSCALE, pack) for pack in PACKS], BATCHSCALE["progress_seconds"])
+
+
+onstart:
+    PROGRESS.start()
+
+
+onsuccess:
+    PROGRESS.stop()
+    print(summary_headline(SUMMARY_MD), file=sys.stderr)
+
+
+onerror:
+    PROGRESS.stop()
+
+
 rule all:
     default_target: True
     input:

@@ -213,4 +213,7 @@ def load_config(source, check_data: bool = True) -> dict:
     check_costs(resolved)
     check_branching_fits(resolved)
     check_comparison_tasks(resolved)
+    for study in resolved["studies"].values():  # what the workflow's plan and progress need, kept with the config
+        shape = data_shape(study["dataset"], resolved["data_root"], resolved["download"])
+        study["data_sizes"] = {"train": shape.n_train, "test": shape.n_test}
     return resolved

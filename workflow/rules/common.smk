@@ -8,19 +8,21 @@ from pathlib import Path
 sys.path.insert(0, os.getcwd())
 
 from batchscale.errors import ConfigError
-from batchscale.spec.manifest import ROUND1_PATH
+from batchscale.spec.manifest import ROUND1_PATH, summary_paths
 from batchscale.spec.reading import read_yaml
 from batchscale.spec.runs import iter_runs, refinement_trials, run_config, RunKey, study_trials
 from batchscale.spec.strategies import TUNED
 from batchscale.jobs.config_cache import load_config_cached
 from batchscale.jobs.fingerprints import stage_fingerprint, train_fingerprint
 from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runs_json, pack_runtime_min, pack_threads
+from batchscale.jobs.progress import ProgressMonitor, pack_work, summary_headline
 
 # Where the config comes from: `--config file=PATH` (read only by batchscale's strict, code-free YAML reader:
 # the safe way to run a config from someone else), a --configfile (which Snakemake itself reads first), or
 # config.yaml. Its name tells results of different configs apart (the summary).
 CONFIG_FILES = [config["file"]] if "file" in config else (workflow.overwrite_configfiles or ["config.yaml"])
 CONFIG_NAME = Path(str(CONFIG_FILES[0])).stem
+SUMMARY_MD, SUMMARY_JSON = summary_paths(CONFIG_NAME)
 try:
     # Snakemake's YAML reader keeps the last of two equal keys silently, and evaluates YTE templates: read
     # each config file again, strictly, refusing both.
@@ -155,8 +157,8 @@ def theory_studies():
 
 
 def summary_outputs():
-    """results/summary.md, and each least-squares study's theory.json and theory figure (rules in summary.smk)."""
-    outputs = ["results/summary.md", "results/summary.json"]
+    """The config's summary, and each least-squares study's theory.json and theory figure (rules in summary.smk)."""
+    outputs = [SUMMARY_MD, SUMMARY_JSON]
     for study in theory_studies():
         outputs.append(f"results/{study}/theory.json")
         outputs += [f"results/{study}/figures/theory_lsr_breakdown.{ext}" for ext in ("png", "svg")]
@@ -164,7 +166,7 @@ def summary_outputs():
 
 
 def summary_inputs():
-    """What results/summary.md is read from: every study's analysis tables, the theory files and each
+    """What the summary is read from: every study's analysis tables, the theory files and each
     comparison's table."""
     inputs = []
     for study in STUDIES:

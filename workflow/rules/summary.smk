@@ -50,12 +50,12 @@ rule summary:
         summary_inputs(),
     output:
         md=report(
-            "results/summary.md",
+            SUMMARY_MD,
             caption="../report/summary.rst",
             category="summary",
             labels={"table": "summary"},
         ),
-        json="results/summary.json",
+        json=SUMMARY_JSON,
     log:
         "logs/summary.log",
     conda:

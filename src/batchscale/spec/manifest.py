@@ -25,8 +25,11 @@ BRANCHING_BASE = "results/{study}/branching/base.pt"
 BRANCHING_CHECKPOINT = "results/{study}/branching/checkpoint{index}.json"
 THEORY_PATH = "results/{study}/theory.json"
 COMPARISON_DIR = "results/comparisons/{comparison}"
-SUMMARY_MD = "results/summary.md"
-SUMMARY_JSON = "results/summary.json"
+# One summary per config, named after its file: results/summary.md for config.yaml, summary-paper.md for
+# presets/paper.yaml, so that running another config never overwrites the default study's summary.
+SUMMARY_MD = "results/summary{suffix}.md"
+SUMMARY_JSON = "results/summary{suffix}.json"
+DEFAULT_CONFIG_NAME = "config"
 FIGURE_FORMATS = ("png", "svg")  # PNG for the report, SVG for papers
 # Entries of results/ that are not studies: a study may not take one of these names.
 RESERVED_NAMES = ("comparisons", "summary.md", "summary.json", "summaries", "tensorboard", "report.html")
@@ -75,6 +78,12 @@ BRANCHING_TABLE = Output("local_critical_batch.csv")
 BRANCHING_FIGURE = Output("local_critical_batch", "local_critical_batch")
 COMPARISON_TABLE = Output("speedup.csv")
 COMPARISON_FIGURE = Output("speedup", "comparison_speedup")
+
+
+def summary_paths(config_name: str) -> tuple[str, str]:
+    """(markdown, JSON) summary of the config named `config_name` (the stem of its file)."""
+    suffix = "" if config_name == DEFAULT_CONFIG_NAME else f"-{config_name}"
+    return SUMMARY_MD.format(suffix=suffix), SUMMARY_JSON.format(suffix=suffix)
 
 
 def names(outputs) -> list[str]:
