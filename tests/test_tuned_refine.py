@@ -49,13 +49,33 @@ def test_round_two_trials_are_runs_that_read_their_rate_from_round_one():
     run = run_config(config, key)
     # no rate before round 1 has trained: the config names the file and the trial's place in the range
     assert run["eta0"] is None and run["lr_peak"] is None and "trial_hyper" not in run
+    lrs = [t["lr"] for t in search.first_round(CONFIG["studies"][STUDY]["tuning"])]
     assert run["refine"] == {"round1": ROUND1_PATH.format(study=STUDY), "factor": FACTOR,
-                             "exponent": pytest.approx(-1.0 / 3.0)}
+                             "exponent": pytest.approx(-1.0 / 3.0), "edge_exponent": pytest.approx(2 * 2 / 4),
+                             "first_round_range": [min(lrs), max(lrs)]}
     resolved = resolve_refinement(run, {"best": {"64": {"trial": 2, "lr": 0.3, "momentum": 0.8, "k": 9.0}}})
     expected = 0.3 * FACTOR ** (-1.0 / 3.0)
     assert resolved["eta0"] == resolved["lr_peak"] == pytest.approx(expected)
     assert resolved["trial_hyper"] == {"lr": pytest.approx(expected), "momentum": 0.8}
     assert resolved["optimizer"]["momentum"] == 0.8 and "refine" not in resolved
+
+
+def test_round_two_extends_past_the_edge_where_round_ones_best_is_there():
+    """Best at round 1's highest rate: the 4 round-2 trials at best x 2^(2j/4), j = 1..4 (up to factor^2 past
+    the edge); at its lowest rate, the same below; inside the range, the even grid around it."""
+    config = load_config(CONFIG)
+    lrs = [t["lr"] for t in search.first_round(CONFIG["studies"][STUDY]["tuning"])]
+    tuned = [k for k in iter_runs(config) if k.strategy == "tuned" and k.trial >= TRIALS and k.batch_size == 64
+             and k.seed == 0]
+    runs = [run_config(config, key) for key in sorted(tuned, key=lambda k: k.trial)]
+    for best, placement, expected in [
+            (max(lrs), "extend_high", [max(lrs) * 2 ** (2 * j / 4) for j in (1, 2, 3, 4)]),
+            (min(lrs), "extend_low", [min(lrs) / 2 ** (2 * j / 4) for j in (1, 2, 3, 4)]),
+            (sorted(lrs)[1], "interior", [sorted(lrs)[1] * 2 ** e for e in (-1, -1 / 3, 1 / 3, 1)])]:
+        round1 = {"best": {"64": {"trial": 0, "lr": best, "k": 9.0}}}
+        resolved = [resolve_refinement(run, round1) for run in runs]
+        assert [r["lr_peak"] for r in resolved] == pytest.approx(expected, rel=1e-12)
+        assert {r["refine_center"]["placement"] for r in resolved} == {placement}
 
 
 def test_refine_grid_spacing_of_1_2_is_reachable():

@@ -135,13 +135,19 @@ def trial_settings(study: dict, trial: int, run: dict) -> dict:
     (`refine`: ROUND1_PATH and the exponent of the trial in the refined range) and carries no rate; the
     train command resolves it (`resolve_refinement`) just before training, and the trace records the
     resolved config, so its hash covers the rate actually used."""
-    first = len(study_trials(study))
+    first_round = study_trials(study)
+    first = len(first_round)
     if trial >= first:
-        refine = study["tuning"]["refine"]
-        return {"trial": int(trial), "eta0": None, "lr_peak": None,
-                "refine": {"round1": ROUND1_PATH.format(study=run["study"]),
-                           "factor": refine_settings(refine)["factor"],
-                           "exponent": refinement_exponents(refine)[trial - first]}}
+        refine = refine_settings(study["tuning"]["refine"])
+        exponents = refinement_exponents(refine)
+        lrs = [point["lr"] for point in first_round]
+        block = {"round1": ROUND1_PATH.format(study=run["study"]), "factor": refine["factor"],
+                 "exponent": exponents[trial - first]}
+        if refine["extend_at_edge"]:
+            # where the trial sits if round 1's best is an edge of its range: the range then extends past it
+            block["edge_exponent"] = 2.0 * (trial - first + 1) / len(exponents)
+            block["first_round_range"] = [min(lrs), max(lrs)]
+        return {"trial": int(trial), "eta0": None, "lr_peak": None, "refine": block}
     point = next(t for t in study_trials(study) if t["trial"] == trial)
     return point_settings(point, run)
 
@@ -159,20 +165,34 @@ def point_settings(point: dict, run: dict) -> dict:
     return settings
 
 
+def refinement_placement(refine: dict, best_lr: float) -> tuple[str, float]:
+    """Where round 2 searches: ("interior", e) on the even grid around round 1's best rate; or, when that
+    best is the highest (lowest) rate round 1 tried, ("extend_high", e) ("extend_low", -e): every round-2
+    trial past the edge, up to factor^2 beyond it, so an optimum outside round 1's range is bracketed."""
+    low, high = refine.get("first_round_range", (None, None))
+    if "edge_exponent" in refine and high is not None and best_lr >= high * (1 - 1e-12):
+        return "extend_high", refine["edge_exponent"]
+    if "edge_exponent" in refine and low is not None and best_lr <= low * (1 + 1e-12):
+        return "extend_low", -refine["edge_exponent"]
+    return "interior", refine["exponent"]
+
+
 def resolve_refinement(run: dict, round1: dict) -> dict:
     """A round-2 run's config with its rate filled in from round 1's result (the contents of ROUND1_PATH):
-    lr = best lr at the run's batch size · factor^exponent, the best trial's other searched
-    hyperparameters kept. A run without `refine` is returned unchanged."""
+    lr = best lr at the run's batch size · factor^exponent (refinement_placement: around the best, or past
+    the edge of round 1's range when the best is there), the best trial's other searched hyperparameters
+    kept. A run without `refine` is returned unchanged."""
     if "refine" not in run:
         return run
     refine = run["refine"]
     best = round1["best"][str(run["batch_size"])]
     point = {name: value for name, value in best.items() if name in ("lr", "momentum", "beta2", "schedule")}
-    point["lr"] = refinement_lr(best["lr"], refine["factor"], refine["exponent"])
+    placement, exponent = refinement_placement(refine, float(best["lr"]))
+    point["lr"] = refinement_lr(best["lr"], refine["factor"], exponent)
     point["trial"] = run["trial"]
     base = {k: v for k, v in run.items() if k != "refine"}
     resolved = {**base, **point_settings(point, base)}
-    resolved["refine_center"] = {"lr": float(best["lr"]), "trial": int(best["trial"])}
+    resolved["refine_center"] = {"lr": float(best["lr"]), "trial": int(best["trial"]), "placement": placement}
     return resolved
 
 

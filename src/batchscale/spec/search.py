@@ -49,7 +49,7 @@ LOG_RANGE_KEYS = (("lr", "lr"), ("one_minus_momentum", "momentum"), ("one_minus_
 
 DEFAULT_TRIALS = 16
 DEFAULT_SEED = 0
-DEFAULT_REFINE = {"factor": 2.0, "trials": 8, "max_spacing": None}
+DEFAULT_REFINE = {"factor": 2.0, "trials": 8, "max_spacing": None, "extend_at_edge": True}
 """Defaults for a `tuning` block given in part (the schema fragment holds the same ones; a test checks)."""
 
 
@@ -162,7 +162,8 @@ def refine_settings(refine: Mapping | None) -> dict | None:
         points = max(points, math.ceil(2.0 * math.log(factor) / math.log(spacing) - 1e-9) + 1)
     if points < 2:
         raise ValueError(f"tuning.refine needs at least 2 points, got {points}")
-    return {"factor": factor, "trials": points, "max_spacing": spacing}
+    return {"factor": factor, "trials": points, "max_spacing": spacing,
+            "extend_at_edge": bool(settings.get("extend_at_edge", True))}
 
 
 def refinement_exponents(refine: Mapping | None) -> list[float]:
