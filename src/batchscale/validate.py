@@ -157,6 +157,10 @@ def check_costs(config: dict) -> None:
                     raise ConfigError(f"config key studies.{name}.epochs: a {strategy} run at batch size {m} would "
                                       f"take {steps:,} steps, more than limits.max_steps_per_run "
                                       f"({limits['max_steps_per_run']:,}); lower epochs or set max_steps")
+                warmup = study["warmup_steps"] if strategy in study["warmup_strategies"] else None
+                if warmup is not None and warmup > steps:
+                    raise ConfigError(f"config key studies.{name}.warmup_steps: {warmup} is longer than the {steps} "
+                                      f"steps of a {strategy} run at batch size {m}; allowed: at most {steps}")
                 if steps < MIN_STEPS:
                     raise ConfigError(f"config key studies.{name}.max_steps: a {strategy} run at batch size {m} takes "
                                       f"{steps} steps, too few to read a step count between evaluations (at least "

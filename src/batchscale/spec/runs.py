@@ -122,6 +122,10 @@ def run_config(config: dict, key: RunKey) -> dict:
         # the analysis window changes no trace, so it stays out of the run (and its hash)
         "noise_scale": {k: v for k, v in study["noise_scale"].items() if k != "window"},
     }
+    if study.get("warmup_steps") is not None:  # a warm-up in steps replaces the one in epochs
+        run["warmup_epochs"] = 0
+        if key.strategy in study["warmup_strategies"]:
+            run["warmup_steps"] = int(study["warmup_steps"])  # only when set: other runs keep their config hash
     if key.trial is not None:
         run.update(trial_settings(study, key.trial, run))
     return run

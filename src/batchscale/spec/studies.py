@@ -90,7 +90,7 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             f"config key {prefix}.base_batch: {study['base_batch']} is not one of the batch sizes {sizes}")
     _check_noise_and_branching(prefix, study)
     warmed = [s for s in study["strategies"] if s in study["warmup_strategies"]]
-    if warmed and study["warmup_epochs"] > study["epochs"]:
+    if warmed and study.get("warmup_steps") is None and study["warmup_epochs"] > study["epochs"]:
         # only a strategy that warms up cares (the default warms up lsr alone)
         raise ConfigError(
             f"config key {prefix}.warmup_epochs: {study['warmup_epochs']} is longer than the {study['epochs']} "
