@@ -3,7 +3,7 @@
     python scripts/check_readme_numbers.py results/summary.md [README.md]
 
 The README marks the text it writes from a fresh run's summary between `<!-- numbers: results/summary.md -->`
-and `<!-- end numbers -->`. Every number with a decimal point there (0.089, 110.9, x1.6, [7.0, 12.4]) must
+and `<!-- end numbers -->`. Every number with a decimal point there (0.089, 110.9, ×1.6, [7.0, 12.4]) must
 appear, written the same way, in the summary; whole numbers (batch sizes, counts, years) are left alone, as
 they also name configuration. Prints each number not found and exits 1 if there is one.
 """

@@ -11,7 +11,7 @@ SCRIPT = REPO / "scripts" / "check_readme_numbers.py"
 README = """# x
 B_crit 9.6 outside the marked text is not checked.
 <!-- numbers: results/summary.md -->
-- blr: B_crit = 9.6 [7.0, 12.4] at eps 0.089, x1.6 at m = 8
+- blr: B_crit = 9.6 [7.0, 12.4] at eps 0.089, ×1.6 at m = 8
 <!-- end numbers -->
 """
 
@@ -24,10 +24,10 @@ def check(tmp_path, summary: str) -> subprocess.CompletedProcess:
 
 
 def test_every_quoted_number_found(tmp_path):
-    done = check(tmp_path, "| blr | 0.089 | 9.6 [7.0, 12.4] | x1.6 |")
+    done = check(tmp_path, "| blr | 0.089 | 9.6 [7.0, 12.4] | ×1.6 |")
     assert done.returncode == 0 and "5 of 5 quoted numbers found" in done.stdout
 
 
 def test_a_number_the_summary_does_not_hold_is_named(tmp_path):
-    done = check(tmp_path, "| blr | 0.0891 | 9.6 [7.0, 12.4] | x1.6 |")
+    done = check(tmp_path, "| blr | 0.0891 | 9.6 [7.0, 12.4] | ×1.6 |")
     assert done.returncode == 1 and "README line 4: 0.089 is not in" in done.stdout
