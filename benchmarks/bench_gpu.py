@@ -174,7 +174,7 @@ def packed_case(splits, args) -> None:
 
 
 def time_train_run(run: dict, splits) -> dict:
-    from batchscale.engine.train import train_run
+    from batchscale.engine.pack import train_run
 
     device = torch.device(run["device"])
     synchronize(device)

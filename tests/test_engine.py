@@ -1,14 +1,16 @@
 """The training engine: exact accumulation, bit-identical reruns, divergence, ghost batch norm."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from batchscale.data import load_dataset
-from batchscale.engine.pack import module_gradient
-from batchscale.engine.train import DeviceData, random_crop_flip, train_run
+from batchscale.engine.pack import module_gradient, train_run
+from batchscale.engine.runtime import DeviceData, random_crop_flip
 from batchscale.models import build_model
-from conftest import tiny_run
+from conftest import REPO, tiny_run
 
 
 def _gradients(model, data, index, micro_batch):
@@ -136,3 +138,25 @@ def test_grad_clip_bounds_every_update(monkeypatch):
     assert 0 < moved < bound
     free = train_run(dict(run, optimizer=dict(run["optimizer"], grad_clip=None)), progress=False)
     assert clipped.points["train_loss"][-1] > free.points["train_loss"][-1] + 0.1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_one_line_config_error(tmp_path):
+    """`device: cuda` where torch sees no GPU: the engine names the key and its other values, and the command
+    line prints it as one error line (no traceback)."""
+    import json
+    import subprocess
+    import sys
+
+    from batchscale.errors import ConfigError
+
+    run = tiny_run(device="cuda")
+    with pytest.raises(ConfigError) as raised:
+        train_run(run, progress=False)
+    message = str(raised.value)
+    assert "studies.tiny.device" in message and "auto" in message and "cpu" in message and "\n" not in message
+    done = subprocess.run([sys.executable, "-m", "batchscale", "train", "--run-json", json.dumps(run), "--output",
+                           str(tmp_path / "seed0.h5"), "--quiet"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("batchscale: error: config key studies.tiny.device")

@@ -36,7 +36,7 @@ from batchscale.engine.optim import build_optimizer
 from batchscale.engine.pack import batch_gradient, evaluate
 from batchscale.engine.packed_model import build_packed_model
 from batchscale.engine.state import RunState
-from batchscale.engine.train import DeviceData, autocast_factory, pick_device
+from batchscale.engine.runtime import DeviceData, autocast_factory, pick_device
 
 BRANCH_SEED_STRIDE = 1000  # branch j of checkpoint c: seed + 1000 c + j
 
@@ -46,7 +46,7 @@ class Engine:
 
     def __init__(self, run: dict, splits=None):
         self.run = run
-        self.device = pick_device(run.get("device", "cpu"))
+        self.device = pick_device(run.get("device", "cpu"), run.get("study"))
         splits = splits if splits is not None else load_dataset(run["dataset"], run.get("data_root", "data"),
                                                                 run.get("download", False))
         self.data = DeviceData(splits, self.device, run["dataset"].get("augment", False), run["seed"])

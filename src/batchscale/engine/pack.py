@@ -29,9 +29,9 @@ from batchscale.engine import noise_points, tasks
 from batchscale.engine.optim import build_optimizer
 from batchscale.engine.packed_model import PackedModel, build_packed_model
 from batchscale.engine.state import RunState
+from batchscale.engine.runtime import (DeviceData, RunResult, TerminationFlag, autocast_factory,
+                                       pick_device)
 from batchscale.errors import MicroBatchTooLarge
-from batchscale.engine.train import (DeviceData, RunResult, TerminationFlag, autocast_factory,
-                                     pick_device)
 
 # vmap costs about 0.4 ms per step on the CPU whatever the pack; a plain step of a digits MLP about 0.12 ms:
 # measured break-even near 3 runs (benchmarks/bench_packing.py measures 16)
@@ -187,7 +187,7 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     check_pack(runs)
     torch.set_num_threads(threads)
     first = runs[0]
-    device = pick_device(first["device"])
+    device = pick_device(first["device"], first["study"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes per pack: let cuDNN pick the fastest kernels
     autocast = autocast_factory(device, first.get("precision", "fp32"))
@@ -414,3 +414,9 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                   "pack_vectorised": model.vectorised, "pack_vectorised_eval": model.vectorised and
                   model.vectorised_eval, **splits.info}))
     return results
+
+
+def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = None,
+              progress: bool = True, splits: Splits | None = None) -> RunResult:
+    """Train one run alone: a pack of one."""
+    return train_pack([run], threads=threads, checkpoint_path=checkpoint_path, progress=progress, splits=splits)[0]
