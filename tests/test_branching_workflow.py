@@ -49,6 +49,28 @@ def test_the_base_run_is_the_engines_run_and_a_branch_starts_from_its_checkpoint
     assert np.all(np.isfinite(branch["losses"])) and branch["losses"][-1] != last["train_loss"]
 
 
+def test_an_adamw_base_run_has_the_weights_of_the_packs_run_bit_for_bit(monkeypatch):
+    """The base run steps through the pack's own step: AdamW reads the same float64 rates, so the final
+    checkpoint holds the weights train_pack ends with, bit for bit."""
+    import batchscale.engine.parts as parts
+    from batchscale.spec.runs import RunKey, run_config
+    from batchscale.validate import load_config
+
+    torch.set_num_threads(1)
+    adamw = {"name": "adamw", "betas": [0.9, 0.999], "eps": 1.0e-8, "weight_decay": 0.01}
+    config = load_config(tiny_config(model={"name": "mlp", "options": {"hidden": [16]}}, optimizer=adamw,
+                                     eta0=1e-3, base_batch=8, batch_sizes=[8, 32], strategies=["lsr"],
+                                     warmup_epochs=1, epochs=1))
+    run = run_config(config, RunKey("tiny", "lsr", 32, 0))
+    last = brun.train_base(run, 2)["checkpoints"][-1]
+    built = []
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    alone = train_pack([run], progress=False)[0]
+    assert last["step"] == alone.steps_total
+    assert all(torch.equal(saved, trained) for saved, trained in zip(last["params"], built[-1].params))
+
+
 def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint():
     """k = 2 from the last checkpoint, momentum 0: w <- w - 2 lr g on batches of 2B from the branch's own
     randperm, recomputed with a plain module; losses on the training subset at steps 2 and 4."""

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from batchscale.data import load_dataset
-from batchscale.engine.pack import module_gradient, train_run
+from batchscale.engine.pack import train_run
 from batchscale.engine.runtime import DeviceData, random_crop_flip
+from batchscale.engine.step import module_gradient
 from batchscale.models import build_model
 from conftest import REPO, tiny_run
 
@@ -117,7 +118,7 @@ def test_random_crop_flip_moves_pixels_but_keeps_shape_and_values():
 def test_grad_clip_bounds_every_update(monkeypatch):
     """With the global gradient norm clipped to 1e-3, the momentum buffer's norm stays below
     1e-3 / (1 - 0.9), so in S steps at lr 0.05 no weight moves more than S * 0.05 * 1e-2."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
 
     run = tiny_run(epochs=1, lr_peak=0.05, eta0=0.05,
                    optimizer={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": 1e-3})
@@ -125,13 +126,13 @@ def test_grad_clip_bounds_every_update(monkeypatch):
     splits = load_dataset(run["dataset"])
     initial = [p.detach().clone() for p in build_model(run["model"], splits.spec).parameters()]
     trained = {}
-    real_build = pack.build_packed_model
+    real_build = parts.build_packed_model
 
     def keep(*args, **kwargs):
         trained["model"] = real_build(*args, **kwargs)
         return trained["model"]
 
-    monkeypatch.setattr(pack, "build_packed_model", keep)
+    monkeypatch.setattr(parts, "build_packed_model", keep)
     clipped = train_run(run, progress=False)
     moved = max(float((p[0] - q).abs().max()) for p, q in zip(trained["model"].params, initial))
     bound = clipped.steps_total * 0.05 * 1e-3 / (1 - 0.9)

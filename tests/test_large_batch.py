@@ -22,7 +22,8 @@ from batchscale.spec.runs import run_config, RunKey
 from batchscale.validate import load_config
 from batchscale.data import load_dataset
 from batchscale.engine import pack as engine
-from batchscale.engine.pack import module_gradient, train_run
+from batchscale.engine.pack import train_run
+from batchscale.engine.step import module_gradient
 from batchscale.engine.runtime import DeviceData
 from batchscale.errors import MicroBatchTooLarge
 from batchscale.models import build_model

@@ -70,11 +70,11 @@ def test_packed_runs_equal_runs_alone_in_float64(float64, model):
 
 def test_batch_norm_running_statistics_are_per_run(float64, monkeypatch):
     """Each run's BatchNorm buffers are those of the same run alone, not shared or averaged."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
 
     built = []
-    real = pack.build_packed_model
-    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     runs = mixed_runs({"name": "cnn_bn", "options": {"channels": [4]}}, epochs=1)[:2]
     train_pack(runs, progress=False, vectorise=True)
     together = built[-1]
@@ -166,14 +166,14 @@ def test_a_model_vmap_cannot_handle_trains_run_by_run_and_says_so(capfd):
 def test_linear_approximation_error_equals_a_hand_computation(monkeypatch):
     """At the final weights w*: |L(w) - L(w*) - <g, w - w*>| with w = w* - eta0 (m/m0) g, recomputed here
     with a plain module from the same fresh batch and training subset."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
     from batchscale.data import load_dataset
     from batchscale.engine.state import APPROX_SEED_OFFSET
     from batchscale.models import build_model
 
     built = []
-    real = pack.build_packed_model
-    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     run = tiny_run(model={"name": "mlp"}, seed=3, epochs=1, warmup_epochs=0.5, strategy="lsr", lr_peak=0.1)
     result = train_pack([run], progress=False)[0]
     splits = load_dataset(run["dataset"])

@@ -31,12 +31,10 @@ import pandas as pd
 import torch
 
 from batchscale.analysis import branching as br
-from batchscale.data import load_dataset
-from batchscale.engine.optim import build_optimizer
-from batchscale.engine.pack import batch_gradient, evaluate
-from batchscale.engine.packed_model import build_packed_model
-from batchscale.engine.state import RunState
-from batchscale.engine.runtime import DeviceData, autocast_factory, pick_device
+from batchscale.engine.pack import evaluate
+from batchscale.engine.parts import build_pack
+from batchscale.engine.runtime import pick_device
+from batchscale.engine.step import train_step
 
 BRANCH_SEED_STRIDE = 1000  # branch j of checkpoint c: seed + 1000 c + j
 
@@ -47,39 +45,25 @@ class Engine:
     def __init__(self, run: dict, splits=None):
         self.run = run
         self.device = pick_device(run.get("device", "cpu"), run.get("study"))
-        splits = splits if splits is not None else load_dataset(run["dataset"], run.get("data_root", "data"),
-                                                                run.get("download", False))
-        self.data = DeviceData(splits, self.device, run["dataset"].get("augment", False), run["seed"])
-        self.n = self.data.x_train.shape[0]
-        self.autocast = autocast_factory(self.device, run.get("precision", "fp32"))
-        subset_generator = torch.Generator().manual_seed(run["dataset"].get("split_seed", 0) + 104729)
-        subset = torch.randperm(self.n, generator=subset_generator)[: run["evaluation"]["train_subset"]]
-        self.eval_x, self.eval_y = self.data.x_train[subset.to(self.device)], self.data.y_train[subset.to(self.device)]
-        self.model = build_packed_model([run], self.data.spec, self.device)
-        self.model.vectorised = False  # a pack of one trains run by run, as train_pack does on the CPU
-        self.optimizer = build_optimizer([run], self.model.params)
-        self.state = RunState.create(run, self.n, self.device)
+        self.parts = build_pack([run], self.device, splits)
+        self.data, self.model, self.optimizer = self.parts.data, self.parts.model, self.parts.optimizer
+        self.n = self.parts.num_train
+        self.state = self.parts.states[0]
 
     def train_loss(self) -> float:
-        return evaluate(self.model, self.data, self.model.params, self.model.buffers, [0], self.eval_x, self.eval_y,
-                        self.run["evaluation"]["batch_size"], self.autocast)[0]["loss"]
+        return evaluate(self.model, self.data, self.model.params, self.model.buffers, [0], self.parts.eval_x,
+                        self.parts.eval_y, self.run["evaluation"]["batch_size"], self.parts.autocast)[0]["loss"]
 
     def steps(self, batch_size: int, count: int, lr, generator: torch.Generator, on_step=None) -> None:
         """`count` updates at `batch_size`, rate `lr(step)` (0-based), batches as the engine draws them: a
         fresh randperm per epoch from `generator`, the last partial batch dropped."""
         perm, position = None, self.n
-        active = torch.ones(1, dtype=torch.bool, device=self.device)
         for step in range(count):
             if position + batch_size > self.n:
                 perm, position = torch.randperm(self.n, generator=generator), 0
             index = perm[None, position:position + batch_size].to(self.device)
             position += batch_size
-            _, grads = batch_gradient(self.model, self.data, index, [self.state], [0], self.model.params,
-                                      self.model.buffers, self.run.get("micro_batch"), self.autocast)
-            if self.run["optimizer"].get("grad_clip"):
-                from batchscale.engine.pack import clip_gradients
-                grads = clip_gradients(grads, self.run["optimizer"]["grad_clip"])
-            self.optimizer.step(grads, torch.tensor([lr(step)], device=self.device), active)
+            train_step(self.parts, [0], index, [lr(step)])
             if on_step is not None:
                 on_step(step + 1)
 
@@ -136,8 +120,6 @@ def train_branch(run: dict, checkpoint: dict, k: int, delta_examples: int, lr_ru
     batch_size = int(k) * int(checkpoint["batch_size"])
     branch_run = {**run, "batch_size": batch_size, "seed": int(seed)}
     engine = Engine(branch_run, splits)
-    if batch_size > engine.n:
-        raise ValueError(f"branch batch {batch_size} exceeds the {engine.n} training examples")
     engine.restore(checkpoint)
     lr = br.branch_lr(checkpoint["lr"], k, lr_rule)
     steps = br.branch_steps(delta_examples, batch_size)

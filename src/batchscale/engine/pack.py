@@ -23,85 +23,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from batchscale.data import Splits, load_dataset
+from batchscale.data import Splits
 from batchscale.engine import checkpoint as checkpoints
 from batchscale.engine import noise_points, tasks
-from batchscale.engine.optim import build_optimizer
-from batchscale.engine.packed_model import PackedModel, build_packed_model
-from batchscale.engine.state import RunState
-from batchscale.engine.runtime import (DeviceData, RunResult, TerminationFlag, autocast_factory,
-                                       pick_device)
+from batchscale.engine.packed_model import PackedModel
+from batchscale.engine.parts import build_pack, check_pack
+from batchscale.engine.runtime import DeviceData, RunResult, TerminationFlag, pick_device
+from batchscale.engine.step import batch_gradient, train_step
 from batchscale.errors import MicroBatchTooLarge
-
-# vmap costs about 0.4 ms per step on the CPU whatever the pack; a plain step of a digits MLP about 0.12 ms:
-# measured break-even near 3 runs (benchmarks/bench_packing.py measures 16)
-MIN_RUNS_TO_VECTORISE_ON_CPU = 4
-# what every run of a pack must share (everything else may differ: seed, strategy, rates, optimizer values)
-SHARED_KEYS = ("study", "batch_size", "dataset", "data_root", "model", "micro_batch", "evaluation", "device",
-               "precision", "channels_last", "noise_scale")
-
-
-def check_pack(runs: list[dict]) -> None:
-    for key in SHARED_KEYS:
-        values = {repr(run.get(key)) for run in runs}
-        if len(values) > 1:
-            raise ValueError(f"the runs of a pack must share `{key}`; got {len(values)} different values")
-    if len({run["optimizer"].get("grad_clip") for run in runs}) > 1:
-        raise ValueError("the runs of a pack must share `optimizer.grad_clip`")
-
-
-def batch_inputs(data: DeviceData, index: torch.Tensor, states: list[RunState], ids: list[int], train: bool):
-    """Inputs (k, b, ...) and targets of runs `ids` at example indices (k, b), each run augmented by its own stream."""
-    k, b = index.shape
-    x = data.x_train[index.flatten()]
-    if train and data.augment:
-        x = torch.stack([data.prepare(part, train=True, generator=states[r].augment_generator)
-                         for part, r in zip(x.view(k, b, *x.shape[1:]), ids)])
-    else:
-        x = data.prepare(x, train=False)
-        x = x.view(k, b, *x.shape[1:])
-    return x, data.y_train[index]
-
-
-def module_gradient(module: torch.nn.Module, data: DeviceData, index: torch.Tensor, micro_batch: int | None,
-                    train: bool = True):
-    """One model's mean loss and gradient (a list like its parameters) on examples `index`, through the
-    engine's packed step as a pack of one; its BatchNorm statistics are updated in place."""
-    model = PackedModel([module], data.spec)
-    state = RunState(run={}, steps_per_epoch=1, steps_total=1, warmup_steps=0, eval_points=[],
-                     augment_generator=data.augment_generator)
-    loss, grads = batch_gradient(model, data, index[None], [state], [0], model.params, model.buffers, micro_batch,
-                                 autocast_factory(index.device, "fp32"), train)
-    with torch.no_grad():
-        for buffer, stacked in zip(module.buffers(), model.buffers):
-            buffer.copy_(stacked[0])
-    return loss[0], [g[0] for g in grads]
-
-
-def batch_gradient(model: PackedModel, data: DeviceData, index, states, ids, params, buffers, micro_batch,
-                   autocast, train: bool = True):
-    """Per-run mean loss and gradient of runs `ids` on their batches `index` (k, m), in micro-batches."""
-    spec = data.spec
-    y_all = data.y_train[index]
-    totals = torch.tensor([max(tasks.target_count(spec.task, y, spec.ignore_index), 1) for y in y_all],
-                          dtype=torch.float32, device=index.device)
-    m = index.shape[1]
-    chunk = micro_batch if micro_batch and micro_batch < m else m
-    losses, grads = 0.0, None
-    for start in range(0, m, chunk):
-        x, y = batch_inputs(data, index[:, start:start + chunk], states, ids, train)
-        part_losses, part_grads = model.gradients(params, buffers, ids, x, y, totals, train, autocast)
-        losses = losses + part_losses
-        grads = part_grads if grads is None else [g + p for g, p in zip(grads, part_grads)]
-    return losses, grads
-
-
-def clip_gradients(grads, max_norm: float):
-    """Per run, torch.nn.utils.clip_grad_norm_: scale to at most `max_norm` global L2 norm."""
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], dim=1)
-    scale = (max_norm / (torch.linalg.vector_norm(norms, dim=1) + 1e-6)).clamp(max=1.0)
-    return [g * scale.view(-1, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads]
-
 
 def evaluate(model: PackedModel, data: DeviceData, params, buffers, ids, x, y, batch_size: int, autocast) -> list[dict]:
     """Each run's mean loss and accuracy (and mean IoU for segmentation) over (x, y), in eval mode."""
@@ -150,36 +79,6 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
     return errors
 
 
-def choose_vectorising(model: PackedModel, data: DeviceData, states, vectorise: bool | None, autocast, label: str,
-                       micro_batch: int | None) -> bool:
-    """Whether the pack trains by one vmapped step: tried on a first batch and compared with the run-by-run
-    gradient (None), or as asked (True: tried and compared all the same, False). A pack of one, or on the CPU of fewer than
-    MIN_RUNS_TO_VECTORISE_ON_CPU runs, trains run by run, where vmap's fixed cost per step is not repaid."""
-    runs = len(states)
-    if vectorise is False or (vectorise is None and
-                              runs < (MIN_RUNS_TO_VECTORISE_ON_CPU if data.x_train.device.type == "cpu" else 2)):
-        return False
-    m = states[0].run["batch_size"]
-    trial = torch.arange(min(m, 16), device=data.x_train.device).expand(runs, -1)
-    x, y = batch_inputs(data, trial, states, list(range(runs)), train=False)
-    totals = torch.full((runs,), float(trial.shape[1]), device=data.x_train.device)
-    try:
-        reason = model.check_vectorising(x, y, totals, autocast)
-    except torch.OutOfMemoryError:
-        raise MicroBatchTooLarge(
-            f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
-            f"lower `micro_batch` in study {states[0].run['study']!r}") from None
-    if reason is not None and vectorise:
-        raise ValueError(f"{label}: vectorising was asked for but fails: {reason}")
-    if reason is not None:
-        print(f"{label}: cannot vectorise this model ({reason}); training its runs one after another",
-              file=sys.stderr)
-    elif not model.vectorised_eval:
-        print(f"{label}: training vectorised; evaluating its runs one after another (vmap cannot evaluate "
-              f"this model without gradients)", file=sys.stderr)
-    return reason is None
-
-
 def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path | None = None, progress: bool = True,
                splits: Splits | None = None, vectorise: bool | None = None) -> list[RunResult]:
     """Train the runs of one pack; `vectorise`: None decides (choose_vectorising), False trains run by run,
@@ -190,34 +89,15 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
     device = pick_device(first["device"], first["study"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes per pack: let cuDNN pick the fastest kernels
-    autocast = autocast_factory(device, first.get("precision", "fp32"))
+    parts = build_pack(runs, device, splits, vectorise)
+    model, data, states, optimizer, autocast = parts.model, parts.data, parts.states, parts.optimizer, parts.autocast
     m, micro_batch, evaluation = first["batch_size"], first.get("micro_batch"), first["evaluation"]
-    splits = splits if splits is not None else load_dataset(first["dataset"], first["data_root"], first["download"])
-    data = DeviceData(splits, device, first["dataset"].get("augment", False), first["seed"])
-    n = data.x_train.shape[0]
-    if m > n:
-        raise ValueError(f"batch size {m} is larger than the {n} training examples of study {first['study']!r}")
-    states = [RunState.create(run, n, device) for run in runs]
-    # Fixed training subset for the train loss: the same examples for every run of the study.
-    subset_generator = torch.Generator().manual_seed(first["dataset"].get("split_seed", 0) + 104729)
-    subset = torch.randperm(n, generator=subset_generator)[: evaluation["train_subset"]].to(device)
-    eval_x, eval_y = data.x_train[subset], data.y_train[subset]
+    n = parts.num_train
+    subset, eval_x, eval_y, label = parts.subset, parts.eval_x, parts.eval_y, parts.label
     linear_approx = evaluation.get("linear_approx", True)
     noise_cfg = first.get("noise_scale") or {}
-
-    model = build_packed_model(runs, data.spec, device,
-                               channels_last=bool(first.get("channels_last")) and device.type == "cuda"
-                               and len(data.spec.input_shape) == 3)
-    dtype = model.params[0].dtype
-    if dtype != torch.float32 and data.x_train.is_floating_point():  # a float64 model (tests): float64 inputs
-        data.x_train, data.x_test = data.x_train.to(dtype), data.x_test.to(dtype)
-        eval_x = eval_x.to(dtype)
-    optimizer = build_optimizer(runs, model.params)
     batch_generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     all_ids = list(range(len(runs)))
-    label = f"{first['study']} bs{m} pack of {len(runs)}"
-
-    model.vectorised = choose_vectorising(model, data, states, vectorise, autocast, label, micro_batch)
 
     pack_id = checkpoints.pack_hash(runs)
     path = Path(checkpoint_path) if checkpoint_path else None
@@ -332,29 +212,12 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
             ids = [r for r, state in enumerate(states) if state.is_training()]
             position = progress_state["position"]
             index = perms[ids, position:position + m].to(device, non_blocking=True)
-            # float64: the optimizers cast it to the parameters' dtype (AdamW keeps its scalars in float64)
-            lr = torch.tensor([states[r].lr(step) if r in ids else 0.0 for r in all_ids], dtype=torch.float64,
-                              device=device)
-            active = torch.tensor([r in ids for r in all_ids], device=device)
             if linear_approx:  # the last finite weights of a run that diverges at this step
                 previous = [p.clone() for p in model.params]
-            params, buffers = model.select(ids)
-            try:
-                losses, grads = batch_gradient(model, data, index, states, ids, params, buffers, micro_batch, autocast)
-            except torch.OutOfMemoryError:
-                raise MicroBatchTooLarge(
-                    f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
-                    f"lower `micro_batch` in study {first['study']!r}") from None
-            model.put_buffers(ids, buffers)
-            if first["optimizer"].get("grad_clip"):
-                grads = clip_gradients(grads, first["optimizer"]["grad_clip"])
-            if len(ids) < len(runs):  # inactive runs get a zero gradient, and are not updated anyway
-                index_ids = torch.tensor(ids, device=device)
-                grads = [torch.zeros_like(p).index_copy_(0, index_ids, g) for p, g in zip(model.params, grads)]
-            optimizer.step(grads, lr, active)
+            losses = train_step(parts, ids, index, [states[r].lr(step) if r in ids else 0.0 for r in all_ids])
+            bar.update(1)
             step = progress_state["step"] = step + 1
             progress_state["position"] += m
-            bar.update(1)
             batch_losses = losses.tolist() if (step % check_every == 0 or
                                                any(step in states[r].eval_points for r in ids)) else None
             due, diverged = [], []
@@ -412,7 +275,7 @@ def train_pack(runs: list[dict], threads: int = 1, checkpoint_path: str | Path |
                   "steps_per_epoch": state.steps_per_epoch, "warmup_steps": state.warmup_steps,
                   "ghost_batch_size": min(micro_batch or m, m), "pack_size": len(runs),
                   "pack_vectorised": model.vectorised, "pack_vectorised_eval": model.vectorised and
-                  model.vectorised_eval, **splits.info}))
+                  model.vectorised_eval, **parts.split_info}))
     return results
 
 
