@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import noise_reference as noise
-from batchscale.engine.noise_points import NOISE_FIELDS, noise_generator
+from batchscale.engine.noise import NOISE_FIELDS, noise_generator
 from batchscale.engine.pack import train_pack
 from conftest import tiny_run
 

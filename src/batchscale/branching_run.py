@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from batchscale.analysis import branching as br
-from batchscale.engine.pack import evaluate
+from batchscale.engine.evaluate import evaluate
 from batchscale.engine.parts import build_pack
 from batchscale.engine.runtime import pick_device
 from batchscale.engine.step import train_step
