@@ -64,6 +64,15 @@ def evaluate(model: PackedModel, data: DeviceData, params, buffers, ids, x, y, b
     return results
 
 
+def stacked_over(tensors: list[torch.Tensor], ids: list[int]) -> list[torch.Tensor]:
+    """Stacked tensors with one row per run of `ids`: the whole pack's stack (which `PackedModel.select` gives
+    when the pack trains run by run) cut down to those runs; a stack over `ids` as it is."""
+    if not tensors or tensors[0].shape[0] == len(ids):
+        return tensors
+    index = torch.tensor(ids, device=tensors[0].device)
+    return [t.index_select(0, index) for t in tensors]
+
+
 def linear_approximation_errors(model, data, params, buffers, ids, states, loss_star, eval_x, eval_y, autocast):
     """The linear approximation error of runs `ids` at their given weights w* (paper Sec. 4.2, Fig. 2 right).
 
@@ -88,6 +97,7 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
     index = torch.stack([torch.randperm(n, generator=states[r].approx_generator)[:m] for r in ids]).to(data.x_train.device)
     _, grads = batch_gradient(model, data, index, states, ids, params, buffers, run.get("micro_batch"), autocast,
                               train=False)
+    params, buffers = stacked_over(params, ids), stacked_over(buffers, ids)  # like grads, one row per run of ids
     step = torch.tensor([states[r].run["eta0"] * states[r].run["batch_size"] / states[r].run["base_batch"]
                          for r in ids], dtype=params[0].dtype, device=params[0].device)
     moved = [p - step.view(-1, *([1] * (p.dim() - 1))) * g for p, g in zip(params, grads)]
@@ -103,10 +113,12 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
 
 def linear_approximation_at(parts: PackParts, ids: list[int], params) -> list[tuple[float, float]]:
     """The linear approximation error (absolute, relative) of runs `ids` at the weights `params` (a stack over
-    `ids`), measured from scratch; NaN for a run whose weights are not all finite."""
+    `ids`, or `PackedModel.select(ids)`'s), measured from scratch; NaN for a run whose weights are not all finite."""
     model = parts.model
     buffers = model.select(ids)[1]
-    finite = [all(bool(torch.isfinite(p[j]).all()) for p in params) for j in range(len(ids))]
+    if params[0].shape[0] == len(ids):  # run by run, select() gives the whole stack of buffers
+        buffers = stacked_over(buffers, ids)
+    finite = [all(bool(torch.isfinite(p[j]).all()) for p in stacked_over(params, ids)) for j in range(len(ids))]
     loss_star = [t["loss"] for t in evaluate(model, parts.data, params, buffers, ids, parts.eval_x, parts.eval_y,
                                              parts.evaluation["batch_size"], parts.autocast)]
     errors = linear_approximation_errors(model, parts.data, params, buffers, ids, parts.states, loss_star,
