@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one subcommand (see `_parser`); returns the exit status."""
     args = _parser().parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "base":

@@ -57,7 +57,7 @@ def evaluate(model: PackedModel, data: DeviceData, params, buffers, ids, x, y, b
                 matrix = tasks.confusion_matrix(output[j], yb, spec.num_classes, spec.ignore_index)
                 confusion[j] = matrix if confusion[j] is None else confusion[j] + matrix
         count += tasks.target_count(spec.task, yb, spec.ignore_index)
-    results = [{"loss": l / count, "acc": c / count} for l, c in zip(loss.tolist(), correct.tolist())]
+    results = [{"loss": total / count, "acc": hits / count} for total, hits in zip(loss.tolist(), correct.tolist())]
     if spec.task == "segmentation":
         for result, matrix in zip(results, confusion):
             result["miou"] = tasks.mean_iou(matrix)
@@ -94,7 +94,8 @@ def linear_approximation_errors(model, data, params, buffers, ids, states, loss_
     """
     run = states[ids[0]].run
     n, m = data.x_train.shape[0], min(run["batch_size"], data.x_train.shape[0])
-    index = torch.stack([torch.randperm(n, generator=states[r].approx_generator)[:m] for r in ids]).to(data.x_train.device)
+    index = torch.stack([torch.randperm(n, generator=states[r].approx_generator)[:m] for r in ids])
+    index = index.to(data.x_train.device)
     _, grads = batch_gradient(model, data, index, states, ids, params, buffers, run.get("micro_batch"), autocast,
                               train=False)
     params, buffers = stacked_over(params, ids), stacked_over(buffers, ids)  # like grads, one row per run of ids

@@ -105,6 +105,7 @@ class PackTrainer:
         print(f"resumed from {self.path} at step {self.progress['step']}", file=sys.stderr)
 
     def save_checkpoint(self) -> None:
+        """Write everything the loop needs to continue bit for bit (see the class docstring)."""
         parts = self.parts
         self.progress["elapsed"] = time.perf_counter() - self.started
         self.progress["eval_seconds"] = self.recorder.seconds
@@ -133,7 +134,8 @@ class PackTrainer:
                     raise SystemExit(f"terminated at step {self.progress['step']}; checkpoint saved to {self.path}")
                 self.step()
                 bar.update(1)
-                if self.path is not None and time.perf_counter() - last_checkpoint > self.parts.first["checkpoint_seconds"]:
+                checkpoint_due = time.perf_counter() - last_checkpoint > self.parts.first["checkpoint_seconds"]
+                if self.path is not None and checkpoint_due:
                     self.save_checkpoint()
                     last_checkpoint = time.perf_counter()
         finally:
@@ -213,6 +215,7 @@ class PackTrainer:
                 states[r].scalars["final_linear_approx_error_rel"] = relative
 
     def results(self) -> list[RunResult]:
+        """Each run's result, its end-of-run linear approximation errors NaN where not measured."""
         parts = self.parts
         m, micro_batch = parts.first["batch_size"], parts.micro_batch
         results = []

@@ -33,6 +33,8 @@ def build_packed_model(runs: list[dict], spec, device: torch.device, channels_la
 
 
 class PackedModel:
+    """The runs' models of a pack, their parameters and buffers stacked (see the module docstring)."""
+
     def __init__(self, modules: list[torch.nn.Module], spec):
         params, buffers = stack_module_state(modules)
         self.names, self.params = list(params), [p.detach() for p in params.values()]
@@ -64,6 +66,7 @@ class PackedModel:
 
     @property
     def runs(self) -> int:
+        """How many runs the pack has."""
         return self.params[0].shape[0]
 
     # ---- one run, functionally (what vmap maps over) ----

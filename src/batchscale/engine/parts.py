@@ -48,10 +48,12 @@ class PackParts(StepParts):
 
     @property
     def evaluation(self) -> dict:
+        """The study's evaluation settings (points per decade, subset size, batch size, linear_approx)."""
         return self.first["evaluation"]
 
     @property
     def num_train(self) -> int:
+        """How many training examples the pack draws its batches from."""
         return self.data.x_train.shape[0]
 
 

@@ -106,8 +106,9 @@ def clip_gradients(grads, max_norm: float):
 def micro_batch_too_large(states: list[RunState], micro_batch: int | None) -> MicroBatchTooLarge:
     """The one-line error for a training micro-batch that does not fit in device memory."""
     run = states[0].run
-    return MicroBatchTooLarge(f"out of device memory at a micro-batch of {min(micro_batch or run['batch_size'], run['batch_size'])} "
-                              f"examples; lower `micro_batch` in study {run['study']!r}")
+    m = run["batch_size"]
+    return MicroBatchTooLarge(f"out of device memory at a micro-batch of {min(micro_batch or m, m)} examples; "
+                              f"lower `micro_batch` in study {run['study']!r}")
 
 
 def train_step(parts: StepParts, ids: list[int], index: torch.Tensor, rates: Sequence[float]) -> torch.Tensor:
