@@ -161,3 +161,16 @@ def test_device_cuda_without_cuda_is_a_one_line_config_error(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("batchscale: error: config key studies.tiny.device")
+
+
+def test_a_new_traced_metric_is_one_recorder_entry(monkeypatch):
+    from batchscale.engine import evaluate
+
+    class TrainLossTwice(evaluate.Entry):
+        def measure(self, parts, point):
+            return {"train_loss_twice": [2 * loss for loss in point.columns["train_loss"]]}
+
+    monkeypatch.setattr(evaluate, "ENTRIES", evaluate.ENTRIES + (TrainLossTwice(),))
+    result = train_run(tiny_run(epochs=1), progress=False)
+    assert result.points["train_loss_twice"] == [2 * loss for loss in result.points["train_loss"]]
+    assert list(result.points)[-1] == "train_loss_twice"

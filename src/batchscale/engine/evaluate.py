@@ -1,8 +1,8 @@
 """Evaluation of a pack's runs, and the recorder that appends it to their traces.
 
-What a trace records at an evaluation point is the list ENTRIES below: each entry names its datasets and
-measures them for the runs due, vectorised over those runs; a new traced metric is one entry (and, when it
-is optional, a line in store.traces.OPTIONAL_METRICS). Every evaluation is in eval mode: train loss and
+What a trace records at an evaluation point is the list ENTRIES below: each entry measures its datasets for
+the runs due, vectorised over those runs, and returns them by name; a new traced metric is one entry (and,
+when it is optional, a line in store.traces.OPTIONAL_METRICS). Every evaluation is in eval mode: train loss and
 accuracy on the study's fixed training subset, test loss and accuracy on the test split.
 """
 
@@ -229,9 +229,9 @@ ENTRIES = (Position(), SplitEvaluation("train"), SplitEvaluation("test"), Perple
 class Recorder:
     """Evaluates a pack's runs at an evaluation point and appends every entry's datasets to their traces."""
 
-    def __init__(self, parts: PackParts, entries=ENTRIES):
+    def __init__(self, parts: PackParts, entries=None):
         self.parts = parts
-        self.entries = [entry for entry in entries if entry.applies(parts)]
+        self.entries = [entry for entry in (ENTRIES if entries is None else entries) if entry.applies(parts)]
         self.seconds = 0.0  # spent evaluating, over the whole run (a resumed run starts from its checkpoint's)
 
     def record(self, ids: list[int], step: int, started: float) -> list[float]:
