@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from batchscale.spec.runs import run_config, RunKey
 from batchscale.validate import load_config
 from batchscale.data import load_dataset  # noqa: E402
-from batchscale.engine.train import train_run  # noqa: E402
+from batchscale.engine.pack import train_run  # noqa: E402
 from batchscale.models import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

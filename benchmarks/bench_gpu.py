@@ -108,16 +108,17 @@ def synchronize(device: torch.device) -> None:
 def time_steps(runs: list[dict], splits, args, steps: int | None = None) -> dict:
     """Warm up, then time `steps` (default: one full epoch) of the engine's packed training step for `runs`
     (a pack; one run is a pack of one); returns seconds and peak memory."""
-    from batchscale.engine import pack as engine
     from batchscale.engine.optim import build_optimizer
     from batchscale.engine.packed_model import build_packed_model
+    from batchscale.engine.runtime import DeviceData, autocast_factory
     from batchscale.engine.state import RunState
+    from batchscale.engine.step import batch_gradient
 
     run = runs[0]
     device = torch.device(run["device"])
     torch.backends.cudnn.benchmark = True
-    autocast = engine.autocast_factory(device, run["precision"])
-    data = engine.DeviceData(splits, device, run["dataset"].get("augment", False), run["seed"])
+    autocast = autocast_factory(device, run["precision"])
+    data = DeviceData(splits, device, run["dataset"].get("augment", False), run["seed"])
     model = build_packed_model(runs, data.spec, device, channels_last=run["channels_last"] and device.type == "cuda")
     model.vectorised = len(runs) > 1
     optimizer = build_optimizer(runs, model.params)
@@ -130,8 +131,8 @@ def time_steps(runs: list[dict], splits, args, steps: int | None = None) -> dict
     generator = torch.Generator().manual_seed(0)
 
     def step(index):
-        losses, grads = engine.batch_gradient(model, data, index.expand(len(runs), -1), states, ids, model.params,
-                                              model.buffers, run["micro_batch"], autocast)
+        losses, grads = batch_gradient(model, data, index.expand(len(runs), -1), states, ids, model.params,
+                                       model.buffers, run["micro_batch"], autocast)
         optimizer.step(grads, lr, active)
         return losses
 
@@ -174,7 +175,7 @@ def packed_case(splits, args) -> None:
 
 
 def time_train_run(run: dict, splits) -> dict:
-    from batchscale.engine.train import train_run
+    from batchscale.engine.pack import train_run
 
     device = torch.device(run["device"])
     synchronize(device)

@@ -40,7 +40,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from batchscale.analysis.noise import noise_scale, windowed_noise_scale  # noqa: F401 (the tests use them here)
-from batchscale.engine.noise_points import two_batch_estimates
+from batchscale.engine.noise import two_batch_estimates
 
 LossFn = Callable[[Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 

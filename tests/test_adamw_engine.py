@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import batchscale.engine.pack as pack
+import batchscale.engine.parts as parts
 from batchscale.spec.runs import run_config, RunKey
 from batchscale.validate import load_config
 from batchscale.engine.pack import train_pack
@@ -77,13 +77,13 @@ class RecordingOptimizer:
 
 
 def test_the_engines_adamw_steps_are_torch_optim_adamw_steps_over_100_updates(float64, monkeypatch):
-    recorders, build = [], pack.build_optimizer
+    recorders, build = [], parts.build_optimizer
 
     def recording_build(runs, params):
         recorders.append(RecordingOptimizer(build(runs, params)))
         return recorders[-1]
 
-    monkeypatch.setattr(pack, "build_optimizer", recording_build)
+    monkeypatch.setattr(parts, "build_optimizer", recording_build)
     # lsr warms up over the first epoch (44 steps at m = 32), so the learning rate changes step by step
     runs = adamw_runs(adamw_config(epochs=3, max_steps=100), [("adam_srsr", 0), ("lsr", 1)])
     results = train_pack(runs, progress=False, vectorise=True)

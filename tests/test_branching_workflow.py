@@ -9,7 +9,7 @@ import pytest
 import pandas as pd
 import torch
 
-from batchscale import branching_run as brun
+from batchscale.engine import branch as branching_engine
 from batchscale.analysis import branching as br
 from batchscale.engine.pack import train_pack
 from conftest import snakemake, tiny_config, tiny_run, write_config
@@ -38,15 +38,37 @@ def test_the_dag_writes_a_bracket_per_checkpoint(workflow_dir):
 def test_the_base_run_is_the_engines_run_and_a_branch_starts_from_its_checkpoint():
     torch.set_num_threads(1)
     run = tiny_run(model={"name": "mlp"}, epochs=1, batch_size=32)
-    base = brun.train_base(run, 3)
+    base = branching_engine.train_base(run, 3)
     alone = train_pack([run], progress=False)[0]
     last = base["checkpoints"][-1]
     assert last["step"] == alone.steps_total
     assert last["train_loss"] == alone.points["train_loss"][-1]  # same weights, bit for bit
     # k = 1 from the last checkpoint, with the engine's own rate, is that run continued: its loss moves on
-    branch = brun.train_branch(run, last, 1, 256, "linear", seed=5, evaluations=2)
+    branch = branching_engine.train_branch(run, last, 1, 256, "linear", seed=5, evaluations=2)
     assert branch["steps"] == 8 and branch["eval_steps"] == [4, 8] and len(branch["losses"]) == 2
     assert np.all(np.isfinite(branch["losses"])) and branch["losses"][-1] != last["train_loss"]
+
+
+def test_an_adamw_base_run_has_the_weights_of_the_packs_run_bit_for_bit(monkeypatch):
+    """The base run steps through the pack's own step: AdamW reads the same float64 rates, so the final
+    checkpoint holds the weights train_pack ends with, bit for bit."""
+    import batchscale.engine.parts as parts
+    from batchscale.spec.runs import RunKey, run_config
+    from batchscale.validate import load_config
+
+    torch.set_num_threads(1)
+    adamw = {"name": "adamw", "betas": [0.9, 0.999], "eps": 1.0e-8, "weight_decay": 0.01}
+    config = load_config(tiny_config(model={"name": "mlp", "options": {"hidden": [16]}}, optimizer=adamw,
+                                     eta0=1e-3, base_batch=8, batch_sizes=[8, 32], strategies=["lsr"],
+                                     warmup_epochs=1, epochs=1))
+    run = run_config(config, RunKey("tiny", "lsr", 32, 0))
+    last = branching_engine.train_base(run, 2)["checkpoints"][-1]
+    built = []
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    alone = train_pack([run], progress=False)[0]
+    assert last["step"] == alone.steps_total
+    assert all(torch.equal(saved, trained) for saved, trained in zip(last["params"], built[-1].params))
 
 
 def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint():
@@ -58,8 +80,8 @@ def test_a_branch_is_plain_sgd_at_k_times_the_batch_and_rate_from_the_checkpoint
     torch.set_num_threads(1)
     run = tiny_run(model={"name": "linear"}, epochs=1, batch_size=32, optimizer={"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
                                                                               "grad_clip": None})
-    checkpoint = brun.train_base(run, 2)["checkpoints"][-1]
-    branch = brun.train_branch(run, checkpoint, 2, 256, "linear", seed=7, evaluations=2)
+    checkpoint = branching_engine.train_base(run, 2)["checkpoints"][-1]
+    branch = branching_engine.train_branch(run, checkpoint, 2, 256, "linear", seed=7, evaluations=2)
     assert (branch["batch_size"], branch["steps"], branch["eval_steps"]) == (64, 4, [2, 4])
     splits = load_dataset(run["dataset"])
     net = build_model(run["model"], splits.spec)

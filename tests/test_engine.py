@@ -1,14 +1,17 @@
 """The training engine: exact accumulation, bit-identical reruns, divergence, ghost batch norm."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from batchscale.data import load_dataset
-from batchscale.engine.pack import module_gradient
-from batchscale.engine.train import DeviceData, random_crop_flip, train_run
+from batchscale.engine.pack import train_run
+from batchscale.engine.runtime import DeviceData, random_crop_flip
+from batchscale.engine.step import module_gradient
 from batchscale.models import build_model
-from conftest import tiny_run
+from conftest import REPO, tiny_run
 
 
 def _gradients(model, data, index, micro_batch):
@@ -115,7 +118,7 @@ def test_random_crop_flip_moves_pixels_but_keeps_shape_and_values():
 def test_grad_clip_bounds_every_update(monkeypatch):
     """With the global gradient norm clipped to 1e-3, the momentum buffer's norm stays below
     1e-3 / (1 - 0.9), so in S steps at lr 0.05 no weight moves more than S * 0.05 * 1e-2."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
 
     run = tiny_run(epochs=1, lr_peak=0.05, eta0=0.05,
                    optimizer={"momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "grad_clip": 1e-3})
@@ -123,16 +126,51 @@ def test_grad_clip_bounds_every_update(monkeypatch):
     splits = load_dataset(run["dataset"])
     initial = [p.detach().clone() for p in build_model(run["model"], splits.spec).parameters()]
     trained = {}
-    real_build = pack.build_packed_model
+    real_build = parts.build_packed_model
 
     def keep(*args, **kwargs):
         trained["model"] = real_build(*args, **kwargs)
         return trained["model"]
 
-    monkeypatch.setattr(pack, "build_packed_model", keep)
+    monkeypatch.setattr(parts, "build_packed_model", keep)
     clipped = train_run(run, progress=False)
     moved = max(float((p[0] - q).abs().max()) for p, q in zip(trained["model"].params, initial))
     bound = clipped.steps_total * 0.05 * 1e-3 / (1 - 0.9)
     assert 0 < moved < bound
     free = train_run(dict(run, optimizer=dict(run["optimizer"], grad_clip=None)), progress=False)
     assert clipped.points["train_loss"][-1] > free.points["train_loss"][-1] + 0.1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_one_line_config_error(tmp_path):
+    """`device: cuda` where torch sees no GPU: the engine names the key and its other values, and the command
+    line prints it as one error line (no traceback)."""
+    import json
+    import subprocess
+    import sys
+
+    from batchscale.errors import ConfigError
+
+    run = tiny_run(device="cuda")
+    with pytest.raises(ConfigError) as raised:
+        train_run(run, progress=False)
+    message = str(raised.value)
+    assert "studies.tiny.device" in message and "auto" in message and "cpu" in message and "\n" not in message
+    done = subprocess.run([sys.executable, "-m", "batchscale", "train", "--run-json", json.dumps(run), "--output",
+                           str(tmp_path / "seed0.h5"), "--quiet"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("batchscale: error: config key studies.tiny.device")
+
+
+def test_a_new_traced_metric_is_one_recorder_entry(monkeypatch):
+    from batchscale.engine import evaluate
+
+    class TrainLossTwice(evaluate.Entry):
+        def measure(self, parts, point):
+            return {"train_loss_twice": [2 * loss for loss in point.columns["train_loss"]]}
+
+    monkeypatch.setattr(evaluate, "ENTRIES", evaluate.ENTRIES + (TrainLossTwice(),))
+    result = train_run(tiny_run(epochs=1), progress=False)
+    assert result.points["train_loss_twice"] == [2 * loss for loss in result.points["train_loss"]]
+    assert list(result.points)[-1] == "train_loss_twice"

@@ -21,9 +21,10 @@ import torch
 from batchscale.spec.runs import run_config, RunKey
 from batchscale.validate import load_config
 from batchscale.data import load_dataset
-from batchscale.engine import pack as engine
-from batchscale.engine.pack import module_gradient
-from batchscale.engine.train import DeviceData, train_run
+from batchscale.engine import evaluate as evaluation
+from batchscale.engine.pack import train_run
+from batchscale.engine.step import module_gradient
+from batchscale.engine.runtime import DeviceData
 from batchscale.errors import MicroBatchTooLarge
 from batchscale.models import build_model
 from batchscale.store.traces import read_trace, write_trace
@@ -134,7 +135,7 @@ def test_out_of_memory_in_evaluation_names_evaluation_batch_size(monkeypatch):
     def evaluate_that_runs_out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
-    monkeypatch.setattr(engine, "evaluate", evaluate_that_runs_out_of_memory)
+    monkeypatch.setattr(evaluation, "evaluate", evaluate_that_runs_out_of_memory)
     run = tiny_run(evaluation={"batch_size": 4096, "points_per_decade": 4, "train_subset": 256})
     with pytest.raises(MicroBatchTooLarge) as raised:
         train_run(run, progress=False)

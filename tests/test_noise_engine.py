@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import noise_reference as noise
-from batchscale.engine.noise_points import NOISE_FIELDS, noise_generator
+from batchscale.engine.noise import NOISE_FIELDS, noise_generator
 from batchscale.engine.pack import train_pack
 from conftest import tiny_run
 
@@ -42,13 +42,13 @@ def test_noise_datasets_change_no_other_number_of_the_trace():
 def test_noise_values_equal_a_hand_computation_and_do_not_depend_on_the_pack(float64, monkeypatch):
     """At the final weights: the exact values from noise.exact_noise on a plain module, the two-batch values
     from noise.mean_gradient on the same draws; a run's values are the same in a pack of 4 and alone."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
     from batchscale.data import load_dataset
     from batchscale.models import build_model
 
     built = []
-    real = pack.build_packed_model
-    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     packed = train_pack(runs(NOISE), progress=False, vectorise=True)
     alone = train_pack(runs(NOISE, seeds=(2,)), progress=False)[0]
     for name in NOISE_FIELDS:

@@ -70,11 +70,11 @@ def test_packed_runs_equal_runs_alone_in_float64(float64, model):
 
 def test_batch_norm_running_statistics_are_per_run(float64, monkeypatch):
     """Each run's BatchNorm buffers are those of the same run alone, not shared or averaged."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
 
     built = []
-    real = pack.build_packed_model
-    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     runs = mixed_runs({"name": "cnn_bn", "options": {"channels": [4]}}, epochs=1)[:2]
     train_pack(runs, progress=False, vectorise=True)
     together = built[-1]
@@ -124,6 +124,22 @@ def test_a_diverging_run_stops_while_the_others_complete_unchanged():
     assert np.isfinite(packed[1].scalars["final_linear_approx_error"])
 
 
+def test_a_diverging_run_of_a_pack_trained_run_by_run_leaves_the_others_as_vectorised(float64):
+    """Three runs train run by run on the CPU: once one diverges, the other two are evaluated as a part of
+    the stack (and the diverged one's final linear-approximation error at its own BatchNorm statistics)."""
+    model = {"name": "cnn_bn", "options": {"channels": [4]}}
+    runs = [tiny_run(model=model, seed=0, epochs=1), tiny_run(model=model, seed=1, epochs=1, eta0=500.0, lr_peak=500.0),
+            tiny_run(model=model, seed=2, epochs=1)]
+    sequential = train_pack(runs, progress=False)
+    assert not sequential[0].info["pack_vectorised"]
+    vectorised = train_pack(runs, progress=False, vectorise=True)
+    assert [r.status for r in sequential] == [r.status for r in vectorised] == ["completed", "diverged", "completed"]
+    for a, b in zip(sequential, vectorised):
+        assert max_relative_difference(a, b, LOSSES + ("linear_approx_error",)) < 1e-9
+        for name in ("final_linear_approx_error", "final_linear_approx_error_rel"):
+            assert a.scalars[name] == pytest.approx(b.scalars[name], rel=1e-9, nan_ok=True), name
+
+
 def test_runs_of_different_lengths_share_a_pack():
     """`longer` trains more epochs: the shorter runs finish, the longer one goes on alone."""
     runs = [tiny_run(model={"name": "mlp"}, epochs=1), tiny_run(model={"name": "mlp"}, strategy="longer", epochs=2)]
@@ -166,14 +182,14 @@ def test_a_model_vmap_cannot_handle_trains_run_by_run_and_says_so(capfd):
 def test_linear_approximation_error_equals_a_hand_computation(monkeypatch):
     """At the final weights w*: |L(w) - L(w*) - <g, w - w*>| with w = w* - eta0 (m/m0) g, recomputed here
     with a plain module from the same fresh batch and training subset."""
-    import batchscale.engine.pack as pack
+    import batchscale.engine.parts as parts
     from batchscale.data import load_dataset
     from batchscale.engine.state import APPROX_SEED_OFFSET
     from batchscale.models import build_model
 
     built = []
-    real = pack.build_packed_model
-    monkeypatch.setattr(pack, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    real = parts.build_packed_model
+    monkeypatch.setattr(parts, "build_packed_model", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
     run = tiny_run(model={"name": "mlp"}, seed=3, epochs=1, warmup_epochs=0.5, strategy="lsr", lr_peak=0.1)
     result = train_pack([run], progress=False)[0]
     splits = load_dataset(run["dataset"])

@@ -220,7 +220,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_trace_bit_for_bit(tmp_path, 
 def test_a_checkpoint_of_a_different_run_config_is_ignored(tmp_path, capfd):
     """A checkpoint of another pack (the study's config changed since) starts the run afresh."""
     from batchscale.engine.checkpoint import pack_hash
-    from batchscale.engine.train import train_run
+    from batchscale.engine.pack import train_run
 
     small = dict(max_steps=400, checkpoint_seconds=1e-3)
     old, new = resume_run() | small, resume_run() | small | {"eta0": 0.02, "lr_peak": 0.02}
@@ -247,7 +247,7 @@ def test_a_checkpoint_of_a_different_run_config_is_ignored(tmp_path, capfd):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path, capfd):
     """On CUDA the checkpoint's RNG states must come back as CPU tensors (Generator.set_state takes no other)."""
-    from batchscale.engine.train import train_run
+    from batchscale.engine.pack import train_run
 
     run = resume_run() | {"device": "cuda", "max_steps": 300, "checkpoint_seconds": 1e-3}
     checkpoint = tmp_path / "run.pt"

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_masked_crc32c
 
-from batchscale.engine.train import train_run
+from batchscale.engine.pack import train_run
 from batchscale.report.tensorboard import EVENT_FILE, crc32c, masked_crc32c, run_folder
 from batchscale.store.traces import read_trace, write_trace
 from conftest import tiny_run

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from batchscale.store.cube import build_cube, open_cube, write_cube
-from batchscale.engine.train import train_run
+from batchscale.engine.pack import train_run
 from batchscale.errors import TraceError
 from batchscale.store.traces import read_trace, write_trace
 from conftest import tiny_run

@@ -34,49 +34,13 @@ import math
 import numpy as np
 import pandas as pd
 
-LR_RULES = ("linear", "sqrt")
-TOLERANCE_KINDS = ("relative", "absolute")
-SMOOTHING_KINDS = ("last_mean", "ema")
+from batchscale.spec.branching import (LR_RULES, SMOOTHING_KINDS, TOLERANCE_KINDS, branch_lr,  # noqa: F401
+                                       branch_steps, checkpoint_steps)
 
 LOCAL_CRITICAL_COLUMNS = (
     "checkpoint_examples", "base_batch", "local_critical_batch", "upper_bracket", "bracket", "bracket_text",
     "reference_loss", "tolerance", "tolerance_kind", "k_tried", "k_within", "non_monotone",
 )
-
-
-def branch_lr(base_lr: float, k: float, rule: str) -> float:
-    """Learning rate of the branch at batch k B: base_lr k (linear) or base_lr sqrt(k) (sqrt)."""
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    if rule == "linear":
-        return float(base_lr * k)
-    if rule == "sqrt":
-        return float(base_lr * math.sqrt(k))
-    raise ValueError(f"lr rule {rule!r} is not one of {LR_RULES}")
-
-
-def branch_steps(delta_examples: int, batch_size: int) -> int:
-    """Steps a branch at `batch_size` takes for Delta examples: floor(Delta / batch), at least one.
-
-    Every branch then sees the same Delta examples whenever k B divides Delta (the config should choose
-    Delta as a multiple of the largest k B; otherwise the largest branches see slightly fewer).
-    """
-    if delta_examples < 1 or batch_size < 1:
-        raise ValueError("delta_examples and batch_size must be positive")
-    return max(1, delta_examples // batch_size)
-
-
-def checkpoint_steps(total_steps: int, count: int) -> list[int]:
-    """`count` checkpoint steps log-spaced from 1 to total_steps (inclusive), as distinct integers.
-
-    Rounding can merge neighbours early in training; merged points are dropped, so fewer may come back.
-    """
-    if total_steps < 1 or count < 1:
-        raise ValueError("total_steps and count must be positive")
-    if count == 1:
-        return [int(total_steps)]
-    points = np.rint(np.exp(np.linspace(0.0, math.log(total_steps), count))).astype(int)
-    return sorted({int(p) for p in points})
 
 
 def smoothed_loss(losses, kind: str = "last_mean", points: int = 3, ema_alpha: float = 0.5) -> float:

@@ -44,6 +44,8 @@ def _over_trailing(per_run: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class PackedAdamW:
+    """torch.optim.AdamW's update for every run of a pack at once, each run with its own hyperparameters."""
+
     def __init__(self, params, *, beta1, beta2, eps, weight_decay):
         self.params = list(params)
         if not self.params:

@@ -28,6 +28,7 @@ def pack_hash(runs: list[dict]) -> str:
 
 
 def save(path: Path, pack_id: str, content: dict) -> None:
+    """Write `content` (tensors and plain containers) as the checkpoint of pack `pack_id`, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save({"format": FORMAT, "pack_hash": pack_id, **content}, temporary)

@@ -25,6 +25,8 @@ def _per_run(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class PackedSGD:
+    """torch.optim.SGD's update (momentum, Nesterov, weight decay) for every run of a pack at once."""
+
     def __init__(self, params, *, momentum, weight_decay, nesterov: bool = False):
         self.params = list(params)
         self.momentum = momentum
@@ -40,6 +42,13 @@ class PackedSGD:
 
     @torch.no_grad()
     def step(self, grads, lr, active) -> None:
+        """One update of the active runs.
+
+        Args:
+            grads: one (R, ...) gradient per parameter.
+            lr: (R,) learning rates of this update.
+            active: (R,) bool; an inactive run's weights and momentum buffer stay as they are.
+        """
         # On the CPU, checking that every run is active and started is free, and lets the common step update
         # in place; the general step (any mask; always on CUDA, where checking would synchronise) gives the
         # same numbers through torch.where.
@@ -61,9 +70,11 @@ class PackedSGD:
         self.started |= active
 
     def state_dict(self) -> dict:
+        """Momentum buffers and which runs have stepped (copies)."""
         return {"buffers": [b.clone() for b in self.buffers], "started": self.started.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
         for buf, saved in zip(self.buffers, state["buffers"]):
             buf.copy_(saved)
         self.started.copy_(state["started"])

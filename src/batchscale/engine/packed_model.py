@@ -33,6 +33,8 @@ def build_packed_model(runs: list[dict], spec, device: torch.device, channels_la
 
 
 class PackedModel:
+    """The runs' models of a pack, their parameters and buffers stacked (see the module docstring)."""
+
     def __init__(self, modules: list[torch.nn.Module], spec):
         params, buffers = stack_module_state(modules)
         self.names, self.params = list(params), [p.detach() for p in params.values()]
@@ -64,6 +66,7 @@ class PackedModel:
 
     @property
     def runs(self) -> int:
+        """How many runs the pack has."""
         return self.params[0].shape[0]
 
     # ---- one run, functionally (what vmap maps over) ----
@@ -71,7 +74,8 @@ class PackedModel:
     def _call(self, module, params, buffers, x):
         return functional_call(module, (dict(zip(self.names, params)), dict(zip(self.buffer_names, buffers))), (x,))
 
-    def _run_loss(self, params, buffers, x, y, total):
+    def run_loss(self, params, buffers, x, y, total):
+        """One run's summed loss over x divided by `total`, a function of its (params, buffers) that vmap maps."""
         return tasks.loss_sum(self.task, self._call(self.base, params, buffers, x), y, self.ignore_index) / total
 
     # ---- over the runs of a pack ----
@@ -83,7 +87,7 @@ class PackedModel:
         if self.vectorised and self.transform == "grad":  # models whose forward vmaps only under grad (nn.LSTM)
             self.base.train(train)
             with autocast():
-                grads, losses = vmap(grad_and_value(self._run_loss), randomness="different")(
+                grads, losses = vmap(grad_and_value(self.run_loss), randomness="different")(
                     tuple(params), tuple(buffers), x, y, totals)
             return losses.detach(), list(grads)
         if self.vectorised:
@@ -92,7 +96,7 @@ class PackedModel:
             self.base.train(train)
             leaves = [p.detach().requires_grad_() for p in params]
             with autocast():
-                losses = vmap(self._run_loss, randomness="different")(tuple(leaves), tuple(buffers), x, y, totals)
+                losses = vmap(self.run_loss, randomness="different")(tuple(leaves), tuple(buffers), x, y, totals)
             grads = torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
             return losses.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         losses, grads = [], [[] for _ in params]

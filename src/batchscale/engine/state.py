@@ -19,6 +19,8 @@ APPROX_SEED_OFFSET = 15485863
 
 @dataclass
 class RunState:
+    """One run of a pack: its config, its length and evaluation points, its status, trace and random streams."""
+
     run: dict
     steps_per_epoch: int
     steps_total: int
@@ -33,6 +35,7 @@ class RunState:
 
     @classmethod
     def create(cls, run: dict, num_train: int, device: torch.device) -> "RunState":
+        """A run at step 0, its length from the training split's size and its streams seeded from its seed."""
         m = run["batch_size"]
         steps_per_epoch = num_train // m
         steps_total = steps_per_epoch * run["epochs"]
@@ -53,6 +56,7 @@ class RunState:
                              schedule=run["schedule"], total_steps=self.steps_total)
 
     def is_training(self) -> bool:
+        """Neither completed nor diverged yet."""
         return self.status == "training"
 
     def to_checkpoint(self) -> dict:
@@ -62,6 +66,7 @@ class RunState:
                 "approx_generator": self.approx_generator.get_state()}
 
     def load_checkpoint(self, saved: dict) -> None:
+        """Continue from what `to_checkpoint` saved."""
         self.status, self.initial_loss = saved["status"], saved["initial_loss"]
         self.points, self.scalars = saved["points"], saved["scalars"]
         # RNG states must be CPU byte tensors, whatever map_location did to them

@@ -21,7 +21,7 @@ INT_FIELDS = ("step", "examples_seen")
 OPTIONAL_METRICS = {
     "test_perplexity": "exp(test_loss), language modelling only",
     "test_miou": "mean intersection over union on the test split, segmentation only",
-    # the gradient noise scale (study key noise_scale; batchscale.engine.noise_points)
+    # the gradient noise scale (study key noise_scale; batchscale.engine.noise)
     "noise_g2": "two-batch estimate of |G|^2 on the training evaluation subset, (loss/parameter)^2",
     "noise_trace_sigma": "two-batch estimate of tr Sigma (n convention), (loss/parameter)^2 x examples",
     "noise_g2_exact": "|G|^2 from every per-example gradient of the subset; NaN where not computed",

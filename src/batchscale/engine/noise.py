@@ -1,11 +1,11 @@
-"""The gradient noise scale at an evaluation point, for the runs of a pack at once (issue 14).
+"""The gradient noise scale at an evaluation point, for the runs of a pack at once.
 
 At each evaluation point, in eval mode (as the train loss, so the gradient is a function of the weights
 alone), on the study's fixed training evaluation subset taken as the population (definitions: docs/noise_scale.md):
 
 - two-batch estimates of |G|^2 and tr Sigma: a big batch of `batch_big` subset examples drawn with
   replacement and the small batch nested as its head, `draws` times; their mean gradients come from the
-  engine's own packed step (`pack.batch_gradient`, vectorised over the runs, micro-batched as training);
+  engine's own step (`step.batch_gradient`, vectorised over the runs, micro-batched as training);
 - exact values from every per-example gradient of the subset (torch.func: vmap over the runs of vmap over
   the examples of grad) where parameters x subset size is within `exact_max_params_times_examples`; NaN
   otherwise, or where the model cannot be vmapped per example.
@@ -17,13 +17,14 @@ other number of the trace.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
 from torch.func import grad, vmap
 
 from batchscale.engine import tasks
+from batchscale.engine.parts import PackParts
+from batchscale.engine.step import batch_gradient
 
 NOISE_FIELDS = ("noise_g2", "noise_trace_sigma", "noise_g2_exact", "noise_trace_sigma_exact")
 NOISE_SEED_OFFSET = 6700417
@@ -50,23 +51,32 @@ def noise_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) + NOISE_SEED_OFFSET) % (2 ** 63))
 
 
-def _squared_norms(grads) -> torch.Tensor:
+def squared_norms(grads) -> torch.Tensor:
     """|g|^2 per run of stacked gradients (each (k, ...)), in float64."""
     return sum(g.double().flatten(1).pow(2).sum(1) for g in grads)
 
 
 def two_batch_points(gradient, subset: torch.Tensor, seeds: list[int], step: int, cfg: dict):
-    """(g2, trace_sigma) per run, float64 tensors (k,), from `gradient(index (k, b)) -> per-run mean gradients`.
+    """Two-batch estimates for k runs at one evaluation point.
 
-    Each run draws its own batches (indices into `subset`, with replacement) from `noise_generator`."""
+    Args:
+        gradient: index (k, b) -> the k runs' mean gradients on those examples (stacked, one per parameter).
+        subset: the training evaluation subset (indices into the training split), the population drawn from.
+        seeds: each run's seed; its draws come from `noise_generator(seed, step)`, with replacement.
+        step: the evaluation point.
+        cfg: the study's noise_scale settings (batch_small, batch_big, draws).
+
+    Returns:
+        (g2, trace_sigma), float64 tensors (k,).
+    """
     n, small, big, draws = subset.numel(), int(cfg["batch_small"]), int(cfg["batch_big"]), int(cfg["draws"])
     generators = [noise_generator(seed, step) for seed in seeds]
     g2_small = g2_big = 0.0
     for _ in range(draws):
         drawn = torch.stack([torch.randint(n, (big,), generator=g) for g in generators]).to(subset.device)
         index = subset[drawn]
-        g2_small = g2_small + _squared_norms(gradient(index[:, :small])) / draws
-        g2_big = g2_big + _squared_norms(gradient(index)) / draws
+        g2_small = g2_small + squared_norms(gradient(index[:, :small])) / draws
+        g2_big = g2_big + squared_norms(gradient(index)) / draws
     return two_batch_estimates(g2_small, g2_big, small, big)
 
 
@@ -84,7 +94,7 @@ def per_example_noise(model, params, buffers, x, y, task: str, ignore_index, ddo
     model.base.eval()
 
     def one_example(p, b, xi, yi, total):
-        return model._run_loss(p, b, xi.unsqueeze(0), yi.unsqueeze(0), total)
+        return model.run_loss(p, b, xi.unsqueeze(0), yi.unsqueeze(0), total)
 
     per_example = vmap(grad(one_example), in_dims=(None, None, 0, 0, 0))
     per_run = vmap(per_example, in_dims=(0, 0, None, None, None), randomness="different")
@@ -124,5 +134,32 @@ def exact_points(model, params, buffers, x, y, task: str, ignore_index, budget: 
         return nan, nan
 
 
-def nan_points(k: int) -> list[dict]:
-    return [{name: math.nan for name in NOISE_FIELDS} for _ in range(k)]
+def noise_columns(parts: PackParts, ids: list[int], params, buffers, step: int) -> dict[str, list[float]]:
+    """The noise-scale datasets of runs `ids` at one evaluation point.
+
+    Args:
+        parts: the pack's parts (model, data, evaluation subset, noise_scale settings in its runs).
+        ids: the runs evaluated (positions in the pack).
+        params, buffers: their weights, as `PackedModel.select(ids)` gives them (the whole stack when the
+            pack trains run by run).
+        step: the evaluation point, which seeds each run's draws.
+
+    Returns:
+        {name: one float per run of `ids`} for every name of NOISE_FIELDS.
+    """
+    cfg, data = parts.first["noise_scale"], parts.data
+
+    def gradient(index):
+        return batch_gradient(parts.model, data, index, parts.states, ids, params, buffers, parts.micro_batch,
+                              parts.autocast, train=False)[1]
+
+    g2, trace = two_batch_points(gradient, parts.subset, [parts.states[r].run["seed"] for r in ids], step, cfg)
+    if params[0].shape[0] != len(ids):  # run by run, select() gave the whole stack
+        index_ids = torch.tensor(ids, device=parts.device)
+        params, buffers = [p.index_select(0, index_ids) for p in params], [b.index_select(0, index_ids)
+                                                                           for b in buffers]
+    exact = exact_points(parts.model, params, buffers, data.prepare(parts.eval_x, train=False), parts.eval_y,
+                         data.spec.task, data.spec.ignore_index, cfg["exact_max_params_times_examples"], parts.label)
+    columns = (g2.tolist(), trace.tolist(), exact[0], exact[1])
+    return {name: [float(value) for value in column] for name, column in zip(NOISE_FIELDS, columns)}
+

@@ -1,16 +1,17 @@
-"""The engine's pieces shared by every pack: the device, the data on it, a run's result.
+"""What every pack runs on: the device, the data on it, mixed precision, SIGTERM handling, a run's result.
 
-The training loop itself is batchscale.engine.pack.train_pack; `train_run` trains one run as a pack of one.
+The training loop is batchscale.engine.pack.train_pack; this module trains nothing.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from batchscale.data import Splits
+from batchscale.errors import ConfigError
 
 
 @dataclass
@@ -33,10 +34,7 @@ class TerminationFlag:
     """Records SIGTERM instead of dying, so the loop can checkpoint at the next step boundary."""
 
     def __init__(self):
-        import signal
-
         self.requested = False
-        self._signal = signal
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: leave signals alone
@@ -45,16 +43,31 @@ class TerminationFlag:
     def _handle(self, signum, frame):
         self.requested = True
 
-    def restore(self):
+    def restore(self) -> None:
+        """Put back the SIGTERM handler that was there before."""
         if self._previous is not None:
-            self._signal.signal(self._signal.SIGTERM, self._previous)
+            signal.signal(signal.SIGTERM, self._previous)
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, study: str | None = None) -> torch.device:
+    """The torch device of a study's `device` key.
+
+    Args:
+        requested: `auto` (CUDA when torch sees a GPU, else the CPU), `cpu` or `cuda`.
+        study: the study's name, for the config key an error names.
+
+    Returns:
+        The device to train on.
+
+    Raises:
+        ConfigError: `cuda` on a machine where torch sees no CUDA device (one line naming the key).
+    """
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but torch sees no CUDA device; use device: auto or cpu")
+        key = f"studies.{study}.device" if study else "device"
+        raise ConfigError(f"config key {key}: cuda was requested but torch sees no CUDA device on this machine; "
+                          f"use device: auto (CUDA when present) or device: cpu")
     return torch.device(requested)
 
 
@@ -98,6 +111,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
 
 
 def autocast_factory(device: torch.device, precision: str):
+    """A function that opens the autocast context of `precision` (bf16 autocasts on CUDA only; fp32 never)."""
     enabled = precision == "bf16" and device.type == "cuda"
 
     def autocast():
@@ -105,10 +119,3 @@ def autocast_factory(device: torch.device, precision: str):
 
     return autocast
 
-
-def train_run(run: dict, threads: int = 1, checkpoint_path: str | Path | None = None,
-              progress: bool = True, splits: Splits | None = None) -> RunResult:
-    """Train one run alone: a pack of one."""
-    from batchscale.engine.pack import train_pack
-
-    return train_pack([run], threads=threads, checkpoint_path=checkpoint_path, progress=progress, splits=splits)[0]
