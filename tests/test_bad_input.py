@@ -57,7 +57,8 @@ CASES = {
                              "config key studies.s.branching.strategy: 'tuned' has no single learning rate"),
     "branching from a strategy not run": (one(branching={"enabled": True, "strategy": "srsr"}),
                                           "config key studies.s.branching.strategy: 'srsr' is not run by the study"),
-    "max_steps too small": (one(max_steps=2), "config key studies.s.max_steps: a blr run at batch size 16 takes 2 steps"),
+    "warm-up longer than a run": (one(warmup_steps=500), "config key studies.s.warmup_steps: 500 is longer than the "
+                                                          "178 steps of a lsr run at batch size 16"),
     "comparison across tasks": ({"studies": {"a": study(), "b": study(dataset={"name": "least_squares"},
                                                                       model={"name": "linear"})},
                                  "comparisons": {"c": {"studies": ["a", "b"]}}},

@@ -303,7 +303,10 @@ def write_tables(cube, folder):
 
 
 def test_draw_study_figures_writes_every_file(cube, tmp_path):
+    from batchscale.store.cube import cube_content_hash
+
     cube_path = tmp_path / "cube.nc"
+    cube.attrs["content_sha256"] = cube_content_hash(cube)  # as build_cube records it
     cube.to_netcdf(cube_path, engine="h5netcdf")
     write_tables(cube, tmp_path)
     out = tmp_path / "figures"

@@ -20,7 +20,6 @@ from batchscale.spec.strategies import TUNED, study_hyperparameters
 from batchscale.spec.studies import resolve_config
 
 FLOAT_COPIES_PER_PARAMETER = 5  # weights, gradient, momentum (Adam: two moments), last finite weights
-MIN_STEPS = 4  # fewer updates leave no evaluation points to read k(m) between
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,7 @@ def largest_pack(study: dict) -> int:
 
 
 def check_costs(config: dict) -> None:
-    """Steps per run and memory per pack against `limits`, and enough steps to read k(m) at every batch size."""
+    """Steps per run and memory per pack against `limits`, and warm-ups within their runs."""
     limits = config["limits"]
     for name, study in config["studies"].items():
         shape = data_shape(study["dataset"], config["data_root"], config["download"])
@@ -161,10 +160,6 @@ def check_costs(config: dict) -> None:
                 if warmup is not None and warmup > steps:
                     raise ConfigError(f"config key studies.{name}.warmup_steps: {warmup} is longer than the {steps} "
                                       f"steps of a {strategy} run at batch size {m}; allowed: at most {steps}")
-                if steps < MIN_STEPS:
-                    raise ConfigError(f"config key studies.{name}.max_steps: a {strategy} run at batch size {m} takes "
-                                      f"{steps} steps, too few to read a step count between evaluations (at least "
-                                      f"{MIN_STEPS}); raise max_steps or epochs")
         with torch.device("meta"):  # parameters are counted without allocating them
             parameters = sum(p.numel() for p in build_model(study["model"], shape.spec).parameters())
         megabytes = parameters * FLOAT_COPIES_PER_PARAMETER * 4 * largest_pack(study) / 2**20

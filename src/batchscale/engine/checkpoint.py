@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from batchscale.errors import OutputNotWritable
+
 from batchscale.spec.runs import config_hash
 
 FORMAT = 3  # bump when what a checkpoint holds changes (3: packs, weights_only)
@@ -31,8 +33,14 @@ def save(path: Path, pack_id: str, content: dict) -> None:
     """Write `content` (tensors and plain containers) as the checkpoint of pack `pack_id`, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"format": FORMAT, "pack_hash": pack_id, **content}, temporary)
-    os.replace(temporary, path)
+    try:
+        torch.save({"format": FORMAT, "pack_hash": pack_id, **content}, temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as err:  # a full disk surfaces as a RuntimeError from torch's C++ writer
+        temporary.unlink(missing_ok=True)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OutputNotWritable(f"cannot write checkpoint {path} ({reason[:160]}); free disk space there or move "
+                                f"results/, then rerun: training resumes from the last checkpoint") from None
 
 
 def load(path: Path | None, pack_id: str, device: torch.device) -> dict | None:

@@ -42,7 +42,9 @@ class RunState:
         if run.get("max_steps"):
             steps_total = min(steps_total, run["max_steps"])
         state = cls(run=run, steps_per_epoch=steps_per_epoch, steps_total=steps_total,
-                    warmup_steps=int(round(run["warmup_epochs"] * steps_per_epoch)),
+                    # a warm-up given in steps (spec.runs: warmup_steps) or in epochs
+                    warmup_steps=int(run["warmup_steps"]) if "warmup_steps" in run
+                    else int(round(run["warmup_epochs"] * steps_per_epoch)),
                     eval_points=evaluation_steps(run["evaluation"]["points_per_decade"], steps_total),
                     points={name: [] for name in POINT_FIELDS})
         state.augment_generator = torch.Generator(device=device).manual_seed(run["seed"] + AUGMENT_SEED_OFFSET)

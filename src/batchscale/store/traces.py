@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from batchscale.errors import TraceError
+from batchscale.errors import OutputNotWritable, TraceError
 from batchscale.spec.runs import RunKey, config_hash
 from batchscale.version import __version__
 
@@ -80,6 +80,16 @@ def write_trace(result, path: str | Path, code: str | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        _write_file(temporary, result, code)
+        os.replace(temporary, path)
+    except OSError as err:  # a full disk or a vanished folder: no temporary file left behind, one line
+        temporary.unlink(missing_ok=True)
+        raise OutputNotWritable(f"cannot write trace {path} ({err.strerror or err}); free disk space there and "
+                                f"rerun snakemake") from None
+
+
+def _write_file(temporary: Path, result, code: str | None) -> None:
     run = result.run
     with h5py.File(temporary, "w") as handle:
         attrs = {
@@ -106,7 +116,6 @@ def write_trace(result, path: str | Path, code: str | None = None) -> None:
                 dataset.attrs["description"] = OPTIONAL_METRICS[name]
         for name, value in scalars.items():
             handle.create_dataset(name, data=value)
-    os.replace(temporary, path)
 
 
 def read_trace(path: str | Path) -> dict:
