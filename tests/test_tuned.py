@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn
 from batchscale import theory as th
 from batchscale.spec import search
 from batchscale.analysis import tuned
-from batchscale.analysis.measurements import fit_critical_batch
+from batchscale.analysis.critical import fit_critical_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -136,7 +136,7 @@ def _export_tensorboard(args) -> None:
 def _threshold_option(text: str):
     """--threshold as a rule: JSON for the object forms, else the name or ``kind:value`` text."""
     from batchscale.analysis.external import AnalysisInputError
-    from batchscale.analysis.measurements import parse_threshold_rule
+    from batchscale.analysis.thresholds import parse_threshold_rule
 
     text = text.strip()
     if text.startswith("{"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
+from batchscale.analysis.thresholds import describe_threshold_rule
 from batchscale.analysis import tables
 from batchscale.analysis import tuned_tables
 from batchscale.errors import ConfigError
@@ -79,7 +79,7 @@ def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: 
     rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if kind != "none" else kind
                                      for kind in rows["speedup_interval_kind"].astype(str)]
     rows = tables.with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
-                                     ms.describe_threshold_rule(study["threshold"]), source.get("batch_size"),
+                                     describe_threshold_rule(study["threshold"]), source.get("batch_size"),
                                      scope)
     return rows, got["entry"]
 
@@ -140,7 +140,7 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
             sizes, k, stat, last = tables.k_at(cubes[name], strategy, metric, eps)
             rows = tables.speedup_rows(sizes, k, stat, study["base_batch"], study["regimes"], study["bootstrap"])
             rows = tables.with_curve_columns(rows, strategy, metric, eps,
-                                             ms.describe_threshold_rule(study["threshold"]), source, scope)
+                                             describe_threshold_rule(study["threshold"]), source, scope)
             entry = tables.critical_entry(sizes, k, rows["regime"].tolist(), study["bootstrap"], last, stat,
                                           study["base_batch"], study["critical_batch"])
             frames.append(_labelled(rows, entry, name, label))

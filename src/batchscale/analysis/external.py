@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
+from batchscale.analysis.thresholds import LOWER_QUARTILE, parse_threshold_rule
 from batchscale.analysis import tables
 from batchscale.errors import ConfigError
 
@@ -145,7 +145,7 @@ def _steps_curves(df: pd.DataFrame):
         yield str(strategy), grid.index.to_numpy(dtype=int), grid.to_numpy(dtype=float)
 
 
-def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch: int | None = None,
+def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: int | None = None,
                      regimes: dict | None = None, bootstrap: dict | None = None,
                      critical_batch: dict | None = None, figure_hook: Callable | None = None) -> dict:
     """Build speedup.csv and critical_batch.json in `out_dir` from an external CSV.
@@ -176,7 +176,7 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
     }
     if kind == "traces":
         try:
-            ms.parse_threshold_rule(threshold_rule)
+            parse_threshold_rule(threshold_rule)
         except ValueError as err:
             raise AnalysisInputError(str(err)) from None
         cube = traces_to_cube(df)

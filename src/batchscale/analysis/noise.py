@@ -165,7 +165,7 @@ def b_simple_at_threshold(over_training: pd.DataFrame, k_runs: pd.DataFrame) -> 
     """B_simple at k(eps) per strategy x batch size (AT_THRESHOLD_COLUMNS), over seeds.
 
     `k_runs` has columns strategy, batch_size, seed, k (steps; inf when the run never reached eps, NaN when
-    missing), e.g. `measurements.k_per_run(...).to_dataframe().reset_index()`. b_simple_at_eps is the mean
+    missing), e.g. `steps.k_per_run(...).to_dataframe().reset_index()`. b_simple_at_eps is the mean
     over the seeds where it is finite (n_at_eps of n_seeds), with their min and max beside it; k_mean_steps
     is the mean k over the same seeds.
     """

@@ -89,7 +89,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
+from batchscale.analysis.critical import (
+    critical_batch_bound,
+    critical_batch_interval,
+    mean_censoring_bound,
+    overhead_batch_direct,
+    overhead_batch_from_fit,
+)
+from batchscale.analysis.intervals import seed_interval, seed_mean
+from batchscale.analysis.speedup import (
+    efficiency,
+    ideal_speedup,
+    regime_boundaries,
+    regimes,
+    speedup,
+    speedup_interval,
+)
+from batchscale.analysis.steps import k_for_run, k_per_run
+from batchscale.analysis.thresholds import (
+    LOWER_QUARTILE,
+    describe_threshold_rule,
+    parse_threshold_rule,
+    resample_uniform_in_steps,
+    threshold_from_seeds,
+)
 from batchscale.analysis import tuned_tables
 from batchscale.analysis.accessors import last_finite, metric_values, run_status  # noqa: F401 (public here too)
 
@@ -108,7 +131,7 @@ LINEAR_ERROR_COLUMNS = ("strategy", "batch_size", "point", "absolute_mean", "abs
 LINEAR_ERROR_POINTS = ("at_threshold", "warmup_end", "final")
 
 DEFAULT_STUDY = {
-    "threshold": ms.LOWER_QUARTILE,
+    "threshold": LOWER_QUARTILE,
     "metrics": list(METRICS),
     "regimes": {"linear_efficiency": 0.8, "stagnation_gain": 0.1},
     "bootstrap": {"samples": 1000, "confidence": 0.9},
@@ -158,7 +181,7 @@ def _seed_curves(per_strategy, steps) -> list:
         curve = per_strategy if seed is None else per_strategy.sel(seed=seed)
         values = np.asarray(curve.values, dtype=float)
         if np.isfinite(values).any():
-            curves.append(ms.resample_uniform_in_steps(steps, values))
+            curves.append(resample_uniform_in_steps(steps, values))
     return curves
 
 
@@ -201,7 +224,7 @@ def study_thresholds(cube, metric: str, rule) -> dict:
     """
     values = metric_values(cube, metric)
     status = run_status(cube)
-    parsed = ms.parse_threshold_rule(rule)
+    parsed = parse_threshold_rule(rule)
     strategies = [str(s) for s in cube["strategy"].values]
     if parsed["kind"] == "fixed":
         return {s: (float(parsed["value"]), None) for s in strategies}
@@ -214,7 +237,7 @@ def study_thresholds(cube, metric: str, rule) -> dict:
             out[strategy] = (float("nan"), None)
             continue
         curves = _seed_curves(per_strategy.sel(batch_size=source), steps)
-        out[strategy] = (ms.threshold_from_seeds(curves, rule), source)
+        out[strategy] = (threshold_from_seeds(curves, rule), source)
     return out
 
 
@@ -258,14 +281,14 @@ def speedup_rows(batch_sizes, k_per_seed, status_per_seed, base_batch: int, regi
     if where_base.size == 0:
         raise ValueError(f"base batch {base_batch} is not one of the batch sizes {m.astype(np.int64).tolist()}")
     k_base_seeds = k[where_base[0]]
-    k_mean = np.array([ms.seed_mean(row) if np.any(~np.isnan(row)) else np.nan for row in k])
-    labels = ms.regimes(m, k_mean, base_batch, float(regimes_cfg.get("linear_efficiency", 0.8)),
+    k_mean = np.array([seed_mean(row) if np.any(~np.isnan(row)) else np.nan for row in k])
+    labels = regimes(m, k_mean, base_batch, float(regimes_cfg.get("linear_efficiency", 0.8)),
                         float(regimes_cfg.get("stagnation_gain", 0.1)))
     k_base = k_mean[where_base[0]]
     rows = []
     for i, size in enumerate(m):
-        k_int = ms.seed_interval(k[i], samples, confidence, BOOTSTRAP_SEED)
-        s_int = ms.speedup_interval(k[i], k_base_seeds, samples, confidence, BOOTSTRAP_SEED)
+        k_int = seed_interval(k[i], samples, confidence, BOOTSTRAP_SEED)
+        s_int = speedup_interval(k[i], k_base_seeds, samples, confidence, BOOTSTRAP_SEED)
         n_seeds = int(np.sum(~np.isnan(k[i])))
         n_diverged = int(np.sum(status[i] == "diverged"))
         if n_seeds == 0:
@@ -287,12 +310,12 @@ def speedup_rows(batch_sizes, k_per_seed, status_per_seed, base_batch: int, regi
             "n_reached": int(np.sum(np.isfinite(k[i]))),
             "n_diverged": n_diverged,
             "examples_to_threshold": float(size * k_mean[i]) if n_seeds else float("nan"),
-            "speedup": float(ms.speedup(k_mean[i], k_base)),
+            "speedup": float(speedup(k_mean[i], k_base)),
             "speedup_low": s_int["low"],
             "speedup_high": s_int["high"],
             "speedup_interval_kind": s_int["interval_kind"],
-            "ideal_speedup": float(ms.ideal_speedup(size, base_batch)),
-            "efficiency": float(ms.efficiency(k_mean[i], k_base, size, base_batch)),
+            "ideal_speedup": float(ideal_speedup(size, base_batch)),
+            "efficiency": float(efficiency(k_mean[i], k_base, size, base_batch)),
             "regime": labels[i],
             "status": row_status,
         })
@@ -315,21 +338,21 @@ def critical_entry(batch_sizes, k_per_seed, regime_labels, bootstrap_cfg: dict, 
     k = np.asarray(k_per_seed, dtype=float)
     if k.ndim == 1:
         k = k[:, None]
-    fit = ms.critical_batch_interval(m, k, steps_per_seed, samples, confidence, BOOTSTRAP_SEED)
+    fit = critical_batch_interval(m, k, steps_per_seed, samples, confidence, BOOTSTRAP_SEED)
     kind = fit["interval_kind"]
-    bounds = ms.regime_boundaries(batch_sizes, regime_labels)
-    k_mean = np.array([ms.seed_mean(row) if np.any(~np.isnan(row)) else np.nan for row in k])
+    bounds = regime_boundaries(batch_sizes, regime_labels)
+    k_mean = np.array([seed_mean(row) if np.any(~np.isnan(row)) else np.nan for row in k])
     reached = m[np.isfinite(k_mean) & (k_mean > 0)]
     measured = m[~np.isnan(k_mean)]
     excluded = {}
     steps = None if steps_per_seed is None else np.asarray(steps_per_seed, dtype=float).reshape(k.shape)
     for i, size in enumerate(m):
         if np.isposinf(k_mean[i]):
-            bound = ms.mean_censoring_bound(k[i], steps[i]) if steps is not None else float("nan")
+            bound = mean_censoring_bound(k[i], steps[i]) if steps is not None else float("nan")
             if not np.isfinite(bound):
                 excluded[str(int(size))] = ("a seed diverged or has no step count: k has no lower bound, so "
                                             "the size is left out rather than censored")
-    where = ms.critical_batch_bound(fit["B_crit"], measured.min() if measured.size else float("nan"),
+    where = critical_batch_bound(fit["B_crit"], measured.min() if measured.size else float("nan"),
                                     reached.max() if reached.size else float("nan"))
     b_crit = _quantity(fit, "B_crit", kind)
     b_crit.update(where)
@@ -337,18 +360,18 @@ def critical_entry(batch_sizes, k_per_seed, regime_labels, bootstrap_cfg: dict, 
                       and np.isfinite(fit["log_rmse"]) and fit["log_rmse"] <= float(cfg["max_log_rmse"]))
     overhead = float(cfg["overhead"])
     base = float(base_batch if base_batch is not None else m.min())
-    direct = ms.overhead_batch_direct(m, k_mean, base, overhead)
-    per_seed = [ms.overhead_batch_direct(m, k[:, j], base, overhead)["estimate"] for j in range(k.shape[1])
+    direct = overhead_batch_direct(m, k_mean, base, overhead)
+    per_seed = [overhead_batch_direct(m, k[:, j], base, overhead)["estimate"] for j in range(k.shape[1])
                 if np.any(~np.isnan(k[:, j]))]
-    direct_int = ms.seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
+    direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
     direct.update({"low": direct_int["low"], "high": direct_int["high"],
                    "interval_kind": direct_int["interval_kind"] if len(per_seed) == direct_int["n"] else "none"})
     if direct["interval_kind"] == "none":
         direct["low"] = direct["high"] = None
     from_fit = {
-        "estimate": ms.overhead_batch_from_fit(fit["S_min"], fit["B_crit"], base, overhead),
-        "low": ms.overhead_batch_from_fit(fit["S_min"], fit["B_crit_low"], base, overhead),
-        "high": ms.overhead_batch_from_fit(fit["S_min"], fit["B_crit_high"], base, overhead),
+        "estimate": overhead_batch_from_fit(fit["S_min"], fit["B_crit"], base, overhead),
+        "low": overhead_batch_from_fit(fit["S_min"], fit["B_crit_low"], base, overhead),
+        "high": overhead_batch_from_fit(fit["S_min"], fit["B_crit_high"], base, overhead),
         "interval_kind": kind,
     }
     entry = {
@@ -420,7 +443,7 @@ def k_at(cube, strategy: str, metric: str, eps: float):
     sizes = np.asarray(cube["batch_size"].values, dtype=np.int64)
     per = metric_values(cube, metric).sel(strategy=strategy).transpose("batch_size", "seed", "step")
     stat = run_status(cube).sel(strategy=strategy).transpose("batch_size", "seed")
-    k = ms.k_per_run(per, eps, stat).transpose("batch_size", "seed").values
+    k = k_per_run(per, eps, stat).transpose("batch_size", "seed").values
     last = np.where(stat.values.astype(str) == "completed", _last_steps(per, cube["step"].values), np.nan)
     return sizes, k, stat.values, last
 
@@ -526,7 +549,7 @@ def analyse_cube(cube, study=None) -> dict:
     "speedup_common": DataFrame at each metric's common eps, "critical_batch": dict}`` (columns and layout
     in the module docstring). `study` is the study config; None reads it from the cube."""
     study = resolve_study(cube, study)
-    rule_text = ms.describe_threshold_rule(study["threshold"])
+    rule_text = describe_threshold_rule(study["threshold"])
     out = {}
     summary, common_entries, thresholds = {}, {}, {}
     for scope in ("strategy", "common"):
@@ -761,7 +784,7 @@ def linear_error_table(cube, train_thresholds: dict) -> pd.DataFrame:
                     if available and train is not None:
                         loss = np.atleast_2d(train.sel(strategy=strategy, batch_size=size).transpose("seed", "step").values)
                         for j in range(loss.shape[0]):
-                            k = ms.k_for_run(steps, loss[j], eps, stat[j])
+                            k = k_for_run(steps, loss[j], eps, stat[j])
                             for kind, trace in (("absolute", trace_abs), ("relative", trace_rel)):
                                 if trace is not None:
                                     run = np.atleast_2d(trace.sel(strategy=strategy, batch_size=size)

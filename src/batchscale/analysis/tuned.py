@@ -7,7 +7,7 @@ the trial's hyperparameters (``lr`` and, where searched, ``momentum``, ``beta2``
 
 - Steps to result (Shallue et al.): for each batch size, the fewest steps any trial needs to reach ε,
   a trial's steps being its mean over seeds (inf as soon as one seed misses ε, as in
-  `measurements.seed_mean`). The best trial's hyperparameters give η*(m).
+  `intervals.seed_mean`). The best trial's hyperparameters give η*(m).
 - Edge warning: η*(m) is the smallest or largest learning rate tried at that batch size, so the optimum
   may lie outside the searched range and the steps to result are then an upper bound.
 - Intervals: a percentile bootstrap that resamples seeds and trials with replacement (the same draw at
@@ -28,7 +28,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .measurements import _quantile, fit_critical_batch, threshold_from_rule
+from batchscale.analysis.critical import fit_critical_batch
+from batchscale.analysis.intervals import sample_quantile
+from batchscale.analysis.thresholds import threshold_from_rule
 
 KEY_COLUMNS = ("strategy", "batch_size", "trial", "seed", "k", "round")
 EDGE_LABELS = ("low", "high", "")
@@ -201,8 +203,8 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np
     low, high = [], []
     for column in np.asarray(samples, dtype=float).reshape(samples.shape[0], -1).T:
         column = column[~np.isnan(column)]
-        low.append(_quantile(column, tail))
-        high.append(_quantile(column, 1.0 - tail))
+        low.append(sample_quantile(column, tail))
+        high.append(sample_quantile(column, 1.0 - tail))
     return np.asarray(low), np.asarray(high)
 
 
@@ -262,7 +264,7 @@ def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> d
     run's end or after divergence). The best trial of the largest batch is the one whose seeds end at the
     lowest mean final value (each seed's last finite value; a trial with a seed that has none is out),
     since the steps to ε cannot rank trials before ε is known. The rule then sees every value traced by
-    that trial's seeds, as `measurements.threshold_from_rule` expects. A ``{"fixed": v}`` rule returns v.
+    that trial's seeds, as `thresholds.threshold_from_rule` expects. A ``{"fixed": v}`` rule returns v.
     Returns {"eps", "batch_size", "trial"}.
     """
     largest = traces["batch_size"].max()

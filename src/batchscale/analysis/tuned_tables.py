@@ -32,7 +32,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
+from batchscale.analysis.speedup import efficiency, ideal_speedup, regimes, speedup
+from batchscale.analysis.steps import k_per_run
+from batchscale.analysis.thresholds import describe_threshold_rule
 from batchscale.analysis import tuned as tn
 
 PREFIX = "tuned_"
@@ -88,7 +90,7 @@ def trial_table(cube, metric: str, eps: float) -> pd.DataFrame:
     run is missing), status and the trial's hyperparameters."""
     view = trial_view(cube)
     status = trial_status(view)
-    k = ms.k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
+    k = k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
     table = k.to_dataframe().reset_index()[["batch_size", "trial", "seed", "k"]]
     table["status"] = status.transpose("batch_size", "trial", "seed").values.ravel()
     for name in HYPER_NAMES:
@@ -132,12 +134,12 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     rows = best.rename(columns={"trial": "best_trial"}).copy()
     rows = rows.merge(boot["table"][["batch_size", "k_low", "k_high"]], on="batch_size", how="left")
     rows["strategy"], rows["metric"], rows["threshold"], rows["threshold_scope"] = TUNED, metric, eps, scope
-    rows["threshold_rule"] = ms.describe_threshold_rule(study["threshold"])
+    rows["threshold_rule"] = describe_threshold_rule(study["threshold"])
     rows["threshold_batch_size"], rows["threshold_trial"] = source.get("batch_size"), source.get("trial")
     rows["base_batch"], rows["interval_kind"] = base, INTERVAL_KIND
-    rows["speedup"] = [float(ms.speedup(v, k_base)) for v in k]
-    rows["ideal_speedup"] = [float(ms.ideal_speedup(m, base)) for m in sizes]
-    rows["efficiency"] = [float(ms.efficiency(v, k_base, m, base)) for v, m in zip(k, sizes)]
+    rows["speedup"] = [float(speedup(v, k_base)) for v in k]
+    rows["ideal_speedup"] = [float(ideal_speedup(m, base)) for m in sizes]
+    rows["efficiency"] = [float(efficiency(v, k_base, m, base)) for v, m in zip(k, sizes)]
     rows = rows.reindex(columns=list(TUNED_COLUMNS))
 
     per_trial = tn.trial_steps(table[keep])
@@ -147,7 +149,7 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     trials = per_trial.reindex(columns=list(TRIAL_COLUMNS))
 
     k_seed, status = _per_seed_of_best(table, best, sizes, seeds)
-    labels = ms.regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
+    labels = regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
                         float(study["regimes"]["stagnation_gain"]))
     entry = entry_of(sizes, k_seed, labels, status)
     entry["B_crit"].update({"low": boot["B_crit_low"], "high": boot["B_crit_high"], "interval_kind": INTERVAL_KIND})
