@@ -13,7 +13,7 @@ import xarray as xr
 from matplotlib.contour import ContourSet
 
 from batchscale import figures
-from batchscale.analysis import tables
+from batchscale.analysis.study import study_tables, write_tables
 from batchscale.figures import base, comparison, contours, loss_curves, speedup, steps_examples
 from batchscale.figures.accuracy_error import accuracy_error_figure
 from batchscale.analysis.external import analyze_external
@@ -88,7 +88,7 @@ def cube():
 
 @pytest.fixture(scope="module")
 def analysis(cube):
-    return tables.study_tables(cube, STUDY)
+    return study_tables(cube, STUDY)
 
 
 @pytest.fixture(scope="module")
@@ -296,16 +296,16 @@ def test_loss_curves_figure(cube, table):
     assert "threshold" in fig.get_suptitle() and "toy_study" in fig.get_suptitle()
 
 
-def write_tables(cube, folder):
-    result = tables.study_tables(cube, STUDY)
+def write_study_files(cube, folder):
+    result = study_tables(cube, STUDY)
     frames = {name: result[name] for name in ("speedup", "speedup_common", "accuracy", "linear_error")}
-    tables.write_tables(folder, frames, result["critical_batch"])
+    write_tables(folder, frames, result["critical_batch"])
 
 
 def test_draw_study_figures_writes_every_file(cube, tmp_path):
     cube_path = tmp_path / "cube.nc"
     cube.to_netcdf(cube_path, engine="h5netcdf")
-    write_tables(cube, tmp_path)
+    write_study_files(cube, tmp_path)
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in figures.STUDY_FIGURES for ext in ("png", "svg")}

@@ -87,7 +87,8 @@ def _validate(args) -> None:
 
 
 def _tables(args) -> None:
-    from batchscale.analysis.tables import headline, write_study_tables
+    from batchscale.analysis.study import write_study_tables
+    from batchscale.report.critical_lines import critical_batch_lines as headline
 
     result = write_study_tables(args.cube, json.loads(args.study_json), args.out)
     for line in headline(result["critical_batch"]):  # into the rule's log: the study's numbers in words
@@ -172,7 +173,8 @@ def _writable_out_folder(out: str) -> Path:
 
 
 def _analyze(args) -> None:
-    from batchscale.analysis import external, tables
+    from batchscale.analysis import external
+    from batchscale.report.critical_lines import critical_batch_lines
     from batchscale.figures import draw_external_figures
 
     rule = _threshold_option(args.threshold)
@@ -181,7 +183,7 @@ def _analyze(args) -> None:
     out = _writable_out_folder(args.out)
     result = external.analyze_external(args.csv, out, threshold_rule=rule, base_batch=args.base_batch,
                                        figure_hook=draw_external_figures)
-    for line in tables.headline(result["critical_batch"]):
+    for line in critical_batch_lines(result["critical_batch"]):
         print(line)
     print(f"wrote {', '.join(sorted(p.name for p in result['paths'].values()))} and figures to {out}")
 

@@ -25,6 +25,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchscale.analysis.curves import k_at
+
 
 def noise_scale(g2, trace_sigma):
     """B_simple = tr Sigma / |G|^2 (examples); NaN where |G|^2 <= 0 (the estimate is meaningless there)."""
@@ -208,7 +210,7 @@ def _estimate(value) -> float:
 
 def _overhead(entry: dict, overhead_key: str) -> float:
     """The overhead-based critical batch of a critical_batch.json entry: `overhead_key` holds a number, an
-    {"estimate": ...} mapping, or (as analysis.tables writes it, key overhead_critical_batch) a mapping whose
+    {"estimate": ...} mapping, or (as `curves.critical_entry` writes it, key overhead_critical_batch) a mapping whose
     `direct` estimate (read off the measured k(m), not the fit) is taken."""
     value = entry.get(overhead_key)
     if isinstance(value, dict) and "direct" in value:
@@ -218,7 +220,7 @@ def _overhead(entry: dict, overhead_key: str) -> float:
 
 def critical_from_document(document: dict, metric: str, overhead_key: str = "overhead_critical_batch") -> pd.DataFrame:
     """(strategy, metric, B_crit, B_crit_low, B_crit_high, B_crit_interval_kind, B_crit_report,
-    B_crit_overhead) from a critical_batch.json document (analysis.tables.critical_entry).
+    B_crit_overhead) from a critical_batch.json document (`curves.critical_entry`).
 
     B_crit_report is the document's text to quote (``< 4`` or ``> 128`` when B_crit lies outside the
     measured range, a bound rather than an estimate); the overhead-based critical batch is NaN where the
@@ -269,9 +271,7 @@ def noise_vs_critical(at_threshold: pd.DataFrame, critical: pd.DataFrame) -> pd.
 
 def k_runs_from_cube(cube, thresholds: dict, metric: str = "train_loss") -> pd.DataFrame:
     """(strategy, batch_size, seed, k) at each strategy's eps (`thresholds` {strategy: eps}), as the speedup
-    table measures k (analysis.tables.k_at)."""
-    from batchscale.analysis.tables import k_at
-
+    table measures k (`curves.k_at`)."""
     rows = []
     for strategy, eps in thresholds.items():
         if eps is None or strategy not in [str(s) for s in cube["strategy"].values]:

@@ -20,7 +20,7 @@ edge of that range: the optimum may lie outside it and k is then an upper bound;
 (mean over seeds; inf when a seed missed eps or diverged), ``n_seeds``, ``n_diverged``.
 
 critical_batch.json gains ``tuned`` under ``strategies`` (tuned's own eps) and under ``common`` (the common
-eps): the usual entry of `tables.critical_entry` computed on the per-seed k of each batch size's best
+eps): the usual entry of `curves.critical_entry` computed on the per-seed k of each batch size's best
 trial, whose B_crit interval is replaced by the bootstrap over seeds and trials of the envelope, plus
 ``B_noise`` and ``eta_max`` of the fit eta*(m) = eta_max / (1 + B_noise/m) with the same bootstrap.
 """
@@ -31,7 +31,9 @@ import math
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
+from batchscale.analysis.curves import critical_entry
 from batchscale.analysis.speedup import efficiency, ideal_speedup, regimes, speedup
 from batchscale.analysis.steps import k_per_run
 from batchscale.analysis.thresholds import describe_threshold_rule
@@ -67,8 +69,6 @@ def trial_values(view, metric: str):
 
 def trial_status(view):
     """Each trial run's status; ``missing`` where the run has no finite value of `metric`'s traces."""
-    import xarray as xr
-
     present = np.isfinite(view["train_loss"]).any("step")
     return xr.where(present, view["status"].astype(str), "missing")
 
@@ -115,12 +115,23 @@ def _per_seed_of_best(table: pd.DataFrame, best: pd.DataFrame, sizes, seeds) -> 
     return k, status
 
 
-def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict, entry_of) -> dict:
-    """tuned.csv rows, tuned_trials.csv rows and the critical-batch entry of one metric at one eps, with
-    the batch sizes and the per-seed k and status of each batch size's best trial (the envelope's seeds).
+def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict) -> dict:
+    """The tuned strategy's curve of one metric at one eps.
 
-    `entry_of(sizes, k_per_seed, labels, status)` builds the usual critical-batch entry (tables.critical_entry
-    with the study's settings)."""
+    Args:
+      cube: a study cube with tuned trials.
+      study: the resolved study config.
+      metric: the metric.
+      eps: the threshold.
+      scope: ``strategy`` (tuned's own eps) or ``common``.
+      source: where tuned's own eps comes from ({batch_size, trial}).
+
+    Returns:
+      {"rows": tuned.csv rows, "trials": tuned_trials.csv rows, "entry": the critical-batch entry
+      (`curves.critical_entry` on the best trials' seeds, with the B_crit interval of the bootstrap over
+      seeds and trials and the optimal-step fit), "sizes", "k_per_seed" and "status_per_seed" of each batch
+      size's best trial (the envelope's seeds)}.
+    """
     base = int(study["base_batch"])
     table = trial_table(cube, metric, eps)
     keep = [c for c in table.columns if c != "status"]
@@ -151,7 +162,8 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     k_seed, status = _per_seed_of_best(table, best, sizes, seeds)
     labels = regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
                         float(study["regimes"]["stagnation_gain"]))
-    entry = entry_of(sizes, k_seed, labels, status)
+    entry = critical_entry(sizes, k_seed, labels, study["bootstrap"], None, study["base_batch"],
+                           study["critical_batch"])
     entry["B_crit"].update({"low": boot["B_crit_low"], "high": boot["B_crit_high"], "interval_kind": INTERVAL_KIND})
     fit = tn.fit_optimal_lr(sizes, best["lr"].to_numpy(dtype=float))
     entry["B_noise"] = {"estimate": fit["B_noise"], "low": boot["B_noise_low"], "high": boot["B_noise_high"],
