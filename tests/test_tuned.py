@@ -11,10 +11,11 @@ import pytest
 import yaml
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from batchscale import theory as th
+from batchscale.analysis import theory as th
 from batchscale.spec import search
 from batchscale.analysis import tuned
 from batchscale.analysis.critical import fit_critical_batch
+import theory_reference as reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,7 +249,7 @@ def one_blas_thread():
 
 @pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda s: f"problem{s}")
 def least_squares(request, one_blas_thread):
-    problem = th.interpolating_least_squares(n=4096, d=16, decay=1.0, seed=request.param)
+    problem = reference.interpolating_least_squares(n=4096, d=16, decay=1.0, seed=request.param)
     table, result = tuned_search(problem)
     fit = fit_critical_batch(result["batch_size"], result["k"])
     return problem, table, result.set_index("batch_size"), fit

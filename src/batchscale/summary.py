@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batchscale import theory
+from batchscale.analysis import theory
 
 HEADLINE_METRIC = "train_loss"
 # Strategies whose learning rate is a fixed rule of m (the `tuned` strategy searches it instead).
