@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from batchscale.figures.base import new_figure, save_figure, strategy_style
-from batchscale.summary import HEADLINE_METRIC, measured_breakdown
+from batchscale.analysis.headline import HEADLINE_METRIC
+from batchscale.analysis.least_squares import measured_breakdown
 
 RULE_STEP = {"blr": lambda eta0, m, m0: eta0 + 0 * m, "lsr": lambda eta0, m, m0: eta0 * m / m0,
              "srsr": lambda eta0, m, m0: eta0 * np.sqrt(m / m0)}

@@ -31,7 +31,7 @@ STAGE_ENTRIES = {
                  "batchscale.analysis.branching", "batchscale.store.cube", "batchscale.report.critical_lines"),
     "figures": ("batchscale.figures", "batchscale.figures.tuned", "batchscale.figures.theory_check",
                 "batchscale.branching_run"),
-    "summary": ("batchscale.summary",),
+    "summary": ("batchscale.report.summary", "batchscale.analysis.theory_check"),
 }
 # Packages whose members are imported by name at run time (registries): all of their files count.
 REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models")
