@@ -138,7 +138,7 @@ def test_a_study_without_tuned_is_refused(cubes):
 
 
 def test_figure_draws_both_tuned_curves_with_their_critical_batch_at_the_common_eps(cubes):
-    from batchscale.figures.comparison import comparison_figure
+    from batchscale.report.figures.comparison import comparison_figure
 
     table = comparison.comparison_table(cubes, spec("smallest"), STUDIES)
     fig = comparison_figure(table, title="sgd vs adamw")

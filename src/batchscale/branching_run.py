@@ -233,8 +233,8 @@ def main(argv=None) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         result.to_csv(args.output, index=False)
     else:
-        from batchscale.figures.base import save_figure
-        from batchscale.figures.noise import local_critical_batch_figure
+        from batchscale.report.figures.base import save_figure
+        from batchscale.report.figures.noise import local_critical_batch_figure
 
         save_figure(local_critical_batch_figure(pd.read_csv(args.table), args.study), args.out,
                     "local_critical_batch")

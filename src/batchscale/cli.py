@@ -96,13 +96,13 @@ def _tables(args) -> None:
 
 
 def _tuned_figures(args) -> None:
-    from batchscale.figures.tuned import draw_tuned_figures
+    from batchscale.report.figures import draw_tuned_figures
 
     draw_tuned_figures(args.tables, json.loads(args.study_json), args.out)
 
 
 def _figures(args) -> None:
-    from batchscale.figures import draw_study_figures
+    from batchscale.report.figures import draw_study_figures
 
     draw_study_figures(args.cube, json.loads(args.study_json), args.out, args.tables)
 
@@ -114,7 +114,7 @@ def _compare_tables(args) -> None:
 
 
 def _compare(args) -> None:
-    from batchscale.figures import draw_comparison
+    from batchscale.report.figures import draw_comparison
 
     draw_comparison(args.table, json.loads(args.spec_json), args.out, args.name)
 
@@ -175,7 +175,7 @@ def _writable_out_folder(out: str) -> Path:
 def _analyze(args) -> None:
     from batchscale.analysis import external
     from batchscale.report.critical_lines import critical_batch_lines
-    from batchscale.figures import draw_external_figures
+    from batchscale.report.figures import draw_external_figures
 
     rule = _threshold_option(args.threshold)
     if args.base_batch is not None and args.base_batch <= 0:

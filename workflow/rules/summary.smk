@@ -41,7 +41,7 @@ rule theory_figure:
     params:
         code=FIGURES_SOURCE,
     shell:
-        "python -m batchscale.figures.theory_check --theory {input.theory} --common {input.common} "
+        "python -m batchscale.report.theory_figure --theory {input.theory} --common {input.common} "
         "--out results/{wildcards.study}/figures/theory_lsr_breakdown 2> {log}"
 
 

@@ -159,7 +159,6 @@ def mean_censoring_bound(k_row, steps_row) -> float:
     return float(np.mean(np.where(missed, steps, k)))
 
 
-
 def seed_mean_fit(batch_sizes: np.ndarray, k: np.ndarray, steps: np.ndarray) -> dict:
     """`fit_critical_batch` on the seed means of k, with the censoring bound of each batch size.
 

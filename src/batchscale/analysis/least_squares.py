@@ -134,3 +134,32 @@ def rule_rates(strategies, eta0: float, batch_sizes, base_batch: int) -> dict:
     """
     return {strategy: [peak_learning_rate(strategy, eta0, m, base_batch) for m in batch_sizes]
             for strategy in strategies if strategy in STRATEGIES and not STRATEGIES[strategy].searched}
+
+
+def theory_figure_numbers(theory_doc: dict, common, metric: str = "train_loss", points: int = 200) -> dict:
+    """What the theory figure draws beside the measured speedups.
+
+    Args:
+      theory_doc: the study's theory.json.
+      common: its speedup_common.csv.
+      metric: the metric of the speedups.
+      points: points of Ma et al.'s step curve between the smallest and largest batch size.
+
+    Returns:
+      {rows (the speedup rows of `metric`), predicted and measured (the lsr breakdown; the measured one is
+      None without lsr), rates (`rule_rates` of the strategies of the rows at the study's batch sizes),
+      mbb_sizes and mbb_step (Ma et al.'s m / (β + (m − 1) λ₁) on a log-spaced grid)}.
+    """
+    rows = common[common["metric"] == metric]
+    base = int(theory_doc["base_batch"])
+    sizes = np.array(theory_doc["batch_sizes"], dtype=float)
+    lsr = rows[rows["strategy"] == "lsr"]
+    dense = np.geomspace(sizes.min(), sizes.max(), points)
+    return {
+        "rows": rows,
+        "predicted": theory_doc.get("predicted_lsr_breakdown"),
+        "measured": measured_breakdown(lsr, base) if not lsr.empty else None,
+        "rates": rule_rates(list(rows["strategy"].unique()), theory_doc["eta0"], sizes, base),
+        "mbb_sizes": dense,
+        "mbb_step": theory.mbb_step(dense, theory_doc["beta"], theory_doc["lambda_max"]),
+    }
