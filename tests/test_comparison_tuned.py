@@ -1,4 +1,4 @@
-"""Comparisons of the `tuned` strategy (issue 13): each study's tuned envelope (per batch size the fewest
+"""Comparisons of the `tuned` strategy: each study's tuned envelope (per batch size the fewest
 steps any trial needs, a trial's steps being its mean over seeds) at its own eps and at one common eps.
 
 Synthetic cubes with a trial dimension, whose training losses step through 1.0, 0.5 and 0.2 exactly at

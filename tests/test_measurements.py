@@ -336,7 +336,7 @@ def test_resample_uniform_in_steps_weights_training_evenly():
     assert resample_uniform_in_steps([0, 1], [np.nan, np.nan]).size == 0
 
 
-# ------------------------------------------------------------------ issue 9: numbers a reviewer accepts
+# ------------------------------------------------------------------ per-seed thresholds and intervals by seed count
 
 
 def test_per_seed_threshold_is_reached_by_every_seed_where_the_pooled_quantile_is_not():

@@ -302,7 +302,7 @@ def test_external_unreadable_and_bad_base(tmp_path):
         analyze_external(write_traces_csv(tmp_path / "t.csv"), tmp_path / "out", "median")
 
 
-# ------------------------------------------------------------------ issue 9
+# ------------------------------------------------------------------ per-seed thresholds, intervals by seed count
 
 
 def two_seed_cube():

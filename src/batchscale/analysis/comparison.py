@@ -76,9 +76,20 @@ def _strategies_of(cube) -> str:
 
 
 def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: dict) -> tuple:
-    """(speedup rows, critical-batch entry) of a study's tuned envelope at `eps`, from `tuned_tables.tuned_at`:
-    the rows of the best trial's seeds (`speedup_rows`) with k's interval replaced by the bootstrap
-    over seeds and trials."""
+    """A study's tuned envelope at one eps, as a comparison shows it.
+
+    Args:
+      cube: the study cube.
+      study: its resolved config.
+      metric: the metric.
+      eps: the threshold.
+      scope: ``study`` or ``common``.
+      source: where the study's own eps comes from ({batch_size, trial}).
+
+    Returns:
+      (speedup rows, critical-batch entry) from `tuned_tables.tuned_at`: the rows of the best trial's seeds
+      (`curves.speedup_rows`) with k's interval replaced by the bootstrap over seeds and trials.
+    """
     got = tuned_tables.tuned_at(cube, study, metric, eps, scope, source)
     rows = speedup_rows(got["sizes"], got["k_per_seed"], got["status_per_seed"], study["base_batch"],
                                study["regimes"], study["bootstrap"])
@@ -95,8 +106,20 @@ def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: 
 
 
 def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
-    """`comparison_table` for ``strategy: tuned``: each study's tuned envelope at its own tuned eps and at
-    the common eps (the comparison's `common_threshold` rule over those own eps)."""
+    """`comparison_table` for ``strategy: tuned``.
+
+    Args:
+      cubes: {study: cube}.
+      spec: the comparison config.
+      studies: {study: study config}.
+
+    Returns:
+      each study's tuned envelope at its own tuned eps and at the common eps (the comparison's
+      `common_threshold` rule over those own eps).
+
+    Raises:
+      ConfigError: when a study has no tuned search.
+    """
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
     labels = list(spec.get("labels") or names)
@@ -120,8 +143,20 @@ def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFra
 
 
 def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
-    """Speedup rows of `spec`'s strategy and metric for every study of the comparison, at each study's own
-    eps and at the common eps. `cubes` {study: cube}; `studies` {study: study config}."""
+    """A comparison's speedup.csv.
+
+    Args:
+      cubes: {study: cube}.
+      spec: the comparison config (studies, labels, strategy, metric, common_threshold).
+      studies: {study: study config}.
+
+    Returns:
+      speedup rows of the strategy and metric for every study, at each study's own eps and at the common
+      eps, with study, label and the critical-batch columns (module docstring).
+
+    Raises:
+      ConfigError: when labels and studies differ in number or a study lacks the strategy.
+    """
     strategy = spec.get("strategy", "blr")
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
@@ -158,8 +193,17 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
 
 
 def write_comparison_table(cube_paths: list, spec: dict, studies: dict, out_path) -> pd.DataFrame:
-    """Open the cubes (matched to studies by their ``study`` attribute, else by position), write
-    `comparison_table` to `out_path` (CSV) and return it."""
+    """Write a comparison's speedup.csv.
+
+    Args:
+      cube_paths: the studies' cubes (matched to studies by their ``study`` attribute, else by position).
+      spec: the comparison config.
+      studies: {study: study config}.
+      out_path: the CSV to write.
+
+    Returns:
+      the table written (`comparison_table`).
+    """
     opened = [open_cube(p) for p in cube_paths]
     by_name = {str(c.attrs.get("study")): c for c in opened if c.attrs.get("study")}
     cubes = {}

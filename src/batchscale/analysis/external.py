@@ -184,13 +184,25 @@ def _steps_curves(df: pd.DataFrame):
 def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: int | None = None,
                      regimes: dict | None = None, bootstrap: dict | None = None,
                      critical_batch: dict | None = None, figure_hook: Callable | None = None) -> dict:
-    """Build speedup.csv and critical_batch.json in `out_dir` from an external CSV.
+    """Writes speedup.csv (and speedup_common.csv for traces) and critical_batch.json from an external CSV.
 
-    `threshold_rule` as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``; ignored for a
-    steps-to-target CSV); `base_batch` defaults to the smallest batch size in the file; `regimes` and
-    `bootstrap` override the study defaults. `figure_hook(result, out_dir)`, when given, is called last
-    (for figures). Returns ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None,
-    "critical_batch": dict, "paths"}``.
+    Args:
+      path: the CSV (layouts in the module docstring).
+      out_dir: the folder of the tables.
+      threshold_rule: as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``); ignored for a
+        steps-to-target CSV.
+      base_batch: m0 (default: the smallest batch size in the file).
+      regimes: overrides of the study defaults' regime cut-offs.
+      bootstrap: overrides of the study defaults' bootstrap settings.
+      critical_batch: overrides of the study defaults' critical-batch settings.
+      figure_hook: called last as figure_hook(result, out_dir), for figures.
+
+    Returns:
+      ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None, "critical_batch":
+      dict, "paths"}``.
+
+    Raises:
+      AnalysisInputError: for a bad file, rule or base batch size.
     """
     kind, df = load_external_csv(path)
     sizes = sorted(df["batch_size"].unique().tolist())

@@ -52,6 +52,7 @@ TRIAL_COLUMNS = ("metric", "threshold_scope", "threshold", "batch_size", "trial"
 
 
 def has_tuned(cube) -> bool:
+    """Whether the cube holds the trials of a tuned search."""
     return f"{PREFIX}status" in cube
 
 
@@ -62,6 +63,7 @@ def trial_view(cube):
 
 
 def trial_values(view, metric: str):
+    """The trials' traced `metric` (test_error is 1 - test_acc) of a `trial_view`."""
     if metric == "test_error":
         return 1.0 - view["test_acc"]
     return view[metric]
@@ -86,8 +88,17 @@ def own_threshold(cube, metric: str, rule) -> dict:
 
 
 def trial_table(cube, metric: str, eps: float) -> pd.DataFrame:
-    """One row per (batch size, trial, seed): k at `eps` (inf when not reached or diverged, NaN when the
-    run is missing), status and the trial's hyperparameters."""
+    """k of every trial run at one threshold.
+
+    Args:
+      cube: a study cube with tuned trials.
+      metric: the metric.
+      eps: the threshold.
+
+    Returns:
+      one row per (batch size, trial, seed): k at `eps` (inf when not reached or diverged, NaN when the run
+      is missing), status and the trial's hyperparameters.
+    """
     view = trial_view(cube)
     status = trial_status(view)
     k = k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
@@ -182,11 +193,20 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
 def round_one_best(cube, study: dict) -> dict:
     """Each batch size's best first-round trial, the centre of its refinement round (tuning_round1.json).
 
-    `cube` holds the first-round trials only. The rule is tuned.csv's: tuned's own eps of the study's first
-    metric (`own_threshold`), then steps to result (`tuned.steps_to_result`). A batch size where no trial
-    reached eps takes the trial whose seeds end at the lowest mean value instead (``source``
-    ``lowest_final``), so its round 2 still has a centre. Returns {metric, threshold, threshold_batch_size,
-    threshold_trial, best: {str(batch size): {trial, lr, [momentum, beta2, schedule], k, source}}}.
+    The rule is tuned.csv's: tuned's own eps of the study's first metric (`own_threshold`), then steps to
+    result (`tuned.steps_to_result`). A batch size where no trial reached eps takes the trial whose seeds
+    end at the lowest mean value instead (``source`` ``lowest_final``), so its round 2 still has a centre.
+
+    Args:
+      cube: a cube of the first-round trials only.
+      study: the resolved study config.
+
+    Returns:
+      {metric, threshold, threshold_batch_size, threshold_trial, best: {str(batch size): {trial, lr,
+      [momentum, beta2, schedule], k, source}}}.
+
+    Raises:
+      ValueError: when no first-round trial of a batch size completed.
     """
     metric = study["metrics"][0]
     own = own_threshold(cube, metric, study["threshold"])
