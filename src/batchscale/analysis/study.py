@@ -88,6 +88,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from batchscale.analysis import tuned_tables
 from batchscale.analysis.accuracy import accuracy_markdown, accuracy_table, linear_error_table
@@ -103,7 +104,6 @@ from batchscale.analysis.curves import (
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
-from batchscale.store.cube import open_cube
 
 # The CSV files of a study, in the order they are written (critical_batch.json and accuracy.md beside them).
 TABLE_STEMS = ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
@@ -328,7 +328,8 @@ def write_study_tables(cube_path, study_config=None, out_dir=None) -> dict:
       `study_tables`' dict with ``paths`` ({name: path}) added.
     """
     cube_path = Path(cube_path)
-    cube = open_cube(cube_path)
+    with xr.open_dataset(cube_path, engine="h5netcdf") as handle:
+        cube = handle.load()
     result = study_tables(cube, study_config)
     frames = {name: result.get(name) for name in TABLE_STEMS}
     result["paths"] = write_tables(out_dir if out_dir is not None else cube_path.parent, frames,
