@@ -1,4 +1,4 @@
-"""Comparisons of the `tuned` strategy (issue 13): each study's tuned envelope (per batch size the fewest
+"""Comparisons of the `tuned` strategy: each study's tuned envelope (per batch size the fewest
 steps any trial needs, a trial's steps being its mean over seeds) at its own eps and at one common eps.
 
 Synthetic cubes with a trial dimension, whose training losses step through 1.0, 0.5 and 0.2 exactly at
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from batchscale.analysis import comparison, tables
+from batchscale.analysis import comparison, tuned_tables
+from batchscale.analysis.curves import SPEEDUP_COLUMNS, resolve_study
 from batchscale.errors import ConfigError
 
 STEPS = [1, 2, 4, 8, 16, 32, 64]  # evaluation points; index i -> step 2**i
@@ -85,7 +86,7 @@ def curve(table, label, scope):
 
 def test_tuned_envelopes_at_own_and_smallest_common_eps(cubes):
     table = comparison.comparison_table(cubes, spec("smallest"), STUDIES)
-    assert list(table.columns) == ["study", "label", *tables.SPEEDUP_COLUMNS, *comparison.CRITICAL_COLUMNS]
+    assert list(table.columns) == ["study", "label", *SPEEDUP_COLUMNS, *comparison.CRITICAL_COLUMNS]
     assert set(table["strategy"]) == {"tuned"}
     # A at its own 0.5: m=4 trial 0 (16+16)/2 = 16, trial 1 (8+16)/2 = 12 -> 12; m=8: 8 vs (4+8)/2 = 6 -> 6;
     # m=16: 4 vs 8 -> 4
@@ -120,12 +121,9 @@ def test_largest_common_eps(cubes):
 
 def test_critical_batch_is_the_tuned_analysis_own(cubes):
     """B_crit and its interval on the common rows are tuned_tables.tuned_at's entry at that eps."""
-    from batchscale.analysis import tuned_tables
-
     table = comparison.comparison_table(cubes, spec("smallest"), STUDIES)
-    study = tables.resolve_study(cubes["A"], STUDIES["A"])
-    entry = tuned_tables.tuned_at(cubes["A"], study, "train_loss", 0.2, "common", {"batch_size": 16},
-                                  tables.tuned_entry_builder(study))["entry"]
+    study = resolve_study(cubes["A"], STUDIES["A"])
+    entry = tuned_tables.tuned_at(cubes["A"], study, "train_loss", 0.2, "common", {"batch_size": 16})["entry"]
     row = curve(table, "sgd", "common").iloc[0]
     assert row["b_crit_interval_kind"] == "bootstrap_seeds_trials"
     # k = 48, 24, 16 at m = 4, 8, 16: speedup 3 at m/m0 = 4, so a finite B_crit
@@ -140,7 +138,7 @@ def test_a_study_without_tuned_is_refused(cubes):
 
 
 def test_figure_draws_both_tuned_curves_with_their_critical_batch_at_the_common_eps(cubes):
-    from batchscale.figures.comparison import comparison_figure
+    from batchscale.report.figures.comparison import comparison_figure
 
     table = comparison.comparison_table(cubes, spec("smallest"), STUDIES)
     fig = comparison_figure(table, title="sgd vs adamw")

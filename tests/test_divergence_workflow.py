@@ -22,7 +22,7 @@ STABLE = (4, 16, 64)
 FIGURES = ("fig1_train_loss_contours", "fig5_test_loss_contours", "fig2_speedup", "fig2_accuracy_linear_error",
            "steps_vs_examples", "loss_curves")
 # figures that draw individual runs or batch sizes, and so must mark the diverged ones (an SVG element
-# with gid "diverged", as batchscale.figures draws it)
+# with gid "diverged", as batchscale.report.figures draws it)
 MARKING_FIGURES = ("fig2_speedup", "loss_curves", "fig1_train_loss_contours")
 
 

@@ -12,10 +12,13 @@ import pytest
 import xarray as xr
 from matplotlib.contour import ContourSet
 
-from batchscale import figures
-from batchscale.analysis import tables
-from batchscale.figures import base, comparison, contours, loss_curves, speedup, steps_examples
-from batchscale.figures.accuracy_error import accuracy_error_figure
+from batchscale.analysis import trace_grids
+from batchscale.report import figures
+from batchscale.analysis.study import study_tables, write_tables
+from batchscale.report.figures import base, comparison, contours, loss_curves, speedup, steps_examples
+from batchscale.report.figures.accuracy_error import accuracy_error_figure
+from batchscale.report.figures.registry import FIGURES
+from batchscale.spec.manifest import STUDY_FIGURES, TUNED_FIGURES, names
 from batchscale.analysis.external import analyze_external
 
 STRATEGIES = ["blr", "lsr", "srsr"]
@@ -88,7 +91,7 @@ def cube():
 
 @pytest.fixture(scope="module")
 def analysis(cube):
-    return tables.study_tables(cube, STUDY)
+    return study_tables(cube, STUDY)
 
 
 @pytest.fixture(scope="module")
@@ -110,37 +113,48 @@ def _legend_texts(fig) -> list[str]:
 
 
 def test_no_figure_module_measures_anything():
-    """Figures draw what the analysis computed: no module under figures/ imports the measurement module or a
-    fitting, bootstrap, interval or threshold function, nor calls one through an attribute."""
-    forbidden_modules = {"batchscale.analysis.measurements", "batchscale.analysis.tables",
-                         "batchscale.analysis.comparison", "batchscale.analysis.external", "scipy"}
+    """Figures draw what the analysis computed: no module under report/figures/ imports a measuring module of
+    the analysis or a fitting, bootstrap, interval or threshold function, nor calls one through an
+    attribute; from the analysis they read cube traces (accessors), traces on a step grid (trace_grids) and
+    the theory figure's numbers (least_squares.theory_figure_numbers) only."""
+    allowed = {"batchscale.analysis.accessors": None, "batchscale.analysis.trace_grids": None,
+               "batchscale.analysis.least_squares": {"theory_figure_numbers"},
+               "batchscale.analysis.headline": {"HEADLINE_METRIC"}}
     words = ("fit", "bootstrap", "threshold", "interval", "quantile", "regime")
     folder = Path(figures.__file__).parent
     modules = sorted(folder.glob("*.py"))
     assert {p.stem for p in modules} >= {"__init__", "base", "contours", "speedup", "accuracy_error",
-                                         "steps_examples", "loss_curves", "comparison", "noise"}
+                                         "steps_examples", "loss_curves", "comparison", "noise", "tuned",
+                                         "theory_check", "registry"}
     for path in modules:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names = [(a.name, a.name) for a in node.names]
+                names_ = [(a.name, a.name) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                names = [(node.module or "", a.name) for a in node.names]
+                names_ = [(node.module or "", a.name) for a in node.names]
             else:
-                names = []
-            for module, name in names:
-                assert not any(module == m or module.startswith(m + ".") for m in forbidden_modules), (path, module)
+                names_ = []
+            for module, name in names_:
+                assert module != "scipy" and not module.startswith("scipy."), (path, module)
                 if module.startswith("batchscale.analysis"):
+                    assert module in allowed, (path, module)
+                    assert allowed[module] is None or name in allowed[module], (path, module, name)
                     assert not any(w in name.lower() for w in words), (path, name)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 assert not node.func.attr.startswith(("fit_", "bootstrap", "threshold_from", "study_threshold",
                                                       "seed_interval", "critical_batch")), (path, node.func.attr)
 
 
+def test_every_figure_of_the_manifest_is_registered_once():
+    """The figures rule draws STUDY_FIGURES and TUNED_FIGURES by name: each has one drawing function."""
+    assert set(names(STUDY_FIGURES)) | set(names(TUNED_FIGURES)) <= set(FIGURES)
+
+
 def test_run_on_grid_uses_only_the_runs_own_points():
     steps = np.array([0, 1, 10, 100, 1000], dtype=float)
     values = np.array([5.0, 1.0, np.nan, 0.01, np.nan])  # NaN: another run's point / past its end
-    out = base.run_on_grid(steps, values, np.array([1, 10, 100, 1000], dtype=float))
+    out = trace_grids.run_on_grid(steps, values, np.array([1, 10, 100, 1000], dtype=float))
     assert out[0] == pytest.approx(1.0)
     assert out[1] == pytest.approx(0.1)  # log-log interpolation between (1, 1) and (100, 0.01)
     assert out[2] == pytest.approx(0.01)
@@ -148,7 +162,7 @@ def test_run_on_grid_uses_only_the_runs_own_points():
 
 
 def test_contour_grid_blank_past_end_and_filled_at_other_runs_points(cube):
-    sizes, grid, z = base.contour_grid(cube, "train_loss", "blr")
+    sizes, grid, z = trace_grids.contour_grid(cube, "train_loss", "blr")
     col = list(sizes).index(64)
     assert np.isnan(z[grid > 50, col]).all()  # bs64 ran 50 steps
     assert np.isfinite(z[(grid >= 1) & (grid <= 50), col]).all()
@@ -296,10 +310,10 @@ def test_loss_curves_figure(cube, table):
     assert "threshold" in fig.get_suptitle() and "toy_study" in fig.get_suptitle()
 
 
-def write_tables(cube, folder):
-    result = tables.study_tables(cube, STUDY)
+def write_study_files(cube, folder):
+    result = study_tables(cube, STUDY)
     frames = {name: result[name] for name in ("speedup", "speedup_common", "accuracy", "linear_error")}
-    tables.write_tables(folder, frames, result["critical_batch"])
+    write_tables(folder, frames, result["critical_batch"])
 
 
 def test_draw_study_figures_writes_every_file(cube, tmp_path):
@@ -308,10 +322,10 @@ def test_draw_study_figures_writes_every_file(cube, tmp_path):
     cube_path = tmp_path / "cube.nc"
     cube.attrs["content_sha256"] = cube_content_hash(cube)  # as build_cube records it
     cube.to_netcdf(cube_path, engine="h5netcdf")
-    write_tables(cube, tmp_path)
+    write_study_files(cube, tmp_path)
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
-    expected = {f"{name}.{ext}" for name in figures.STUDY_FIGURES for ext in ("png", "svg")}
+    expected = {f"{name}.{ext}" for name in names(STUDY_FIGURES) for ext in ("png", "svg")}
     assert len(paths) == 14 and {p.name for p in paths} == expected  # 7 figures (noise_scale a note here)
     assert {p.name for p in out.iterdir()} == expected
     assert all(p.stat().st_size > 1000 for p in paths)
@@ -396,7 +410,7 @@ def test_an_empty_count_axis_draws():
     # axis on the default linear limits around 0 cannot be drawn, so count_axis gives it a decade
     import io
 
-    from batchscale.figures.base import count_axis, new_figure
+    from batchscale.report.figures.base import count_axis, new_figure
 
     fig, axes = new_figure(1, 1)
     count_axis(axes[0, 0], "x")

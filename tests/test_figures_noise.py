@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from batchscale.figures.noise import plot_local_critical_batch, plot_noise_scale
+from batchscale.report.figures.noise import plot_local_critical_batch, plot_noise_scale
 
 
 def by_gid(ax, gid):

@@ -182,7 +182,7 @@ def test_each_edit_reruns_exactly_what_it_changes(tmp_path, monkeypatch):
     imported = subprocess.run([str(VENV_BIN / "python"), "-c", "import batchscale; print(batchscale.__file__)"],
                               env=workflow_env(), capture_output=True, text=True, check=True).stdout
     assert imported.strip() == str(package / "__init__.py")
-    analysis = package / "analysis" / "tables.py"
+    analysis = package / "analysis" / "study.py"
     analysis.write_text(analysis.read_text() + "\n# an edit outside the engine\n")
     assert planned(workdir) == {}, "an analysis edit does not retrain"
     engine = package / "engine" / "pack.py"

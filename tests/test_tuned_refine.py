@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 from batchscale.spec import search
-from batchscale.analysis.measurements import k_for_run
+from batchscale.analysis.steps import k_for_run
 from batchscale.spec.manifest import ROUND1_PATH
 from batchscale.spec.runs import iter_runs, resolve_refinement, run_config
 from batchscale.validate import load_config

@@ -1,7 +1,7 @@
 """The branching rules' command line: `python -m batchscale.branching_run base|branch|table|figure`.
 
 What the Snakemake rules of workflow/rules/branching.smk call: the training is batchscale.engine.branch, the
-local critical batch batchscale.analysis.branching, the figure batchscale.figures.noise.
+local critical batch batchscale.analysis.branching, the figure batchscale.report.figures.noise.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
         result.to_csv(args.output, index=False)
     else:
         # deferred: matplotlib is for this subcommand only, and costs the training subcommands a second
-        from batchscale.figures.base import save_figure
-        from batchscale.figures.noise import local_critical_batch_figure
+        from batchscale.report.figures.base import save_figure
+        from batchscale.report.figures.noise import local_critical_batch_figure
 
         save_figure(local_critical_batch_figure(pd.read_csv(args.table), args.study), args.out,
                     "local_critical_batch")

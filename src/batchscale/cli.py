@@ -87,7 +87,8 @@ def _validate(args) -> None:
 
 
 def _tables(args) -> None:
-    from batchscale.analysis.tables import headline, write_study_tables
+    from batchscale.analysis.study import write_study_tables
+    from batchscale.report.critical_lines import critical_batch_lines as headline
 
     result = write_study_tables(args.cube, json.loads(args.study_json), args.out)
     for line in headline(result["critical_batch"]):  # into the rule's log: the study's numbers in words
@@ -95,13 +96,13 @@ def _tables(args) -> None:
 
 
 def _tuned_figures(args) -> None:
-    from batchscale.figures.tuned import draw_tuned_figures
+    from batchscale.report.figures import draw_tuned_figures
 
     draw_tuned_figures(args.tables, json.loads(args.study_json), args.out)
 
 
 def _figures(args) -> None:
-    from batchscale.figures import draw_study_figures
+    from batchscale.report.figures import draw_study_figures
 
     draw_study_figures(args.cube, json.loads(args.study_json), args.out, args.tables)
 
@@ -113,7 +114,7 @@ def _compare_tables(args) -> None:
 
 
 def _compare(args) -> None:
-    from batchscale.figures import draw_comparison
+    from batchscale.report.figures import draw_comparison
 
     draw_comparison(args.table, json.loads(args.spec_json), args.out, args.name)
 
@@ -136,7 +137,7 @@ def _export_tensorboard(args) -> None:
 def _threshold_option(text: str):
     """--threshold as a rule: JSON for the object forms, else the name or ``kind:value`` text."""
     from batchscale.analysis.external import AnalysisInputError
-    from batchscale.analysis.measurements import parse_threshold_rule
+    from batchscale.analysis.thresholds import parse_threshold_rule
 
     text = text.strip()
     if text.startswith("{"):
@@ -172,8 +173,9 @@ def _writable_out_folder(out: str) -> Path:
 
 
 def _analyze(args) -> None:
-    from batchscale.analysis import external, tables
-    from batchscale.figures import draw_external_figures
+    from batchscale.analysis import external
+    from batchscale.report.critical_lines import critical_batch_lines
+    from batchscale.report.figures import draw_external_figures
 
     rule = _threshold_option(args.threshold)
     if args.base_batch is not None and args.base_batch <= 0:
@@ -181,7 +183,7 @@ def _analyze(args) -> None:
     out = _writable_out_folder(args.out)
     result = external.analyze_external(args.csv, out, threshold_rule=rule, base_batch=args.base_batch,
                                        figure_hook=draw_external_figures)
-    for line in tables.headline(result["critical_batch"]):
+    for line in critical_batch_lines(result["critical_batch"]):
         print(line)
     print(f"wrote {', '.join(sorted(p.name for p in result['paths'].values()))} and figures to {out}")
 

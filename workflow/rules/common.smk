@@ -151,7 +151,7 @@ def all_outputs():
 
 def theory_studies():
     """Studies the least-squares theory describes (a linear model on least_squares data)."""
-    from batchscale.summary import has_theory
+    from batchscale.analysis.least_squares import has_theory
 
     return [name for name, study in STUDIES.items() if has_theory(study)]
 

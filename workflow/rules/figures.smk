@@ -1,6 +1,6 @@
 # Figures: one rule per study (the six figures of STUDY_FIGURES, PNG for the report + SVG) and one per
 # named comparison of studies (overlaid speedup curves, paper Figs. 3 and 4). They draw the numbers the
-# analysis rules wrote (their inputs) and compute none. All drawing lives in batchscale.figures.
+# analysis rules wrote (their inputs) and compute none. All drawing lives in batchscale.report.figures.
 
 
 rule figures:

@@ -1,6 +1,6 @@
 # The one-page answer: results/summary.md with each study's headline numbers, and for least-squares studies
 # the theory check (theory.json: λ₁, β, predicted lsr breakdown; a figure of it beside the measurement).
-# All logic lives in batchscale.summary and batchscale.figures.theory_check.
+# The numbers come from batchscale.analysis (theory_check, headline); batchscale.report writes the page and the figure.
 
 
 rule theory:
@@ -16,7 +16,7 @@ rule theory:
         study=study_json,
         code=SUMMARY_SOURCE,
     shell:
-        "python -m batchscale.summary theory --study-json {params.study:q} --out {output} 2> {log}"
+        "python -m batchscale.analysis.theory_check theory --study-json {params.study:q} --out {output} 2> {log}"
 
 
 rule theory_figure:
@@ -41,7 +41,7 @@ rule theory_figure:
     params:
         code=FIGURES_SOURCE,
     shell:
-        "python -m batchscale.figures.theory_check --theory {input.theory} --common {input.common} "
+        "python -m batchscale.report.theory_figure --theory {input.theory} --common {input.common} "
         "--out results/{wildcards.study}/figures/theory_lsr_breakdown 2> {log}"
 
 
@@ -67,5 +67,5 @@ rule summary:
         comparisons=json.dumps(COMPARISONS, sort_keys=True),
         code=SUMMARY_SOURCE,
     shell:
-        "python -m batchscale.summary write --studies-json {params.studies:q} --results results "
+        "python -m batchscale.report.summary write --studies-json {params.studies:q} --results results "
         "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} 2> {log}"

@@ -1,12 +1,13 @@
 """Read-only access to a study cube: the traced values of a metric, each run's status, final values.
 
 No measurement happens here (no thresholds, fits or intervals): the figures use these to draw raw traces,
-and `batchscale.analysis.tables` to measure them.
+and the analysis (`batchscale.analysis.steps`, `thresholds`) to measure them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 
 def metric_values(cube, metric: str):
@@ -24,8 +25,6 @@ def metric_values(cube, metric: str):
 def run_status(cube):
     """Status per run (strategy, batch_size, seed): the cube's ``status`` when present, else completed;
     a run without any finite train/test value is ``missing``."""
-    import xarray as xr
-
     run_dims = [d for d in ("strategy", "batch_size", "seed") if d in cube.dims]
     if "status" in cube:
         status = cube["status"].astype(str)
@@ -45,8 +44,6 @@ def run_status(cube):
 
 def last_finite(values):
     """The last finite value along ``step`` of every run (NaN for a run without any)."""
-    import xarray as xr
-
     data = values.transpose(..., "step")
     array = np.asarray(data.values, dtype=float)
     finite = np.isfinite(array)

@@ -1,12 +1,12 @@
 """A comparison of studies (paper Figs. 3 and 4): one strategy's speedup curve per study, at each study's
 own threshold (its own rule) and at one common threshold across the studies.
 
-``results/comparisons/{name}/speedup.csv`` has the columns of `tables.SPEEDUP_COLUMNS` with ``study`` and
+``results/comparisons/{name}/speedup.csv`` has the columns of `curves.SPEEDUP_COLUMNS` with ``study`` and
 ``label`` in front; ``threshold_scope`` is ``study`` (the study's own eps from its own threshold rule) or
-``common`` (by default the smallest of those eps, `tables.common_threshold`; the comparison's
+``common`` (by default the smallest of those eps, `thresholds.common_threshold`; the comparison's
 ``common_threshold: largest`` takes the loosest, which every study's source batch reaches).
 
-Each curve's critical batch size (the study's own fit, `tables.critical_entry`, at that curve's eps) is
+Each curve's critical batch size (the study's own fit, `curves.critical_entry`, at that curve's eps) is
 repeated on its rows in CRITICAL_COLUMNS: the estimate with its interval, and ``b_crit_report`` the text to
 quote: the value, or the bound (``> 128``) where the fit puts it outside the measured batch sizes (then the
 figure draws no line), or empty where it cannot be estimated; ``b_crit_fit_meaningful`` is the study's own
@@ -24,12 +24,22 @@ seeds-and-trials bootstrap interval.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
-from batchscale.analysis import tables
 from batchscale.analysis import tuned_tables
+from batchscale.analysis.curves import (
+    SPEEDUP_COLUMNS,
+    critical_entry,
+    k_at,
+    resolve_study,
+    speedup_rows,
+    with_curve_columns,
+)
+from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.errors import ConfigError
+from batchscale.store.cube import open_cube
 
 
 CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind", "b_crit_report",
@@ -37,7 +47,7 @@ CRITICAL_COLUMNS = ("b_crit", "b_crit_low", "b_crit_high", "b_crit_interval_kind
 
 
 def critical_columns(entry: dict) -> dict:
-    """A curve's critical batch size from `tables.critical_entry` as flat columns (NaN where not estimable)."""
+    """A curve's critical batch size from `critical_entry` as flat columns (NaN where not estimable)."""
     b_crit = entry["B_crit"]
 
     def number(value):
@@ -50,7 +60,7 @@ def critical_columns(entry: dict) -> dict:
 
 def _labelled(rows: pd.DataFrame, entry: dict, name: str, label: str) -> pd.DataFrame:
     """A curve's rows in SPEEDUP_COLUMNS with its critical batch (CRITICAL_COLUMNS) and study/label in front."""
-    rows = rows[list(tables.SPEEDUP_COLUMNS)].copy()
+    rows = rows[list(SPEEDUP_COLUMNS)].copy()
     for column, value in critical_columns(entry).items():
         rows[column] = value
     rows.insert(0, "label", label)
@@ -66,11 +76,22 @@ def _strategies_of(cube) -> str:
 
 
 def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: dict) -> tuple:
-    """(speedup rows, critical-batch entry) of a study's tuned envelope at `eps`, from `tuned_tables.tuned_at`:
-    the rows of the best trial's seeds (`tables.speedup_rows`) with k's interval replaced by the bootstrap
-    over seeds and trials."""
-    got = tuned_tables.tuned_at(cube, study, metric, eps, scope, source, tables.tuned_entry_builder(study))
-    rows = tables.speedup_rows(got["sizes"], got["k_per_seed"], got["status_per_seed"], study["base_batch"],
+    """A study's tuned envelope at one eps, as a comparison shows it.
+
+    Args:
+      cube: the study cube.
+      study: its resolved config.
+      metric: the metric.
+      eps: the threshold.
+      scope: ``study`` or ``common``.
+      source: where the study's own eps comes from ({batch_size, trial}).
+
+    Returns:
+      (speedup rows, critical-batch entry) from `tuned_tables.tuned_at`: the rows of the best trial's seeds
+      (`curves.speedup_rows`) with k's interval replaced by the bootstrap over seeds and trials.
+    """
+    got = tuned_tables.tuned_at(cube, study, metric, eps, scope, source)
+    rows = speedup_rows(got["sizes"], got["k_per_seed"], got["status_per_seed"], study["base_batch"],
                                study["regimes"], study["bootstrap"])
     boot = got["rows"].set_index("batch_size")
     rows["k_low"] = boot.loc[rows["batch_size"], "k_low"].to_numpy(dtype=float)
@@ -78,15 +99,27 @@ def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: 
     rows["interval_kind"] = tuned_tables.INTERVAL_KIND
     rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if kind != "none" else kind
                                      for kind in rows["speedup_interval_kind"].astype(str)]
-    rows = tables.with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
-                                     ms.describe_threshold_rule(study["threshold"]), source.get("batch_size"),
+    rows = with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
+                                     describe_threshold_rule(study["threshold"]), source.get("batch_size"),
                                      scope)
     return rows, got["entry"]
 
 
 def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
-    """`comparison_table` for ``strategy: tuned``: each study's tuned envelope at its own tuned eps and at
-    the common eps (the comparison's `common_threshold` rule over those own eps)."""
+    """`comparison_table` for ``strategy: tuned``.
+
+    Args:
+      cubes: {study: cube}.
+      spec: the comparison config.
+      studies: {study: study config}.
+
+    Returns:
+      each study's tuned envelope at its own tuned eps and at the common eps (the comparison's
+      `common_threshold` rule over those own eps).
+
+    Raises:
+      ConfigError: when a study has no tuned search.
+    """
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
     labels = list(spec.get("labels") or names)
@@ -95,10 +128,10 @@ def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFra
         cube = cubes[name]
         if not tuned_tables.has_tuned(cube):
             raise ConfigError(f"comparison: study {name!r} has no strategy 'tuned' (it has {_strategies_of(cube)})")
-        configs[name] = tables.resolve_study(cube, studies.get(name))
+        configs[name] = resolve_study(cube, studies.get(name))
         source = tuned_tables.own_threshold(cube, metric, configs[name]["threshold"])
         own[name] = (source["eps"], source)
-    common = tables.common_threshold(own, spec.get("common_threshold", "smallest"))
+    common = common_threshold(own, spec.get("common_threshold", "smallest"))
     frames = []
     for scope in ("study", "common"):
         for name, label in zip(names, labels):
@@ -110,8 +143,20 @@ def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFra
 
 
 def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
-    """Speedup rows of `spec`'s strategy and metric for every study of the comparison, at each study's own
-    eps and at the common eps. `cubes` {study: cube}; `studies` {study: study config}."""
+    """A comparison's speedup.csv.
+
+    Args:
+      cubes: {study: cube}.
+      spec: the comparison config (studies, labels, strategy, metric, common_threshold).
+      studies: {study: study config}.
+
+    Returns:
+      speedup rows of the strategy and metric for every study, at each study's own eps and at the common
+      eps, with study, label and the critical-batch columns (module docstring).
+
+    Raises:
+      ConfigError: when labels and studies differ in number or a study lacks the strategy.
+    """
     strategy = spec.get("strategy", "blr")
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
@@ -126,10 +171,10 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
         if strategy not in [str(s) for s in cube["strategy"].values]:
             raise ConfigError(f"comparison: study {name!r} has no strategy {strategy!r} "
                               f"(it has {_strategies_of(cube)})")
-        configs[name] = tables.resolve_study(cube, studies.get(name))
-        own[name] = tables.study_thresholds(cube.sel(strategy=[strategy]), metric,
+        configs[name] = resolve_study(cube, studies.get(name))
+        own[name] = study_thresholds(cube.sel(strategy=[strategy]), metric,
                                             configs[name]["threshold"])[strategy]
-    common = tables.common_threshold(own, spec.get("common_threshold", "smallest"))
+    common = common_threshold(own, spec.get("common_threshold", "smallest"))
     frames = []
     for scope in ("study", "common"):
         for name, label in zip(names, labels):
@@ -137,23 +182,28 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
             eps, source = own[name]
             if scope == "common":
                 eps = common
-            sizes, k, stat, last = tables.k_at(cubes[name], strategy, metric, eps)
-            rows = tables.speedup_rows(sizes, k, stat, study["base_batch"], study["regimes"], study["bootstrap"])
-            rows = tables.with_curve_columns(rows, strategy, metric, eps,
-                                             ms.describe_threshold_rule(study["threshold"]), source, scope)
-            entry = tables.critical_entry(sizes, k, rows["regime"].tolist(), study["bootstrap"], last, stat,
-                                          study["base_batch"], study["critical_batch"])
+            sizes, k, stat, last = k_at(cubes[name], strategy, metric, eps)
+            rows = speedup_rows(sizes, k, stat, study["base_batch"], study["regimes"], study["bootstrap"])
+            rows = with_curve_columns(rows, strategy, metric, eps,
+                                             describe_threshold_rule(study["threshold"]), source, scope)
+            entry = critical_entry(sizes, k, rows["regime"].tolist(), study["bootstrap"], last,
+                                   study["base_batch"], study["critical_batch"])
             frames.append(_labelled(rows, entry, name, label))
     return pd.concat(frames, ignore_index=True)
 
 
 def write_comparison_table(cube_paths: list, spec: dict, studies: dict, out_path) -> pd.DataFrame:
-    """Open the cubes (matched to studies by their ``study`` attribute, else by position), write
-    `comparison_table` to `out_path` (CSV) and return it."""
-    from pathlib import Path
+    """Write a comparison's speedup.csv.
 
-    from batchscale.store.cube import open_cube
+    Args:
+      cube_paths: the studies' cubes (matched to studies by their ``study`` attribute, else by position).
+      spec: the comparison config.
+      studies: {study: study config}.
+      out_path: the CSV to write.
 
+    Returns:
+      the table written (`comparison_table`).
+    """
     opened = [open_cube(p) for p in cube_paths]
     by_name = {str(c.attrs.get("study")): c for c in opened if c.attrs.get("study")}
     cubes = {}

@@ -8,7 +8,7 @@ Two CSV layouts are accepted (column order free, extra columns ignored):
   ``inf`` in ``steps`` means the target was never reached.
 
 Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv (and, for
-traces, speedup_common.csv at one eps shared by the strategies) and critical_batch.json with the columns and layout of `batchscale.analysis.tables` (metric ``loss`` for
+traces, speedup_common.csv at one eps shared by the strategies) and critical_batch.json with the columns and layout of `batchscale.analysis.study` (metric ``loss`` for
 traces, ``steps`` for steps-to-target, whose threshold is empty and threshold_rule ``given``).
 
 A bad file raises `AnalysisInputError` (a `ConfigError`, so the CLI prints it as one line) naming the file
@@ -24,8 +24,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from batchscale.analysis import measurements as ms
-from batchscale.analysis import tables
+from batchscale.analysis.curves import (
+    DEFAULT_STUDY,
+    SPEEDUP_COLUMNS,
+    critical_entry,
+    resolve_study,
+    speedup_rows,
+    with_curve_columns,
+)
+from batchscale.analysis.documents import critical_document
+from batchscale.analysis.study import analyse_cube, write_tables
+from batchscale.analysis.thresholds import LOWER_QUARTILE, parse_threshold_rule
 from batchscale.errors import ConfigError
 
 TRACE_COLUMNS = ("batch_size", "step", "loss")
@@ -49,13 +58,8 @@ def _numeric(df: pd.DataFrame, column: str, path) -> pd.Series:
     return values
 
 
-def load_external_csv(path) -> tuple[str, pd.DataFrame]:
-    """Read and check an external CSV; returns (kind, DataFrame) with kind ``traces`` or ``steps``.
-
-    The DataFrame has columns strategy (str), batch_size (int), seed (int) and either step (float) and
-    loss (float; NaN allowed, ignored) or steps (float > 0, inf = never reached).
-    """
-    path = Path(path)
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The file as a DataFrame with stripped column names; a one-line error when it cannot be read."""
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:
@@ -66,13 +70,16 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         _fail(path, f"cannot read the file as CSV: {first}")
     df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _layout(df: pd.DataFrame, path: Path) -> str:
+    """``traces`` or ``steps``, told apart by the header; a one-line error when columns are missing."""
     if "step" in df.columns or "loss" in df.columns:
         kind, needed = "traces", TRACE_COLUMNS
     elif "steps" in df.columns:
         kind, needed = "steps", STEPS_COLUMNS
     else:
-        kind, needed = None, None
-    if kind is None:
         _fail(path, "missing columns: a traces CSV needs batch_size, step, loss; a steps-to-target CSV needs "
                     f"batch_size, steps (optional: seed, strategy); found {', '.join(df.columns) or 'none'}")
     missing = [c for c in needed if c not in df.columns]
@@ -81,7 +88,11 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
                     "optional: seed, strategy)")
     if df.empty:
         _fail(path, "the file has a header but no rows")
+    return kind
 
+
+def _run_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """strategy, batch_size (positive integers) and seed (integers, 0 without the column), checked."""
     out = pd.DataFrame(index=df.index)
     out["strategy"] = (df["strategy"].astype(str).str.strip() if "strategy" in df.columns
                        else DEFAULT_STRATEGY)
@@ -102,6 +113,11 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
         out["seed"] = seeds.astype(np.int64)
     else:
         out["seed"] = 0
+    return out
+
+
+def _add_values(df: pd.DataFrame, out: pd.DataFrame, kind: str, path: Path) -> list[str]:
+    """Adds step and loss (traces) or steps (steps-to-target) to `out`, checked; returns the row keys."""
     if kind == "traces":
         steps = _numeric(df, "step", path)
         if steps.isna().any() or not np.isfinite(steps).all():
@@ -110,18 +126,38 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
             _fail(path, f"column 'step' must be >= 0, got {steps[steps < 0].iloc[0]:g}")
         out["step"] = steps.astype(float)
         out["loss"] = _numeric(df, "loss", path).astype(float)
-        keys = ["strategy", "batch_size", "seed", "step"]
-    else:
-        steps = _numeric(df, "steps", path)
-        if steps.isna().any():
-            _fail(path, "column 'steps' has empty values (write inf for a target never reached)")
-        if (steps <= 0).any():
-            _fail(path, f"column 'steps' must be positive (inf = never reached), got {steps[steps <= 0].iloc[0]:g}")
-        if np.isposinf(steps).all():
-            _fail(path, "every value of column 'steps' is inf: no batch size reached the target, so there is "
-                        "no speedup to measure")
-        out["steps"] = steps.astype(float)
-        keys = ["strategy", "batch_size", "seed"]
+        return ["strategy", "batch_size", "seed", "step"]
+    steps = _numeric(df, "steps", path)
+    if steps.isna().any():
+        _fail(path, "column 'steps' has empty values (write inf for a target never reached)")
+    if (steps <= 0).any():
+        _fail(path, f"column 'steps' must be positive (inf = never reached), got {steps[steps <= 0].iloc[0]:g}")
+    if np.isposinf(steps).all():
+        _fail(path, "every value of column 'steps' is inf: no batch size reached the target, so there is "
+                    "no speedup to measure")
+    out["steps"] = steps.astype(float)
+    return ["strategy", "batch_size", "seed"]
+
+
+def load_external_csv(path) -> tuple[str, pd.DataFrame]:
+    """Reads and checks an external CSV.
+
+    Args:
+      path: the CSV (layouts in the module docstring).
+
+    Returns:
+      (kind, DataFrame) with kind ``traces`` or ``steps``; the DataFrame has columns strategy (str),
+      batch_size (int), seed (int) and either step (float) and loss (float; NaN allowed, ignored) or steps
+      (float > 0, inf = never reached).
+
+    Raises:
+      AnalysisInputError: naming the file and the problem.
+    """
+    path = Path(path)
+    df = _read_csv(path)
+    kind = _layout(df, path)
+    out = _run_columns(df, path)
+    keys = _add_values(df, out, kind, path)
     duplicated = out.duplicated(keys)
     if duplicated.any():
         row = out[duplicated].iloc[0]
@@ -145,16 +181,28 @@ def _steps_curves(df: pd.DataFrame):
         yield str(strategy), grid.index.to_numpy(dtype=int), grid.to_numpy(dtype=float)
 
 
-def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch: int | None = None,
+def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: int | None = None,
                      regimes: dict | None = None, bootstrap: dict | None = None,
                      critical_batch: dict | None = None, figure_hook: Callable | None = None) -> dict:
-    """Build speedup.csv and critical_batch.json in `out_dir` from an external CSV.
+    """Writes speedup.csv (and speedup_common.csv for traces) and critical_batch.json from an external CSV.
 
-    `threshold_rule` as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``; ignored for a
-    steps-to-target CSV); `base_batch` defaults to the smallest batch size in the file; `regimes` and
-    `bootstrap` override the study defaults. `figure_hook(result, out_dir)`, when given, is called last
-    (for figures). Returns ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None,
-    "critical_batch": dict, "paths"}``.
+    Args:
+      path: the CSV (layouts in the module docstring).
+      out_dir: the folder of the tables.
+      threshold_rule: as in the study config (or ``quantile_of_largest:q`` / ``fixed:v``); ignored for a
+        steps-to-target CSV.
+      base_batch: m0 (default: the smallest batch size in the file).
+      regimes: overrides of the study defaults' regime cut-offs.
+      bootstrap: overrides of the study defaults' bootstrap settings.
+      critical_batch: overrides of the study defaults' critical-batch settings.
+      figure_hook: called last as figure_hook(result, out_dir), for figures.
+
+    Returns:
+      ``{"kind", "speedup": DataFrame, "speedup_common": DataFrame (traces) or None, "critical_batch":
+      dict, "paths"}``.
+
+    Raises:
+      AnalysisInputError: for a bad file, rule or base batch size.
     """
     kind, df = load_external_csv(path)
     sizes = sorted(df["batch_size"].unique().tolist())
@@ -170,33 +218,33 @@ def analyze_external(path, out_dir, threshold_rule=ms.LOWER_QUARTILE, base_batch
         "base_batch": base,
         "threshold": threshold_rule,
         "metrics": ["loss"],
-        "regimes": {**tables.DEFAULT_STUDY["regimes"], **(regimes or {})},
-        "bootstrap": {**tables.DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
-        "critical_batch": {**tables.DEFAULT_STUDY["critical_batch"], **(critical_batch or {})},
+        "regimes": {**DEFAULT_STUDY["regimes"], **(regimes or {})},
+        "bootstrap": {**DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
+        "critical_batch": {**DEFAULT_STUDY["critical_batch"], **(critical_batch or {})},
     }
     if kind == "traces":
         try:
-            ms.parse_threshold_rule(threshold_rule)
+            parse_threshold_rule(threshold_rule)
         except ValueError as err:
             raise AnalysisInputError(str(err)) from None
         cube = traces_to_cube(df)
-        analysed = tables.analyse_cube(cube, study)
+        analysed = analyse_cube(cube, study)
         speedup, common, critical = analysed["speedup"], analysed["speedup_common"], analysed["critical_batch"]
     else:
         common = None  # targets given per row: there is no threshold to share
-        study = tables.resolve_study(None, study)
+        study = resolve_study(None, study)
         frames, summary = [], {}
         for strategy, batch_sizes, k in _steps_curves(df):
             status = np.where(np.isnan(k), "missing", "completed").astype(object)
-            rows = tables.speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
-            frames.append(tables.with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
-            entry = tables.critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],
-                                          base_batch=base, critical_cfg=study["critical_batch"])
+            rows = speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
+            frames.append(with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
+            entry = critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],
+                                   base_batch=base, critical_cfg=study["critical_batch"])
             summary[strategy] = {"steps": {"threshold": None, "threshold_batch_size": None, **entry}}
-        speedup = pd.concat(frames, ignore_index=True)[list(tables.SPEEDUP_COLUMNS)]
-        critical = tables.critical_document(study, "given", summary)
+        speedup = pd.concat(frames, ignore_index=True)[list(SPEEDUP_COLUMNS)]
+        critical = critical_document(study, "given", summary)
     critical = {"source": str(path), "kind": kind, **critical}
-    paths = tables.write_tables(out_dir, {"speedup": speedup, "speedup_common": common}, critical)
+    paths = write_tables(out_dir, {"speedup": speedup, "speedup_common": common}, critical)
     result = {"kind": kind, "speedup": speedup, "speedup_common": common, "critical_batch": critical,
               "paths": paths}
     if figure_hook is not None:

@@ -25,9 +25,19 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchscale.analysis.curves import k_at
+
 
 def noise_scale(g2, trace_sigma):
-    """B_simple = tr Sigma / |G|^2 (examples); NaN where |G|^2 <= 0 (the estimate is meaningless there)."""
+    """The simple noise scale B_simple = tr Sigma / |G|^2.
+
+    Args:
+      g2: |G|^2 estimates.
+      trace_sigma: tr Sigma estimates, the same shape.
+
+    Returns:
+      B_simple (examples); NaN where |G|^2 <= 0 (the estimate is meaningless there).
+    """
     g2 = np.asarray(g2, dtype=float)
     trace_sigma = np.asarray(trace_sigma, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -35,12 +45,23 @@ def noise_scale(g2, trace_sigma):
 
 
 def windowed_noise_scale(g2, trace_sigma, window: int):
-    """B_simple per evaluation point as the ratio of trailing-window means; returns (b_simple, invalid).
+    """B_simple per evaluation point as the ratio of trailing-window means.
 
     At point i the window is points max(0, i-window+1)..i (fewer at the start); non-finite entries (points
-    not measured) are left out of both means. b_simple[i] = mean(trace_sigma) / mean(g2) over the window;
-    NaN with invalid[i] True where the window's mean |G|^2 is <= 0 (the estimate exists but is
-    meaningless: noise swamped the signal); NaN with invalid[i] False where the window holds no finite pair.
+    not measured) are left out of both means.
+
+    Args:
+      g2: |G|^2 per evaluation point of one run (1-D).
+      trace_sigma: tr Sigma at the same points.
+      window: the number of points averaged.
+
+    Returns:
+      (b_simple, invalid): b_simple[i] = mean(trace_sigma) / mean(g2) over the window; NaN with invalid[i]
+      True where the window's mean |G|^2 is <= 0 (the estimate exists but is meaningless: noise swamped the
+      signal); NaN with invalid[i] False where the window holds no finite pair.
+
+    Raises:
+      ValueError: for a window below 1 or arrays of different shapes.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
@@ -95,9 +116,19 @@ UNITS = {
 
 
 def noise_points(cube) -> pd.DataFrame:
-    """Tidy table (strategy, batch_size, seed, step, examples_seen, g2, trace_sigma, g2_exact,
-    trace_sigma_exact) from a cube-like xarray Dataset; absent exact variables become NaN columns and an
-    absent examples_seen is step x batch_size. Rows where the run has no two-batch point are dropped."""
+    """The cube's noise variables as a tidy table.
+
+    Args:
+      cube: a cube-like xarray Dataset with noise_g2 and noise_trace_sigma.
+
+    Returns:
+      columns strategy, batch_size, seed, step, examples_seen, g2, trace_sigma, g2_exact, trace_sigma_exact;
+      absent exact variables become NaN columns and an absent examples_seen is step x batch_size. Rows
+      where the run has no two-batch point are dropped.
+
+    Raises:
+      ValueError: when the cube traces no noise scale.
+    """
     if "noise_g2" not in cube or "noise_trace_sigma" not in cube:
         raise ValueError("the cube has no noise_g2 / noise_trace_sigma: was noise_scale enabled?")
     names = [n for n in NOISE_VARIABLES if n in cube]
@@ -115,9 +146,14 @@ def noise_points(cube) -> pd.DataFrame:
 
 
 def b_simple_over_training(points: pd.DataFrame, window: int) -> pd.DataFrame:
-    """B_simple per run and evaluation point (OVER_TRAINING_COLUMNS) from a tidy table as `noise_points`.
+    """B_simple per run and evaluation point.
 
-    Each run's points are taken in step order; the window runs over that run's points only.
+    Args:
+      points: a tidy table as `noise_points` gives it.
+      window: the trailing window of `windowed_noise_scale`, over each run's own points in step order.
+
+    Returns:
+      OVER_TRAINING_COLUMNS, the exact values (where traced) smoothed over the same window.
     """
     frames = []
     for _, run in points.sort_values(list(RUN_KEYS) + ["step"]).groupby(list(RUN_KEYS), sort=True):
@@ -138,9 +174,16 @@ def b_simple_over_training(points: pd.DataFrame, window: int) -> pd.DataFrame:
 def b_simple_at_k(steps, b_simple, k: float) -> float:
     """B_simple at step k, interpolated linearly in log(step) between the two bracketing points.
 
-    Non-finite B_simple points are left out first. Returns the point's value when k is an evaluation step;
-    NaN when k is not finite (the run never reached eps), lies outside the points, or there are none.
     A bracket starting at step 0 interpolates linearly in step (log 0 is undefined), as k itself does.
+
+    Args:
+      steps: the run's evaluation steps.
+      b_simple: B_simple there (non-finite points are left out first).
+      k: the step, typically k(eps).
+
+    Returns:
+      the point's value when k is an evaluation step; NaN when k is not finite (the run never reached eps),
+      lies outside the points, or there are none.
     """
     steps = np.asarray(steps, dtype=float).ravel()
     values = np.asarray(b_simple, dtype=float).ravel()
@@ -162,12 +205,16 @@ def b_simple_at_k(steps, b_simple, k: float) -> float:
 
 
 def b_simple_at_threshold(over_training: pd.DataFrame, k_runs: pd.DataFrame) -> pd.DataFrame:
-    """B_simple at k(eps) per strategy x batch size (AT_THRESHOLD_COLUMNS), over seeds.
+    """B_simple at k(eps) per strategy and batch size, over seeds.
 
-    `k_runs` has columns strategy, batch_size, seed, k (steps; inf when the run never reached eps, NaN when
-    missing), e.g. `measurements.k_per_run(...).to_dataframe().reset_index()`. b_simple_at_eps is the mean
-    over the seeds where it is finite (n_at_eps of n_seeds), with their min and max beside it; k_mean_steps
-    is the mean k over the same seeds.
+    Args:
+      over_training: `b_simple_over_training`.
+      k_runs: columns strategy, batch_size, seed, k (steps; inf when the run never reached eps, NaN when
+        missing), e.g. `steps.k_per_run(...).to_dataframe().reset_index()`.
+
+    Returns:
+      AT_THRESHOLD_COLUMNS: b_simple_at_eps is the mean over the seeds where it is finite (n_at_eps of
+      n_seeds), with their min and max beside it; k_mean_steps is the mean k over the same seeds.
     """
     rows = []
     grouped = {key: run for key, run in over_training.groupby(list(RUN_KEYS))}
@@ -208,7 +255,7 @@ def _estimate(value) -> float:
 
 def _overhead(entry: dict, overhead_key: str) -> float:
     """The overhead-based critical batch of a critical_batch.json entry: `overhead_key` holds a number, an
-    {"estimate": ...} mapping, or (as analysis.tables writes it, key overhead_critical_batch) a mapping whose
+    {"estimate": ...} mapping, or (as `curves.critical_entry` writes it, key overhead_critical_batch) a mapping whose
     `direct` estimate (read off the measured k(m), not the fit) is taken."""
     value = entry.get(overhead_key)
     if isinstance(value, dict) and "direct" in value:
@@ -217,12 +264,17 @@ def _overhead(entry: dict, overhead_key: str) -> float:
 
 
 def critical_from_document(document: dict, metric: str, overhead_key: str = "overhead_critical_batch") -> pd.DataFrame:
-    """(strategy, metric, B_crit, B_crit_low, B_crit_high, B_crit_interval_kind, B_crit_report,
-    B_crit_overhead) from a critical_batch.json document (analysis.tables.critical_entry).
+    """The measured critical batch of each strategy, from a critical_batch.json document.
 
-    B_crit_report is the document's text to quote (``< 4`` or ``> 128`` when B_crit lies outside the
-    measured range, a bound rather than an estimate); the overhead-based critical batch is NaN where the
-    document has none.
+    Args:
+      document: the document (entries of `curves.critical_entry`).
+      metric: the metric.
+      overhead_key: the entry's key of the overhead-based critical batch.
+
+    Returns:
+      columns strategy, metric, B_crit, B_crit_low, B_crit_high, B_crit_interval_kind, B_crit_report (the
+      document's text to quote: ``< 4`` or ``> 128`` when B_crit lies outside the measured range, a bound
+      rather than an estimate) and B_crit_overhead (NaN where the document has none).
     """
     rows = []
     for strategy, metrics in document.get("strategies", {}).items():
@@ -248,11 +300,16 @@ def _ratio(numerator, denominator):
 
 
 def noise_vs_critical(at_threshold: pd.DataFrame, critical: pd.DataFrame) -> pd.DataFrame:
-    """B_simple at eps beside the measured critical batch (VERSUS_CRITICAL_COLUMNS, units in UNITS).
+    """B_simple at eps beside the measured critical batch.
 
-    `critical` has one row per strategy (columns as `critical_from_document`); strategies absent from it get
-    NaN. The ratios B_crit / B_simple and B_crit_overhead / B_simple say how far the noise scale at eps
-    under- (ratio > 1) or over-estimates (ratio < 1) the measured critical batch; NaN where B_simple <= 0.
+    Args:
+      at_threshold: `b_simple_at_threshold`.
+      critical: one row per strategy (`critical_from_document`); strategies absent from it get NaN.
+
+    Returns:
+      VERSUS_CRITICAL_COLUMNS (units in UNITS): the ratios B_crit / B_simple and B_crit_overhead / B_simple
+      say how far the noise scale at eps under- (ratio > 1) or over-estimates (ratio < 1) the measured
+      critical batch; NaN where B_simple <= 0.
     """
     table = at_threshold.merge(critical, on="strategy", how="left")
     if "metric" not in table:
@@ -264,14 +321,20 @@ def noise_vs_critical(at_threshold: pd.DataFrame, critical: pd.DataFrame) -> pd.
 
 
 # --------------------------------------------------------------------------------------------
-# A study's noise tables (rule analyze)
+# A study's noise tables
 
 
 def k_runs_from_cube(cube, thresholds: dict, metric: str = "train_loss") -> pd.DataFrame:
-    """(strategy, batch_size, seed, k) at each strategy's eps (`thresholds` {strategy: eps}), as the speedup
-    table measures k (analysis.tables.k_at)."""
-    from batchscale.analysis.tables import k_at
+    """k of every run at its strategy's eps, as the speedup table measures it (`curves.k_at`).
 
+    Args:
+      cube: a study cube.
+      thresholds: {strategy: eps} (None: skipped).
+      metric: the metric.
+
+    Returns:
+      columns strategy, batch_size, seed, k.
+    """
     rows = []
     for strategy, eps in thresholds.items():
         if eps is None or strategy not in [str(s) for s in cube["strategy"].values]:
@@ -284,9 +347,19 @@ def k_runs_from_cube(cube, thresholds: dict, metric: str = "train_loss") -> pd.D
 
 
 def study_noise_tables(cube, critical_document: dict, window: int, metric: str = "train_loss") -> dict:
-    """{"noise_over_training": B_simple per run and point (OVER_TRAINING_COLUMNS), "noise_scale": B_simple at
-    eps beside the measured critical batch (VERSUS_CRITICAL_COLUMNS)}; both with their columns and no rows
-    when the cube holds no noise scale (noise_scale.enabled false), so every study writes the same files."""
+    """A study's noise tables.
+
+    Args:
+      cube: a study cube.
+      critical_document: its critical_batch.json (each strategy's own eps and critical batch).
+      window: the trailing window of B_simple.
+      metric: the metric whose eps and critical batch are used.
+
+    Returns:
+      {"noise_over_training": B_simple per run and point (OVER_TRAINING_COLUMNS), "noise_scale": B_simple at
+      eps beside the measured critical batch (VERSUS_CRITICAL_COLUMNS)}; both with their columns and no rows
+      when the cube holds no noise scale (noise_scale.enabled false), so every study writes the same files.
+    """
     if "noise_g2" not in cube or "noise_trace_sigma" not in cube:
         return {"noise_over_training": pd.DataFrame(columns=list(OVER_TRAINING_COLUMNS)),
                 "noise_scale": pd.DataFrame(columns=list(VERSUS_CRITICAL_COLUMNS))}

@@ -7,7 +7,7 @@ the trial's hyperparameters (``lr`` and, where searched, ``momentum``, ``beta2``
 
 - Steps to result (Shallue et al.): for each batch size, the fewest steps any trial needs to reach ε,
   a trial's steps being its mean over seeds (inf as soon as one seed misses ε, as in
-  `measurements.seed_mean`). The best trial's hyperparameters give η*(m).
+  `intervals.seed_mean`). The best trial's hyperparameters give η*(m).
 - Edge warning: η*(m) is the smallest or largest learning rate tried at that batch size, so the optimum
   may lie outside the searched range and the steps to result are then an upper bound.
 - Intervals: a percentile bootstrap that resamples seeds and trials with replacement (the same draw at
@@ -27,15 +27,25 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import nnls
 
-from .measurements import _quantile, fit_critical_batch, threshold_from_rule
+from batchscale.analysis.critical import fit_critical_batch
+from batchscale.analysis.intervals import sample_quantile
+from batchscale.analysis.thresholds import threshold_from_rule
 
 KEY_COLUMNS = ("strategy", "batch_size", "trial", "seed", "k", "round")
 EDGE_LABELS = ("low", "high", "")
 
 
 def hyperparameter_columns(table: pd.DataFrame) -> list[str]:
-    """The columns of `table` that describe a trial's hyperparameters (every column but the keys)."""
+    """The columns that describe a trial's hyperparameters.
+
+    Args:
+      table: a table of trials.
+
+    Returns:
+      every column of `table` but the keys (KEY_COLUMNS).
+    """
     return [column for column in table.columns if column not in KEY_COLUMNS]
 
 
@@ -44,9 +54,14 @@ def _group_keys(table: pd.DataFrame) -> list[str]:
 
 
 def trial_steps(table: pd.DataFrame) -> pd.DataFrame:
-    """k per (batch size, trial) averaged over seeds: inf if any seed is inf; NaN seeds are ignored.
+    """k per (batch size, trial) averaged over seeds.
 
-    One row per trial with its hyperparameters, ``k`` (mean over seeds) and ``n_seeds``.
+    Args:
+      table: the trials, one row per (batch size, trial, seed).
+
+    Returns:
+      one row per trial with its hyperparameters, ``k`` (the mean over seeds: inf if any seed is inf; NaN
+      seeds are ignored) and ``n_seeds``.
     """
     keys = _group_keys(table) + ["trial"]
     hyper = hyperparameter_columns(table)
@@ -67,7 +82,16 @@ def trial_steps(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def lr_edge(lrs, best_lr: float, rel_tol: float = 1e-9) -> str:
-    """"low" / "high" when `best_lr` is the smallest / largest learning rate in `lrs`, else ""."""
+    """Whether the best learning rate lies at an edge of the searched range.
+
+    Args:
+      lrs: the learning rates tried (non-finite ones ignored).
+      best_lr: the best trial's rate.
+      rel_tol: the relative tolerance of "at the edge".
+
+    Returns:
+      "low" / "high" when `best_lr` is the smallest / largest of `lrs` (at least two), else "".
+    """
     lrs = np.asarray(lrs, dtype=float)
     lrs = lrs[np.isfinite(lrs)]
     if lrs.size < 2 or not math.isfinite(best_lr):
@@ -80,12 +104,16 @@ def lr_edge(lrs, best_lr: float, rel_tol: float = 1e-9) -> str:
 
 
 def steps_to_result(table: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size: the fewest steps any trial needs to reach ε and the best trial's hyperparameters.
+    """Steps to result: per batch size, the fewest steps any trial needs to reach ε, and its trial.
 
-    Columns: [strategy,] batch_size, k (steps to result; inf when no trial reached ε), trial (the best;
-    ties go to the lowest trial number; -1 when none reached ε), the best trial's hyperparameters (lr is
-    η*(m)), n_trials, n_reached (trials whose every seed reached ε), lr_min/lr_max (the range tried) and
-    lr_edge ("low"/"high" when η*(m) is at an edge of the tried range, the warning; "" otherwise).
+    Args:
+      table: the trials, one row per (batch size, trial, seed) with k and the hyperparameters.
+
+    Returns:
+      columns [strategy,] batch_size, k (steps to result; inf when no trial reached ε), trial (the best;
+      ties go to the lowest trial number; -1 when none reached ε), the best trial's hyperparameters (lr is
+      η*(m)), n_trials, n_reached (trials whose every seed reached ε), lr_min/lr_max (the range tried) and
+      lr_edge ("low"/"high" when η*(m) is at an edge of the tried range, the warning; "" otherwise).
     """
     per_trial = trial_steps(table)
     hyper = hyperparameter_columns(per_trial.drop(columns=["n_seeds"]))
@@ -117,16 +145,21 @@ def steps_to_result(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_optimal_lr(batch_sizes, best_lrs, iterations: int = 3) -> dict:
-    """Fit η*(m) = η_max / (1 + B_noise/m) (McCandlish et al. 2018) to the best learning rates.
+    """Fits η*(m) = η_max / (1 + B_noise/m) (McCandlish et al. 2018) to the best learning rates.
 
     1/η* = a + b/m is linear in (a, b) = (1/η_max, B_noise/η_max); it is solved as non-negative least
-    squares with relative residuals (iteratively reweighted, like `fit_critical_batch`), so batch sizes
-    count equally in log terms. Returns eta_max, B_noise, n_points and max_abs_log_residual; NaN with
-    fewer than 3 finite points. b = 0 (η* flat) gives B_noise = 0; a = 0 (η* still linear in m over the
-    whole range) gives eta_max = B_noise = inf.
-    """
-    from scipy.optimize import nnls
+    squares with relative residuals (iteratively reweighted), so batch sizes count equally in log terms.
 
+    Args:
+      batch_sizes: the batch sizes m.
+      best_lrs: η*(m) (non-finite or non-positive ones are left out).
+      iterations: reweighting rounds.
+
+    Returns:
+      eta_max, B_noise, n_points and max_abs_log_residual; NaN with fewer than 3 finite points. b = 0 (η*
+      flat) gives B_noise = 0; a = 0 (η* still linear in m over the whole range) gives eta_max = B_noise =
+      inf.
+    """
     m = np.asarray(batch_sizes, dtype=float).ravel()
     lr = np.asarray(best_lrs, dtype=float).ravel()
     keep = np.isfinite(m) & np.isfinite(lr) & (m > 0) & (lr > 0)
@@ -151,7 +184,16 @@ def fit_optimal_lr(batch_sizes, best_lrs, iterations: int = 3) -> dict:
 
 
 def critical_batch_fit_residual(batch_sizes, k, fit: dict) -> float:
-    """max |log(k / (S_min (1 + B_crit/m)))| over the finite k: how well the hyperbola fits."""
+    """How well the hyperbola fits.
+
+    Args:
+      batch_sizes: the batch sizes m.
+      k: k(m).
+      fit: {S_min, B_crit}.
+
+    Returns:
+      max |log(k / (S_min (1 + B_crit/m)))| over the finite k.
+    """
     m = np.asarray(batch_sizes, dtype=float)
     k = np.asarray(k, dtype=float)
     keep = np.isfinite(k) & (k > 0)
@@ -193,31 +235,50 @@ def _envelope(cube: np.ndarray, lrs: np.ndarray):
     return k, lr
 
 
-def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, the two-sided percentile interval of the finite-or-infinite samples (NaN dropped). A column
-    with infinite samples (resamples where no trial reached eps) takes order statistics, so an upper bound
-    is inf rather than NaN from interpolating between inf and inf."""
+def percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two-sided percentile interval of each column of resampled values.
+
+    Args:
+      samples: resamples x quantities (NaN dropped per column).
+      confidence: the coverage.
+
+    Returns:
+      (low, high) per column; a column with infinite samples (resamples where no trial reached eps) takes
+      order statistics (`intervals.sample_quantile`), so an upper bound is inf rather than NaN.
+    """
     tail = (1.0 - confidence) / 2.0
     low, high = [], []
     for column in np.asarray(samples, dtype=float).reshape(samples.shape[0], -1).T:
         column = column[~np.isnan(column)]
-        low.append(_quantile(column, tail))
-        high.append(_quantile(column, 1.0 - tail))
+        low.append(sample_quantile(column, tail))
+        high.append(sample_quantile(column, 1.0 - tail))
     return np.asarray(low), np.asarray(high)
 
 
 def bootstrap_tuned(table: pd.DataFrame, samples: int = 1000, confidence: float = 0.9, seed: int = 0,
                     resample_trials: bool = True, resample_seeds: bool = True) -> dict:
-    """Percentile bootstrap of the steps to result, η*(m), B_crit and B_noise over seeds and trials.
+    """A percentile bootstrap of the steps to result, η*(m), B_crit and B_noise over seeds and trials.
 
     Each resample draws seeds and trial numbers with replacement (one draw shared by every batch size),
     recomputes the envelope (min over the drawn trials of the mean over the drawn seeds), and refits
     k(m) = S_min (1 + B_crit/m) and η*(m) = η_max/(1 + B_noise/m). Infinite values count as large
-    (percentiles of inf are inf). `resample_trials=False` gives the seeds-only interval, to compare.
+    (percentiles of inf are inf).
 
-    Returns {"table": DataFrame(batch_size, k, k_low, k_high, lr, lr_low, lr_high),
-    "B_crit", "B_crit_low", "B_crit_high", "B_noise", "B_noise_low", "B_noise_high", "n_resamples",
-    "interval": a words description of what was resampled}. One table per call: filter `strategy` first.
+    Args:
+      table: the trials of one strategy (filter `strategy` first), one row per (batch size, trial, seed).
+      samples: the number of resamples.
+      confidence: the coverage.
+      seed: the seed of the resampling.
+      resample_trials: False gives the seeds-only interval, to compare.
+      resample_seeds: whether seeds are resampled.
+
+    Returns:
+      {"table": DataFrame(batch_size, k, k_low, k_high, lr, lr_low, lr_high), "B_crit", "B_crit_low",
+      "B_crit_high", "B_noise", "B_noise_low", "B_noise_high", "n_resamples", "interval": a words
+      description of what was resampled}.
+
+    Raises:
+      ValueError: for a table of several strategies.
     """
     if "strategy" in table.columns and table["strategy"].nunique() > 1:
         raise ValueError("bootstrap_tuned takes one strategy at a time; filter the table first")
@@ -235,15 +296,15 @@ def bootstrap_tuned(table: pd.DataFrame, samples: int = 1000, confidence: float 
         k_samples[index], lr_samples[index] = k, lr
         b_crit[index] = fit_critical_batch(batch_sizes, k)["B_crit"]
         b_noise[index] = fit_optimal_lr(batch_sizes, lr)["B_noise"]
-    k_low, k_high = _percentiles(k_samples, confidence)
-    lr_low, lr_high = _percentiles(lr_samples, confidence)
+    k_low, k_high = percentiles(k_samples, confidence)
+    lr_low, lr_high = percentiles(lr_samples, confidence)
     result = {"table": pd.DataFrame({"batch_size": batch_sizes, "k": k_point, "k_low": k_low,
                                      "k_high": k_high, "lr": lr_point, "lr_low": lr_low,
                                      "lr_high": lr_high})}
     result["B_crit"] = fit_critical_batch(batch_sizes, k_point)["B_crit"]
     result["B_noise"] = fit_optimal_lr(batch_sizes, lr_point)["B_noise"]
     for name, values in (("B_crit", b_crit), ("B_noise", b_noise)):
-        low, high = _percentiles(values[:, None], confidence)
+        low, high = percentiles(values[:, None], confidence)
         result[f"{name}_low"], result[f"{name}_high"] = float(low[0]), float(high[0])
     result["n_resamples"] = int(samples)
     what = [word for word, on in (("seeds", resample_seeds), ("trials", resample_trials)) if on]
@@ -256,14 +317,21 @@ def bootstrap_tuned(table: pd.DataFrame, samples: int = 1000, confidence: float 
 
 
 def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> dict:
-    """ε for a tuned study: `rule` applied to the best trial of the largest batch size.
+    """ε of a tuned study: `rule` applied to the best trial of the largest batch size.
 
-    `traces` is a long table with columns batch_size, trial, seed, step and `value_column` (NaN past a
-    run's end or after divergence). The best trial of the largest batch is the one whose seeds end at the
-    lowest mean final value (each seed's last finite value; a trial with a seed that has none is out),
-    since the steps to ε cannot rank trials before ε is known. The rule then sees every value traced by
-    that trial's seeds, as `measurements.threshold_from_rule` expects. A ``{"fixed": v}`` rule returns v.
-    Returns {"eps", "batch_size", "trial"}.
+    The best trial of the largest batch is the one whose seeds end at the lowest mean final value (each
+    seed's last finite value; a trial with a seed that has none is out), since the steps to ε cannot rank
+    trials before ε is known. The rule then sees every value traced by that trial's seeds, as
+    `thresholds.threshold_from_rule` expects.
+
+    Args:
+      traces: a long table with columns batch_size, trial, seed, step and `value_column` (NaN past a run's
+        end or after divergence).
+      rule: the threshold rule (``{"fixed": v}`` returns v).
+      value_column: the column of the traced values.
+
+    Returns:
+      {"eps", "batch_size", "trial"}.
     """
     largest = traces["batch_size"].max()
     at_largest = traces[traces["batch_size"] == largest]
@@ -275,9 +343,16 @@ def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> d
 
 
 def lowest_final_trial(at_size: pd.DataFrame, value_column: str = "loss") -> int | None:
-    """The trial of one batch size whose seeds end at the lowest mean final value (each seed's last finite
-    value; a trial with a seed that has none is out), from a long table (trial, seed, step, `value_column`).
-    None when no trial has a final value for every seed."""
+    """The trial of one batch size whose seeds end at the lowest mean final value.
+
+    Args:
+      at_size: a long table (trial, seed, step, `value_column`) of one batch size.
+      value_column: the column of the traced values.
+
+    Returns:
+      the trial (each seed's last finite value counts; a trial with a seed that has none is out); None when
+      no trial has a final value for every seed.
+    """
     finals = (at_size.sort_values("step").dropna(subset=[value_column])
               .groupby(["trial", "seed"])[value_column].last()
               .groupby("trial").agg(["mean", "count"]))

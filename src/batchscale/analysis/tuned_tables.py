@@ -20,7 +20,7 @@ edge of that range: the optimum may lie outside it and k is then an upper bound;
 (mean over seeds; inf when a seed missed eps or diverged), ``n_seeds``, ``n_diverged``.
 
 critical_batch.json gains ``tuned`` under ``strategies`` (tuned's own eps) and under ``common`` (the common
-eps): the usual entry of `tables.critical_entry` computed on the per-seed k of each batch size's best
+eps): the usual entry of `curves.critical_entry` computed on the per-seed k of each batch size's best
 trial, whose B_crit interval is replaced by the bootstrap over seeds and trials of the envelope, plus
 ``B_noise`` and ``eta_max`` of the fit eta*(m) = eta_max / (1 + B_noise/m) with the same bootstrap.
 """
@@ -31,8 +31,12 @@ import math
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
-from batchscale.analysis import measurements as ms
+from batchscale.analysis.curves import critical_entry
+from batchscale.analysis.speedup import efficiency, ideal_speedup, regimes, speedup
+from batchscale.analysis.steps import k_per_run
+from batchscale.analysis.thresholds import describe_threshold_rule
 from batchscale.analysis import tuned as tn
 
 PREFIX = "tuned_"
@@ -48,6 +52,7 @@ TRIAL_COLUMNS = ("metric", "threshold_scope", "threshold", "batch_size", "trial"
 
 
 def has_tuned(cube) -> bool:
+    """Whether the cube holds the trials of a tuned search."""
     return f"{PREFIX}status" in cube
 
 
@@ -58,6 +63,7 @@ def trial_view(cube):
 
 
 def trial_values(view, metric: str):
+    """The trials' traced `metric` (test_error is 1 - test_acc) of a `trial_view`."""
     if metric == "test_error":
         return 1.0 - view["test_acc"]
     return view[metric]
@@ -65,8 +71,6 @@ def trial_values(view, metric: str):
 
 def trial_status(view):
     """Each trial run's status; ``missing`` where the run has no finite value of `metric`'s traces."""
-    import xarray as xr
-
     present = np.isfinite(view["train_loss"]).any("step")
     return xr.where(present, view["status"].astype(str), "missing")
 
@@ -84,11 +88,20 @@ def own_threshold(cube, metric: str, rule) -> dict:
 
 
 def trial_table(cube, metric: str, eps: float) -> pd.DataFrame:
-    """One row per (batch size, trial, seed): k at `eps` (inf when not reached or diverged, NaN when the
-    run is missing), status and the trial's hyperparameters."""
+    """k of every trial run at one threshold.
+
+    Args:
+      cube: a study cube with tuned trials.
+      metric: the metric.
+      eps: the threshold.
+
+    Returns:
+      one row per (batch size, trial, seed): k at `eps` (inf when not reached or diverged, NaN when the run
+      is missing), status and the trial's hyperparameters.
+    """
     view = trial_view(cube)
     status = trial_status(view)
-    k = ms.k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
+    k = k_per_run(trial_values(view, metric).transpose("batch_size", "trial", "seed", "step"), eps, status)
     table = k.to_dataframe().reset_index()[["batch_size", "trial", "seed", "k"]]
     table["status"] = status.transpose("batch_size", "trial", "seed").values.ravel()
     for name in HYPER_NAMES:
@@ -113,12 +126,23 @@ def _per_seed_of_best(table: pd.DataFrame, best: pd.DataFrame, sizes, seeds) -> 
     return k, status
 
 
-def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict, entry_of) -> dict:
-    """tuned.csv rows, tuned_trials.csv rows and the critical-batch entry of one metric at one eps, with
-    the batch sizes and the per-seed k and status of each batch size's best trial (the envelope's seeds).
+def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dict) -> dict:
+    """The tuned strategy's curve of one metric at one eps.
 
-    `entry_of(sizes, k_per_seed, labels, status)` builds the usual critical-batch entry (tables.critical_entry
-    with the study's settings)."""
+    Args:
+      cube: a study cube with tuned trials.
+      study: the resolved study config.
+      metric: the metric.
+      eps: the threshold.
+      scope: ``strategy`` (tuned's own eps) or ``common``.
+      source: where tuned's own eps comes from ({batch_size, trial}).
+
+    Returns:
+      {"rows": tuned.csv rows, "trials": tuned_trials.csv rows, "entry": the critical-batch entry
+      (`curves.critical_entry` on the best trials' seeds, with the B_crit interval of the bootstrap over
+      seeds and trials and the optimal-step fit), "sizes", "k_per_seed" and "status_per_seed" of each batch
+      size's best trial (the envelope's seeds)}.
+    """
     base = int(study["base_batch"])
     table = trial_table(cube, metric, eps)
     keep = [c for c in table.columns if c != "status"]
@@ -132,12 +156,12 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     rows = best.rename(columns={"trial": "best_trial"}).copy()
     rows = rows.merge(boot["table"][["batch_size", "k_low", "k_high"]], on="batch_size", how="left")
     rows["strategy"], rows["metric"], rows["threshold"], rows["threshold_scope"] = TUNED, metric, eps, scope
-    rows["threshold_rule"] = ms.describe_threshold_rule(study["threshold"])
+    rows["threshold_rule"] = describe_threshold_rule(study["threshold"])
     rows["threshold_batch_size"], rows["threshold_trial"] = source.get("batch_size"), source.get("trial")
     rows["base_batch"], rows["interval_kind"] = base, INTERVAL_KIND
-    rows["speedup"] = [float(ms.speedup(v, k_base)) for v in k]
-    rows["ideal_speedup"] = [float(ms.ideal_speedup(m, base)) for m in sizes]
-    rows["efficiency"] = [float(ms.efficiency(v, k_base, m, base)) for v, m in zip(k, sizes)]
+    rows["speedup"] = [float(speedup(v, k_base)) for v in k]
+    rows["ideal_speedup"] = [float(ideal_speedup(m, base)) for m in sizes]
+    rows["efficiency"] = [float(efficiency(v, k_base, m, base)) for v, m in zip(k, sizes)]
     rows = rows.reindex(columns=list(TUNED_COLUMNS))
 
     per_trial = tn.trial_steps(table[keep])
@@ -147,9 +171,10 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     trials = per_trial.reindex(columns=list(TRIAL_COLUMNS))
 
     k_seed, status = _per_seed_of_best(table, best, sizes, seeds)
-    labels = ms.regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
+    labels = regimes(np.asarray(sizes, dtype=float), k, base, float(study["regimes"]["linear_efficiency"]),
                         float(study["regimes"]["stagnation_gain"]))
-    entry = entry_of(sizes, k_seed, labels, status)
+    entry = critical_entry(sizes, k_seed, labels, study["bootstrap"], None, study["base_batch"],
+                           study["critical_batch"])
     entry["B_crit"].update({"low": boot["B_crit_low"], "high": boot["B_crit_high"], "interval_kind": INTERVAL_KIND})
     fit = tn.fit_optimal_lr(sizes, best["lr"].to_numpy(dtype=float))
     entry["B_noise"] = {"estimate": fit["B_noise"], "low": boot["B_noise_low"], "high": boot["B_noise_high"],
@@ -168,11 +193,20 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
 def round_one_best(cube, study: dict) -> dict:
     """Each batch size's best first-round trial, the centre of its refinement round (tuning_round1.json).
 
-    `cube` holds the first-round trials only. The rule is tuned.csv's: tuned's own eps of the study's first
-    metric (`own_threshold`), then steps to result (`tuned.steps_to_result`). A batch size where no trial
-    reached eps takes the trial whose seeds end at the lowest mean value instead (``source``
-    ``lowest_final``), so its round 2 still has a centre. Returns {metric, threshold, threshold_batch_size,
-    threshold_trial, best: {str(batch size): {trial, lr, [momentum, beta2, schedule], k, source}}}.
+    The rule is tuned.csv's: tuned's own eps of the study's first metric (`own_threshold`), then steps to
+    result (`tuned.steps_to_result`). A batch size where no trial reached eps takes the trial whose seeds
+    end at the lowest mean value instead (``source`` ``lowest_final``), so its round 2 still has a centre.
+
+    Args:
+      cube: a cube of the first-round trials only.
+      study: the resolved study config.
+
+    Returns:
+      {metric, threshold, threshold_batch_size, threshold_trial, best: {str(batch size): {trial, lr,
+      [momentum, beta2, schedule], k, source}}}.
+
+    Raises:
+      ValueError: when no first-round trial of a batch size completed.
     """
     metric = study["metrics"][0]
     own = own_threshold(cube, metric, study["threshold"])

@@ -27,14 +27,13 @@ STAGE_ENTRIES = {
     "train": ("batchscale.engine.pack", "batchscale.store.traces"),
     "branch": ("batchscale.branching_run",),
     "cube": ("batchscale.store.cube",),
-    "analysis": ("batchscale.analysis.tables", "batchscale.analysis.comparison", "batchscale.analysis.tuned_tables",
-                 "batchscale.analysis.branching", "batchscale.store.cube"),
-    "figures": ("batchscale.figures", "batchscale.figures.tuned", "batchscale.figures.theory_check",
-                "batchscale.branching_run"),
-    "summary": ("batchscale.summary",),
+    "analysis": ("batchscale.analysis.study", "batchscale.analysis.comparison", "batchscale.analysis.tuned_tables",
+                 "batchscale.analysis.branching", "batchscale.store.cube", "batchscale.report.critical_lines"),
+    "figures": ("batchscale.report.figures", "batchscale.report.theory_figure", "batchscale.branching_run"),
+    "summary": ("batchscale.report.summary", "batchscale.analysis.theory_check"),
 }
 # Packages whose members are imported by name at run time (registries): all of their files count.
-REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models")
+REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models", "batchscale.report.figures")
 
 
 def module_file(module: str) -> Path | None:

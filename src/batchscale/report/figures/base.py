@@ -4,27 +4,23 @@ or sets a threshold; the numbers drawn come from the analysis tables).
 Every figure is a `matplotlib.figure.Figure` on the Agg canvas, built without pyplot (no global state,
 nothing to leak), so tests can inspect its artists. Output is deterministic: fixed styles, no dates in the
 files, a fixed SVG id salt. Colours are colour-blind safe (Okabe-Ito for categories, viridis for ordered
-values).
-
-Cube points are NaN past a run's end and at the final steps of other runs (the cube's step axis is the union
-of every run's evaluation points). Curves and contours therefore use, per run, only that run's own finite
-points, interpolated in log-log onto the common step grid between its first and last point; outside that
-range a run contributes nothing, and the mean over seeds is left blank wherever a seed with data is blank.
+values). Raw traces are drawn on a common step grid that `batchscale.analysis.trace_grids` computes.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from batchscale.analysis.accessors import metric_values, run_status
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "h", "*")
@@ -55,8 +51,6 @@ DPI = 150
 SVG_SALT = "batchscale"
 
 
-
-
 def strategy_style(strategy: str, index: int = 0) -> dict:
     """Colour, marker and legend label of a strategy (fixed for the known ones, a cycle otherwise)."""
     if strategy in STRATEGY_STYLES:
@@ -64,9 +58,11 @@ def strategy_style(strategy: str, index: int = 0) -> dict:
     return {"color": OKABE_ITO[(index + 4) % len(OKABE_ITO)], "marker": MARKERS[index % len(MARKERS)],
             "label": str(strategy)}
 
+
 def metric_label(metric: str, with_unit: bool = True) -> str:
     name, unit = METRICS.get(metric, (metric.replace("_", " "), ""))
     return f"{name} ({unit})" if with_unit and unit else name
+
 
 def rule_text(rule, metric: str | None = "train_loss") -> str:
     """Human text of a threshold rule as the tables write it (``lower_quartile_of_largest``,
@@ -88,19 +84,21 @@ def rule_text(rule, metric: str | None = "train_loss") -> str:
     return rule
 
 
-def _fmt(value: float) -> str:
+def format_number(value: float) -> str:
     if value is None or not np.isfinite(value):
         return "\u221e" if value is not None and value > 0 else "n/a"
     if 1e3 <= abs(value) < 1e5:
         return f"{value:.0f}"
     return f"{value:.3g}"
 
-def _pow2_label(value: float, _pos=None) -> str:
+
+def pow2_label(value: float, _pos=None) -> str:
     if value <= 0:
         return ""
     if value >= 1:
         return f"{value:g}"
     return f"1/{1 / value:g}"
+
 
 def new_figure(ncols: int = 1, nrows: int = 1, panel=PANEL, sharey=False, sharex=False, extra_width=0.0,
                extra_height=0.0):
@@ -111,13 +109,13 @@ def new_figure(ncols: int = 1, nrows: int = 1, panel=PANEL, sharey=False, sharex
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
     return fig, axes
 
+
 def wrap_title(text: str, width_inches: float, fontsize: float = 11) -> str:
     """Each line of a title wrapped to about `width_inches` (a character is about 0.55 em wide), so a long
     study description does not run off a narrow figure."""
-    import textwrap
-
     chars = max(20, int(width_inches * 72 / (0.55 * fontsize)))
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
 
 def batch_axis(ax, sizes, axis: str = "x") -> None:
     """Log2 batch-size axis with a tick at every measured batch size."""
@@ -130,7 +128,8 @@ def batch_axis(ax, sizes, axis: str = "x") -> None:
     target.set_minor_locator(ticker.NullLocator())
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(BATCH_LABEL)
 
-def _compact(value: float, _pos=None) -> str:
+
+def compact_count(value: float, _pos=None) -> str:
     """Tick text for counts: 300, 2k, 45k, 1.2M."""
     if value <= 0:
         return ""
@@ -139,6 +138,7 @@ def _compact(value: float, _pos=None) -> str:
     if value < 1e6:
         return f"{value / 1e3:g}k"
     return f"{value / 1e6:g}M"
+
 
 def count_axis(ax, axis: str = "x") -> None:
     """Log10 axis for counts (steps, examples), ticks written compactly (300, 2k, 1.2M): at 1, 2, 5 x 10^k
@@ -160,22 +160,25 @@ def count_axis(ax, axis: str = "x") -> None:
     decades = math.log10(high / low) if low > 0 and high > low else 1.0
     subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 3 else (1.0,)
     target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=12))
-    target.set_major_formatter(ticker.FuncFormatter(_compact))
+    target.set_major_formatter(ticker.FuncFormatter(compact_count))
     target.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10) * 1.0, numticks=12))
     target.set_minor_formatter(ticker.NullFormatter())
 
-def _legend_columns(fig: Figure, handles) -> int:
+
+def legend_columns(fig: Figure, handles) -> int:
     """Columns for a figure legend under the panels: about 3.8 inches per entry (labels of about 45
     characters at 9 pt), at most 4."""
     return max(1, min(4, len(handles), int(fig.get_figwidth() // 3.8)))
 
-def _batch_edges(sizes) -> np.ndarray:
+
+def batch_edges(sizes) -> np.ndarray:
     """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends)."""
     m = np.asarray(sorted(sizes), dtype=float)
     if m.size == 1:
         return np.array([m[0] / math.sqrt(2), m[0] * math.sqrt(2)])
     mids = np.sqrt(m[:-1] * m[1:])
     return np.concatenate([[m[0] ** 2 / mids[0]], mids, [m[-1] ** 2 / mids[-1]]])
+
 
 def save_figure(fig: Figure, out_dir, name: str, close: bool = True) -> list[Path]:
     """Write ``{name}.png`` and ``{name}.svg`` into `out_dir` (deterministic bytes); returns both paths."""
@@ -189,6 +192,7 @@ def save_figure(fig: Figure, out_dir, name: str, close: bool = True) -> list[Pat
         fig.clear()
     return paths
 
+
 def message_figure(title: str, message: str) -> Figure:
     """A figure that only says why there is nothing to draw (keeps the workflow's outputs complete)."""
     fig, axes = new_figure(1, 1, panel=(6.0, 2.5))
@@ -198,78 +202,25 @@ def message_figure(title: str, message: str) -> Figure:
     fig.suptitle(wrap_title(title, fig.get_figwidth(), 12))
     return fig
 
-def _study_title(cube=None, study_config: dict | None = None, name: str | None = None) -> str:
+
+def study_title(cube=None, study_config: dict | None = None, name: str | None = None) -> str:
     if name is None and cube is not None:
         name = str(getattr(cube, "attrs", {}).get("study", "")) or None
     name = name or "study"
     description = (study_config or {}).get("description")
     return f"{name} ({description})" if description else name
 
-def _cube_strategies(cube) -> list[str]:
+
+def cube_strategies(cube) -> list[str]:
+    """The strategies of a cube, in its order."""
     return [str(s) for s in cube["strategy"].values]
+
 
 def eps_from_table(table, metric: str) -> dict:
     """{strategy: eps} of `metric` as the analysis wrote it in a speedup table."""
     rows = table[table["metric"].astype(str) == metric]
     return {str(s): float(g["threshold"].astype(float).iloc[0]) for s, g in rows.groupby("strategy", sort=False)}
 
-
-def run_on_grid(steps, values, grid) -> np.ndarray:
-    """One run's finite, positive points interpolated linearly in (log step, log value) onto `grid`.
-
-    NaN outside the run's own first..last finite point (never extrapolated) and where the run has none.
-    Step 0 is left out (no place on a log axis).
-    """
-    steps = np.asarray(steps, dtype=float)
-    values = np.asarray(values, dtype=float)
-    grid = np.asarray(grid, dtype=float)
-    out = np.full(grid.shape, np.nan)
-    keep = np.isfinite(values) & np.isfinite(steps) & (steps > 0) & (values > 0)
-    if not keep.any():
-        return out
-    order = np.argsort(steps[keep], kind="stable")
-    s, v = steps[keep][order], values[keep][order]
-    inside = (grid >= s[0]) & (grid <= s[-1])
-    out[inside] = 10.0 ** np.interp(np.log10(grid[inside]), np.log10(s), np.log10(v))
-    return out
-
-def seed_mean_on_grid(steps, per_seed, grid) -> np.ndarray:
-    """Mean over seeds of `run_on_grid` (per_seed: seed x step). Seeds without any finite point (missing
-    runs) are ignored; elsewhere the mean is NaN as soon as one seed with data has no value there."""
-    per_seed = np.atleast_2d(np.asarray(per_seed, dtype=float))
-    runs = [run_on_grid(steps, row, grid) for row in per_seed if np.isfinite(row).any()]
-    if not runs:
-        return np.full(np.shape(grid), np.nan)
-    return np.mean(np.vstack(runs), axis=0)
-
-def _positive_steps(cube) -> np.ndarray:
-    steps = np.asarray(cube["step"].values, dtype=float)
-    return steps[steps > 0]
-
-def contour_grid(cube, metric: str, strategy: str):
-    """(batch sizes, step grid, Z) with Z[step, batch] = seed-mean `metric` of `strategy` on the grid."""
-    values = metric_values(cube, metric).sel(strategy=strategy).transpose("batch_size", "seed", "step")
-    steps = np.asarray(cube["step"].values, dtype=float)
-    grid = _positive_steps(cube)
-    sizes = np.asarray(cube["batch_size"].values, dtype=float)
-    z = np.column_stack([seed_mean_on_grid(steps, values.values[i], grid) for i in range(sizes.size)])
-    return sizes, grid, z
-
-def _diverged_ends(cube, metric: str, strategy: str) -> list[tuple[float, float]]:
-    """(batch size, last finite step) of every diverged run of `strategy`."""
-    if "status" not in cube:
-        return []
-    status = run_status(cube).sel(strategy=strategy).transpose("batch_size", "seed").values
-    values = metric_values(cube, metric).sel(strategy=strategy).transpose("batch_size", "seed", "step")
-    steps = np.asarray(cube["step"].values, dtype=float)
-    ends = []
-    for i, size in enumerate(np.asarray(cube["batch_size"].values, dtype=float)):
-        for j in range(status.shape[1]):
-            if str(status[i, j]) == "diverged":
-                finite = np.isfinite(values.values[i, j]) & (steps > 0)
-                if finite.any():
-                    ends.append((float(size), float(steps[finite].max())))
-    return ends
 
 def batch_colors(sizes) -> dict:
     """viridis over log2 batch size (stopping before the pale yellow end)."""
@@ -280,7 +231,8 @@ def batch_colors(sizes) -> dict:
     span = math.log2(sizes[-1] / sizes[0])
     return {s: cmap(0.88 * math.log2(s / sizes[0]) / span) for s in sizes}
 
-def _marker_handles(flags: dict) -> list:
+
+def marker_handles(flags: dict) -> list:
     handles = []
     if flags.get("not_reached"):
         handles.append(Line2D([], [], marker="v", color="0.6", markeredgecolor="black", markersize=8,
@@ -290,7 +242,8 @@ def _marker_handles(flags: dict) -> list:
                               linestyle="none", label="a seed diverged"))
     return handles
 
-def _ordered_metrics(table: pd.DataFrame, metrics=None) -> list[str]:
+
+def ordered_metrics(table: pd.DataFrame, metrics=None) -> list[str]:
     present = list(dict.fromkeys(table["metric"].astype(str)))
     if metrics is not None:
         return [m for m in metrics if m in present]

@@ -1,4 +1,4 @@
-"""Least-squares theory of minibatch SGD: exact quantities to check the `tuned` strategy against.
+"""Least-squares theory of minibatch SGD: exact quantities to set beside what the grid measures.
 
 On an interpolating least-squares problem (targets y = X w*, no noise) everything the batch-size
 literature predicts can be computed exactly instead of estimated:
@@ -29,6 +29,10 @@ P_{t+1} = P_t − η (H P_t + P_t H) + η² E[Ĥ P_t Ĥ]. In vectorised form thi
 matrix T = I − η (I⊗H + H⊗I) + η² (c4 M4 + cH H⊗H), which is symmetric (each term is self-adjoint for the
 trace inner product), so T = V diag(μ) Vᵀ and the expected loss is exactly
 ½ Σ_j (vec(H)ᵀv_j)(v_jᵀ vec(P_0)) μ_j^t. One eigendecomposition per (η, m) gives the whole curve.
+
+The least-squares theory check of a study (theory.json, `batchscale.analysis.least_squares`) uses the
+closed-form predictions; tests/theory_reference.py holds the problem generator and the direct d×d form of
+the recursion that the tests check these against.
 """
 
 from __future__ import annotations
@@ -94,24 +98,6 @@ class LeastSquaresProblem:
     @property
     def initial_loss(self) -> float:
         return loss(self.X, self.y, self.w0)
-
-
-def interpolating_least_squares(n: int = 4096, d: int = 64, decay: float = 1.0, seed: int = 0,
-                                w0_scale: float = 0.0) -> LeastSquaresProblem:
-    """Gaussian rows with covariance eigenvalues λ_j ∝ j^(−decay) (λ_1 = 1), noise-free targets.
-
-    The covariance is diagonal in a random orthonormal basis (so no coordinate is special); w* is
-    standard normal scaled to unit norm; the start is w0 = w0_scale · (standard normal) (0 by default:
-    the initial error is w*). Reproducible from `seed`.
-    """
-    rng = np.random.default_rng(seed)
-    spectrum = np.arange(1, d + 1, dtype=float) ** (-float(decay))
-    basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    X = (rng.standard_normal((n, d)) * np.sqrt(spectrum)) @ basis.T
-    w_star = rng.standard_normal(d)
-    w_star /= np.linalg.norm(w_star)
-    w0 = w0_scale * rng.standard_normal(d)
-    return LeastSquaresProblem(X=X, w_star=w_star, w0=w0)
 
 
 def loss(X, y, w) -> float:
@@ -201,19 +187,6 @@ def symmetric_basis(d: int) -> np.ndarray:
     basis[rows * d + cols, index] = np.where(diagonal, 1.0, math.sqrt(0.5))
     basis[cols * d + rows, index] = np.where(diagonal, 1.0, math.sqrt(0.5))
     return basis
-
-
-def second_moment_step(problem: LeastSquaresProblem, P: np.ndarray, eta: float, m: int,
-                       replacement: bool = False) -> np.ndarray:
-    """One step of the recursion on the d×d matrix P, written directly (no d²×d² operator).
-
-    The plain form of what `expected_loss_curve` diagonalises; it costs O(n d²) per step.
-    """
-    X, H, n = problem.X, problem.H, problem.n
-    c4, cH = sampling_coefficients(int(m), n, replacement)
-    q = np.einsum("id,de,ie->i", X, P, X)  # x_iᵀ P x_i
-    fourth = (X * q[:, None]).T @ X / n
-    return P - eta * (H @ P + P @ H) + eta * eta * (c4 * fourth + cH * H @ P @ H)
 
 
 @dataclass(frozen=True)

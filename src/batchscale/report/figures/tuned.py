@@ -10,16 +10,16 @@ critical_batch.json (no measurement here), for the study's first metric:
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from batchscale.figures.base import batch_axis, new_figure, save_figure, strategy_style
+from batchscale.report.figures.base import batch_axis, new_figure, strategy_style
+from batchscale.report.figures.registry import FigureInputs, figure
+from batchscale.spec.strategies import peak_learning_rate
 
-TUNED_FIGURES = ("tuned_steps_to_result", "tuned_eta_star", "tuned_trials")
 TUNED_STYLE = {"color": "black", "marker": "*", "label": "tuned (best trial)"}
 
 
@@ -63,9 +63,9 @@ def plot_eta_star(ax, tuned_rows: pd.DataFrame, entry: dict, base_batch: int) ->
     at_base = tuned_rows.loc[tuned_rows["batch_size"] == base_batch, "lr"]
     if not at_base.empty and math.isfinite(float(at_base.iloc[0])):
         eta0 = float(at_base.iloc[0])
-        ax.plot(sizes, eta0 * sizes / base_batch, ls="--", color=strategy_style("lsr")["color"], label="LSR from η*(m0)")
-        ax.plot(sizes, eta0 * np.sqrt(sizes / base_batch), ls=":", color=strategy_style("srsr")["color"],
-                label="SRSR from η*(m0)")
+        for rule, style in (("lsr", "--"), ("srsr", ":")):
+            rates = [peak_learning_rate(rule, eta0, m, base_batch) for m in sizes]
+            ax.plot(sizes, rates, ls=style, color=strategy_style(rule)["color"], label=f"{rule.upper()} from η*(m0)")
     eta_max, b_noise = entry.get("eta_max"), (entry.get("B_noise") or {}).get("estimate")
     if eta_max is not None and b_noise is not None:
         ax.plot(sizes, eta_max / (1.0 + b_noise / sizes), color="tab:purple",
@@ -100,31 +100,46 @@ def plot_trials(ax, trials: pd.DataFrame, best_trial: int, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def draw_tuned_figures(tables_dir, study_config: dict, out_dir) -> list[Path]:
-    """Draw TUNED_FIGURES from a tuned study's analysis files into `out_dir`; returns the written paths."""
-    tables = Path(tables_dir)
-    tuned = pd.read_csv(tables / "tuned.csv", keep_default_na=True)
-    trials = pd.read_csv(tables / "tuned_trials.csv")
-    fixed = pd.read_csv(tables / "speedup_common.csv")
-    critical = json.loads((tables / "critical_batch.json").read_text())
-    metric = study_config.get("metrics", ["train_loss"])[0]
-    base = int(study_config["base_batch"])
-    common = tuned[(tuned["metric"] == metric) & (tuned["threshold_scope"] == "common")]
-    eps = float(common["threshold"].iloc[0]) if not common.empty else float("nan")
-    paths = []
+def tuned_rows(study: FigureInputs, scope: str) -> pd.DataFrame:
+    """tuned.csv's rows of the study's first metric at `scope` (``common`` or ``strategy``: tuned's own eps)."""
+    tuned = study.tables["tuned"]
+    return tuned[(tuned["metric"] == first_metric(study)) & (tuned["threshold_scope"] == scope)]
 
+
+def first_metric(study: FigureInputs) -> str:
+    return study.config.get("metrics", ["train_loss"])[0]
+
+
+@figure("tuned_steps_to_result")
+def tuned_steps_to_result(study: FigureInputs) -> Figure:
+    """Steps to result at the common eps, tuned beside the fixed rules."""
+    metric, base = first_metric(study), int(study.config["base_batch"])
+    common = tuned_rows(study, "common")
+    fixed = study.tables["speedup_common"]
+    eps = float(common["threshold"].iloc[0]) if not common.empty else float("nan")
     fig, axes = new_figure(1, 1, panel=(6.0, 4.5))
     plot_steps_to_result(axes[0, 0], common, fixed[fixed["metric"] == metric], base)
     fig.suptitle(f"steps to result at the common ε = {eps:.4g} ({metric})")
-    paths += save_figure(fig, out_dir, "tuned_steps_to_result")
+    return fig
 
-    own = tuned[(tuned["metric"] == metric) & (tuned["threshold_scope"] == "strategy")]
-    entry = (critical.get("strategies", {}).get("tuned") or {}).get(metric) or {}
+
+@figure("tuned_eta_star")
+def tuned_eta_star(study: FigureInputs) -> Figure:
+    """eta*(m) at tuned's own eps with the scaling rules through eta*(m0) and the fitted optimal-step law."""
+    metric = first_metric(study)
+    entry = ((study.tables.get("critical_batch") or {}).get("strategies", {}).get("tuned") or {}).get(metric) or {}
     fig, axes = new_figure(1, 1, panel=(6.0, 4.5))
-    plot_eta_star(axes[0, 0], own, entry, base)
+    plot_eta_star(axes[0, 0], tuned_rows(study, "strategy"), entry, int(study.config["base_batch"]))
     fig.suptitle(f"η*(m) at tuned's own ε ({metric}); grey: the range searched")
-    paths += save_figure(fig, out_dir, "tuned_eta_star")
+    return fig
 
+
+@figure("tuned_trials")
+def tuned_trials(study: FigureInputs) -> Figure:
+    """Every trial's k against its learning rate at tuned's own eps, one panel per batch size."""
+    metric = first_metric(study)
+    own = tuned_rows(study, "strategy")
+    trials = study.tables["tuned_trials"]
     sizes = sorted(own["batch_size"].astype(int))
     at_own = trials[(trials["metric"] == metric) & (trials["threshold_scope"] == "strategy")]
     fig, axes = new_figure(len(sizes), 1, panel=(3.2, 3.0), sharey=True)
@@ -133,5 +148,4 @@ def draw_tuned_figures(tables_dir, study_config: dict, out_dir) -> list[Path]:
         plot_trials(ax, at_own[at_own["batch_size"] == size], best, f"batch size {size}")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"every trial's k against its learning rate at tuned's ε ({metric})")
-    paths += save_figure(fig, out_dir, "tuned_trials")
-    return paths
+    return fig

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from batchscale.figures.speedup import (
-    _speedup_axes,
-    _speedup_limits,
-    plot_ideal,
-    plot_speedup_curve,
-    interval_kinds_text,
-)
-from batchscale.figures.base import (
+from batchscale.report.figures.base import (
     MARKERS,
     OKABE_ITO,
-    _fmt,
-    _marker_handles,
+    format_number,
+    marker_handles,
     message_figure,
     metric_label,
     new_figure,
     rule_text,
     strategy_style,
+)
+from batchscale.report.figures.speedup import (
+    interval_kinds_text,
+    plot_ideal,
+    plot_speedup_curve,
+    speedup_axes,
+    speedup_limits,
 )
 
 
@@ -34,9 +33,9 @@ def critical_text(rows: pd.DataFrame) -> str:
         return "B_crit not estimable"
     text = f"B_crit {rows['b_crit_report'].iloc[0]}"
     low, high = (pd.to_numeric(rows[c], errors="coerce").iloc[0] for c in ("b_crit_low", "b_crit_high"))
-    inside = not text.split()[1] in ("<", ">")
+    inside = text.split()[1] not in ("<", ">")
     if inside and np.isfinite(low) and np.isfinite(high):
-        text += f" [{_fmt(low)}, {_fmt(high)}]"
+        text += f" [{format_number(low)}, {format_number(high)}]"
     if inside and not _fit_meaningful(rows):
         text += ", poor fit: not drawn"
     return text
@@ -65,7 +64,7 @@ def draw_critical_batch(ax, rows: pd.DataFrame, color) -> None:
 
 def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     """Speedup curves of several studies (paper Figs. 3, 4) from the comparison table
-    (batchscale.analysis.comparison): left, each study at its own eps (its own threshold rule); right, all
+    (`batchscale.analysis.comparison`): left, each study at its own eps (its own threshold rule); right, all
     at the common eps. Each legend label gives that curve's eps and critical batch size (with its interval, or
     the bound where it lies outside the measured range); a dotted line and shaded band mark it in range."""
     if table is None or table.empty:
@@ -75,11 +74,11 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
     fig, axes = new_figure(2, 1, panel=(6.0, 5.0), sharey=True, extra_height=0.4)
     labels = list(dict.fromkeys(table["label"].astype(str)))
     scopes = (("study", "each study at its own \u03b5 (its own rule)"), ("common", "all at the common \u03b5"))
-    ylim = _speedup_limits([table])
+    ylim = speedup_limits([table])
     sizes = sorted({int(b) for b in table["batch_size"]})
     flags = {}
     for ax, (scope, heading) in zip(axes[0], scopes):
-        _speedup_axes(ax, sizes, ylim)
+        speedup_axes(ax, sizes, ylim)
         rows_scope = table[table["threshold_scope"].astype(str) == scope]
         for base in sorted({int(b) for b in rows_scope["base_batch"]}):
             plot_ideal(ax, sizes, base)
@@ -89,17 +88,17 @@ def comparison_figure(table: pd.DataFrame, title: str | None = None) -> Figure:
                 continue
             eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
             style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[i % len(MARKERS)],
-                     "label": f"{label} (\u03b5 = {_fmt(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)};\n"
+                     "label": f"{label} (\u03b5 = {format_number(eps)}, {rule_text(rows['threshold_rule'].iloc[0], None)};\n"
                               f"{critical_text(rows)})" if scope == "study" else f"{label} ({critical_text(rows)})"}
             draw_critical_batch(ax, rows, style["color"])
             for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
                 flags[key] = flags.get(key, False) or value
         if scope == "common" and not rows_scope.empty:
-            heading += f": \u03b5 = {_fmt(pd.to_numeric(rows_scope['threshold']).iloc[0])}"
+            heading += f": \u03b5 = {format_number(pd.to_numeric(rows_scope['threshold']).iloc[0])}"
         ax.set_title(heading, fontsize=10)
         handles, _labels = ax.get_legend_handles_labels()
         # under the panel: a legend inside would hide the curves' large-batch ends, where they differ
-        ax.legend(handles=handles + _marker_handles(flags), loc="upper center", bbox_to_anchor=(0.5, -0.13),
+        ax.legend(handles=handles + marker_handles(flags), loc="upper center", bbox_to_anchor=(0.5, -0.13),
                   fontsize=8, frameon=False)
     axes[0, 1].set_ylabel("")
     title = title or f"{strategy_style(strategy)['label']}: speedup to reach \u03b5 in {metric_label(metric, False)}"

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from batchscale.figures.base import message_figure, new_figure, wrap_title
+from batchscale.report.figures.base import message_figure, new_figure, wrap_title
+from batchscale.report.figures.registry import FigureInputs, figure
 
 STRATEGY_DASHES = {"blr": "-", "lsr": "--", "srsr": "-.", "longer": ":"}
 CRITICAL_COLOR = "#000000"
@@ -155,3 +156,9 @@ def local_critical_batch_figure(table: pd.DataFrame | None, study: str = "study"
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.suptitle(wrap_title(f"{study}\nlocal critical batch by branching", fig.get_figwidth(), 9), fontsize=9)
     return fig
+
+
+@figure("noise_scale")
+def noise_scale(study: FigureInputs) -> Figure:
+    """B_simple over training with each strategy's critical batch (noise_over_training.csv, noise_scale.csv)."""
+    return noise_scale_figure(study.tables.get("noise_over_training"), study.tables.get("noise_scale"), study.title)

@@ -7,14 +7,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from batchscale.figures.base import (
-    _batch_edges,
+from batchscale.report.figures.base import (
     batch_axis,
+    batch_edges,
     message_figure,
     new_figure,
     strategy_style,
     wrap_title,
 )
+from batchscale.report.figures.registry import FigureInputs, figure
 
 # Which linear-approximation-error measurement to draw, most informative first: at the final weights of a
 # converged run the gradient is about 0 and so is the error (about 1e-6 nats); where the run first reaches
@@ -120,14 +121,14 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
             plot_linear_error(ax, errors, choice)
         plot_diverged(ax, rows)
         batch_axis(ax, sizes)
-        ax.set_xlim(_batch_edges(sizes)[0], _batch_edges(sizes)[-1])
+        ax.set_xlim(batch_edges(sizes)[0], batch_edges(sizes)[-1])
         ax.grid(True, color="0.9", lw=0.6)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize=9, frameon=False)
         return fig
     title = f"{study}: {strategy_style(strategy)['label']}\nfinal accuracy and {what}"
     plot_accuracy(ax, rows)
     batch_axis(ax, sizes)
-    ax.set_xlim(_batch_edges(sizes)[0], _batch_edges(sizes)[-1])
+    ax.set_xlim(batch_edges(sizes)[0], batch_edges(sizes)[-1])
     ax.set_ylabel("final accuracy (%)", color="#0072B2")
     ax.tick_params(axis="y", colors="#0072B2")
     ax.grid(True, color="0.9", lw=0.6)
@@ -140,3 +141,9 @@ def accuracy_error_figure(accuracy: pd.DataFrame, linear_error: pd.DataFrame | N
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=9, frameon=False)
     ax.set_title(wrap_title(title, fig.get_figwidth()), fontsize=11)
     return fig
+
+
+@figure("fig2_accuracy_linear_error")
+def fig2_accuracy_linear_error(study: FigureInputs) -> Figure:
+    """Paper Fig. 2 (right): final accuracy and the linear approximation error against batch size."""
+    return accuracy_error_figure(study.tables.get("accuracy"), study.tables.get("linear_error"), study=study.title)

@@ -11,27 +11,28 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from batchscale.figures.base import (
+from batchscale.report.figures.base import (
     MIN_WIDTH,
     PANEL,
     REGIME_STYLES,
-    _batch_edges,
-    _fmt,
-    _legend_columns,
-    _marker_handles,
-    _ordered_metrics,
-    _pow2_label,
     batch_axis,
+    batch_edges,
+    format_number,
+    legend_columns,
+    marker_handles,
     message_figure,
     metric_label,
     new_figure,
+    ordered_metrics,
+    pow2_label,
     rule_text,
     strategy_style,
 )
+from batchscale.report.figures.registry import FigureInputs, figure
 
 
-def _shade_regimes(ax, sizes, regimes) -> None:
-    edges = _batch_edges(sizes)
+def shade_regimes(ax, sizes, regimes) -> None:
+    edges = batch_edges(sizes)
     order = np.argsort(sizes)
     for rank, i in enumerate(order):
         style = REGIME_STYLES.get(str(regimes[i]))
@@ -40,7 +41,7 @@ def _shade_regimes(ax, sizes, regimes) -> None:
                        gid=f"regime-{regimes[i]}")
 
 
-def _speedup_limits(frames) -> tuple[float, float]:
+def speedup_limits(frames) -> tuple[float, float]:
     values = [1.0]
     for rows in frames:
         for column in ("speedup", "speedup_low", "speedup_high", "ideal_speedup"):
@@ -50,14 +51,14 @@ def _speedup_limits(frames) -> tuple[float, float]:
     return 2.0 ** math.floor(math.log2(low / 1.6)), 2.0 ** math.ceil(math.log2(high * 1.3))
 
 
-def _speedup_axes(ax, sizes, ylim) -> None:
+def speedup_axes(ax, sizes, ylim) -> None:
     batch_axis(ax, sizes)
-    edges = _batch_edges(sizes)
+    edges = batch_edges(sizes)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_yscale("log", base=2)
     ax.set_ylim(*ylim)
     ax.yaxis.set_major_locator(ticker.LogLocator(base=2, numticks=9))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(_pow2_label))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(pow2_label))
     ax.yaxis.set_minor_locator(ticker.NullLocator())
     ax.set_ylabel("speedup k(m\u2080)/k(m) (\u00d7)")
     ax.grid(True, which="major", color="0.88", lw=0.6, zorder=0)
@@ -65,7 +66,7 @@ def _speedup_axes(ax, sizes, ylim) -> None:
 
 def plot_ideal(ax, sizes, base_batch, label: str | None = None) -> Line2D:
     """The ideal linear speedup m/m0 over the x range of `sizes`."""
-    edges = _batch_edges(sizes)
+    edges = batch_edges(sizes)
     x = np.array([edges[0], edges[-1]])
     (line,) = ax.plot(x, x / float(base_batch), linestyle="--", color="black", lw=1.2, zorder=2,
                       label=label or f"ideal: linear speedup m/m\u2080 (m\u2080 = {int(base_batch)})")
@@ -129,16 +130,54 @@ def interval_kinds_text(*frames) -> str:
     return ", ".join(k.replace("_", " ") for k in kinds) if kinds else "none (one seed)"
 
 
+def plot_overlay_panel(ax, frames: dict, common, metric: str, strategies, sizes, ylim, base: int, flags: dict):
+    """The last panel of a metric's row: every strategy at the metric's common eps (`common`,
+    speedup_common.csv), or without it each at its own eps (`frames`), saying that this is not like for
+    like. Updates `flags` with what was marked."""
+    overlaid = frames
+    title = f"all strategies\n{metric_label(metric, False)} (own \u03b5 each: not like for like)"
+    if common is not None:
+        overlaid = {s: common[(common["metric"] == metric) & (common["strategy"].astype(str) == s)]
+                    for s in strategies}
+        eps_common = [pd.to_numeric(f["threshold"], errors="coerce").iloc[0] for f in overlaid.values()
+                      if not f.empty]
+        if eps_common:
+            title = f"all strategies at the common \u03b5\n{metric_label(metric, False)}: " \
+                    f"\u03b5 = {format_number(eps_common[0])} (common)"
+        ylim_overlay = speedup_limits(list(frames.values()) + list(overlaid.values()))
+    else:
+        ylim_overlay = ylim
+    speedup_axes(ax, sizes, ylim_overlay)
+    plot_ideal(ax, sizes, base)
+    for c, strategy in enumerate(strategies):
+        if not overlaid[strategy].empty:
+            for key, value in plot_speedup_curve(ax, overlaid[strategy], strategy_style(strategy, c),
+                                                 ylim_overlay, note_base=False).items():
+                flags[key] = flags.get(key, False) or value
+    ax.set_title(title, fontsize=10)
+
+
+def speedup_handles(strategies, base: int, regimes_seen: set, flags: dict) -> list:
+    """The legend of a speedup figure: the ideal line, the strategies, the regimes shown and the markers."""
+    handles = [Line2D([], [], linestyle="--", color="black", lw=1.2,
+                      label=f"ideal linear speedup m/m\u2080 (m\u2080 = {base})")]
+    handles += [Line2D([], [], color=strategy_style(s, i)["color"], marker=strategy_style(s, i)["marker"],
+                       label=strategy_style(s, i)["label"]) for i, s in enumerate(strategies)]
+    handles += [Patch(facecolor=REGIME_STYLES[k]["color"], alpha=0.3, label=REGIME_STYLES[k]["label"])
+                for k in REGIME_STYLES if k in regimes_seen]
+    return handles + marker_handles(flags)
+
+
 def speedup_figure(table: pd.DataFrame, common: pd.DataFrame | None = None, metrics=None, strategies=None,
                    study: str = "study", overlay: bool = True) -> Figure:
-    """Speedup curves from the analysis tables (columns of SPEEDUP_COLUMNS of batchscale.analysis.tables).
+    """Speedup curves from the analysis tables (columns of `batchscale.analysis.curves.SPEEDUP_COLUMNS`).
 
     One row of panels per metric (default: every metric of the table, train loss first), one panel per
     strategy at its own eps (`table`, speedup.csv) with its regimes shaded, and (with `overlay` and more
     than one strategy) a last panel with all strategies at the metric's common eps (`common`,
     speedup_common.csv); without `common` the overlay says that each curve has its own eps.
     """
-    metrics = _ordered_metrics(table, metrics)
+    metrics = ordered_metrics(table, metrics)
     all_strategies = list(dict.fromkeys(table["strategy"].astype(str)))
     strategies = [s for s in (strategies or all_strategies) if s in all_strategies]
     if not metrics or not strategies:
@@ -151,60 +190,33 @@ def speedup_figure(table: pd.DataFrame, common: pd.DataFrame | None = None, metr
     rules = []
     for r, metric in enumerate(metrics):
         frames = {s: table[(table["metric"] == metric) & (table["strategy"].astype(str) == s)] for s in strategies}
-        ylim = _speedup_limits(frames.values())
+        ylim = speedup_limits(frames.values())
         sizes = sorted({int(b) for f in frames.values() for b in f["batch_size"]})
         for c, strategy in enumerate(strategies):
             ax, rows = axes[r, c], frames[strategy]
             style = strategy_style(strategy, c)
-            _speedup_axes(ax, sizes, ylim)
+            speedup_axes(ax, sizes, ylim)
             if rows.empty:
                 ax.set_title(f"{style['label']}: no rows", fontsize=10)
                 continue
-            _shade_regimes(ax, rows["batch_size"].to_numpy(dtype=float), rows["regime"].astype(str).to_numpy())
+            shade_regimes(ax, rows["batch_size"].to_numpy(dtype=float), rows["regime"].astype(str).to_numpy())
             regimes_seen.update(rows["regime"].astype(str))
             plot_ideal(ax, sizes, int(rows["base_batch"].iloc[0]))
             for key, value in plot_speedup_curve(ax, rows, style, ylim).items():
                 flags[key] = flags.get(key, False) or value
             eps = pd.to_numeric(rows["threshold"], errors="coerce").iloc[0]
-            target = f"\u03b5 = {_fmt(eps)}" if np.isfinite(eps) else "targets as given"
+            target = f"\u03b5 = {format_number(eps)}" if np.isfinite(eps) else "targets as given"
             ax.set_title(f"{style['label']}\n{metric_label(metric, False)}: {target}", fontsize=10)
             rules.append(str(rows["threshold_rule"].iloc[0]))
         if ncols > len(strategies):
-            ax = axes[r, -1]
-            overlaid = frames
-            title = f"all strategies\n{metric_label(metric, False)} (own \u03b5 each: not like for like)"
-            if common is not None:
-                overlaid = {s: common[(common["metric"] == metric) & (common["strategy"].astype(str) == s)]
-                            for s in strategies}
-                eps_common = [pd.to_numeric(f["threshold"], errors="coerce").iloc[0] for f in overlaid.values()
-                              if not f.empty]
-                if eps_common:
-                    title = f"all strategies at the common \u03b5\n{metric_label(metric, False)}: " \
-                            f"\u03b5 = {_fmt(eps_common[0])} (common)"
-                ylim_overlay = _speedup_limits(list(frames.values()) + list(overlaid.values()))
-            else:
-                ylim_overlay = ylim
-            _speedup_axes(ax, sizes, ylim_overlay)
-            plot_ideal(ax, sizes, base)
-            for c, strategy in enumerate(strategies):
-                if not overlaid[strategy].empty:
-                    for key, value in plot_speedup_curve(ax, overlaid[strategy], strategy_style(strategy, c),
-                                                         ylim_overlay, note_base=False).items():
-                        flags[key] = flags.get(key, False) or value
-            ax.set_title(title, fontsize=10)
+            plot_overlay_panel(axes[r, -1], frames, common, metric, strategies, sizes, ylim, base, flags)
         for c in range(1, ncols):  # axis labels on the outer panels only
             axes[r, c].set_ylabel("")
         if r < len(metrics) - 1:
             for c in range(ncols):
                 axes[r, c].set_xlabel("")
-    handles = [Line2D([], [], linestyle="--", color="black", lw=1.2,
-                      label=f"ideal linear speedup m/m\u2080 (m\u2080 = {base})")]
-    handles += [Line2D([], [], color=strategy_style(s, i)["color"], marker=strategy_style(s, i)["marker"],
-                       label=strategy_style(s, i)["label"]) for i, s in enumerate(strategies)]
-    handles += [Patch(facecolor=REGIME_STYLES[k]["color"], alpha=0.3, label=REGIME_STYLES[k]["label"])
-                for k in REGIME_STYLES if k in regimes_seen]
-    handles += _marker_handles(flags)
-    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, handles), fontsize=9,
+    handles = speedup_handles(strategies, base, regimes_seen, flags)
+    fig.legend(handles=handles, loc="outside lower center", ncols=legend_columns(fig, handles), fontsize=9,
                frameon=False)
     rule = rules[0] if rules and len(set(rules)) == 1 else None
     what = rule_text(rule, None) if rule else "per metric"
@@ -212,3 +224,8 @@ def speedup_figure(table: pd.DataFrame, common: pd.DataFrame | None = None, metr
                  f"{interval_kinds_text(table, common)})\nthreshold \u03b5 per strategy: {what}", fontsize=11)
     return fig
 
+
+@figure("fig2_speedup")
+def fig2_speedup(study: FigureInputs) -> Figure:
+    """Paper Fig. 2 (left): each strategy's speedup at its own eps, and all of them at the common eps."""
+    return speedup_figure(study.tables["speedup"], study.tables.get("speedup_common"), study=study.title)

@@ -1,0 +1,214 @@
+"""results/summary.md, the one-page answer: each study's headline numbers and each comparison's critical batch
+sizes at its common eps, in words.
+
+Renders the headline numbers of `batchscale.analysis.headline` (results/summary.json); computes nothing.
+`main` is the command the summary rule calls: it has the analysis write summary.json, then writes the page
+from that file's numbers:
+
+    python -m batchscale.report.summary write --studies-json JSON --results results --out results/summary.md \
+        [--json results/summary.json] [--comparisons-json JSON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from batchscale.analysis.headline import headlines_json, run_headlines
+
+REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
+                "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
+                "below_base": "below m0"}
+COMMON_RULE_TEXT = {"fixed": "a fixed ε, the same for every strategy",
+                    "smallest": "the strictest of the strategies' own ε",
+                    "largest": "the loosest of the strategies' own ε"}
+AGREEMENT_TEXT = {True: "agrees (at the predicted batch size or one doubling earlier)",
+                  False: "DISAGREES", None: "no breakdown predicted or measured"}
+INTRODUCTION = (
+    "# batchscale: summary of the run\n\nOne section per study, from its critical_batch.json, speedup.csv "
+    "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
+    "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
+    "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
+    "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
+    "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
+
+
+def _number(value) -> float:
+    """A number of summary.json as a float (null, a value that could not be estimated, as NaN)."""
+    return float("nan") if value is None else float(value)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def _quoted(report) -> str:
+    """The analysis' text of a value (a bound such as "> 128" or a value) as written."""
+    return str(report) if isinstance(report, str) else _fmt(report)
+
+
+def critical_text(critical: dict) -> str:
+    """B_crit as the analysis wrote it ("< 4", "> 128" or a value), with its interval and interval kind."""
+    if critical["report"] is None:
+        return "not estimable"
+    text = _quoted(critical["report"])
+    if critical["bound"] is None and critical["low"] is not None and critical["high"] is not None:
+        text += f" [{_fmt(critical['low'])}, {_fmt(critical['high'])}]"
+    text += f" ({critical['interval_kind']})"
+    if critical["bound"] is None and not critical["fit_meaningful"]:
+        text += ", fit not meaningful"
+    return text
+
+
+def overhead_text(overhead: dict) -> str:
+    """The overhead-based critical batch, with its interval where it is an estimate."""
+    if overhead["report"] is None:
+        return "n/a"
+    text = _quoted(overhead["report"])
+    if overhead["low"] is not None and overhead["high"] is not None and overhead["bound"] is None:
+        text += f" [{_fmt(overhead['low'])}, {_fmt(overhead['high'])}] ({overhead['interval_kind']})"
+    return text
+
+
+def regimes_text(steps: list[dict]) -> str:
+    """"4 base, 8 linear ×1.9, 16 diminishing ×2.5, ..." from a strategy's regimes and speedups."""
+    parts = []
+    for step in steps:
+        speed = _number(step["speedup"])
+        speed_text = f" ×{speed:.2g}" if math.isfinite(speed) and step["regime"] != "base" else ""
+        parts.append(f"{step['batch_size']} {REGIME_SHORT.get(step['regime'], step['regime'])}{speed_text}")
+    return ", ".join(parts)
+
+
+def tuned_text(tuned: dict | None) -> str | None:
+    """The tuned search's best learning rate per batch size, where it hit the edge of the searched range, and
+    B_noise of the fitted optimal-step law (None without a tuned search)."""
+    if tuned is None:
+        return None
+    rates = ", ".join(f"{m}: {_fmt(rate, 3)}" for m, rate in tuned["eta_star"].items())
+    text = f"tuned η*(m) at its own ε = {_fmt(tuned['threshold'], 4)}: {rates}"
+    if tuned["lr_edge"]:
+        edges = ", ".join(f"{m} ({side})" for m, side in tuned["lr_edge"].items())
+        text += f"; η* at the edge of the searched range at m = {edges}, so those rates are bounds"
+    noise = tuned["B_noise"]
+    if noise.get("estimate") is not None:
+        text += (f"; B_noise = {_fmt(noise['estimate'])} [{_fmt(noise.get('low'))}, {_fmt(noise.get('high'))}] "
+                 f"({noise.get('interval_kind')}, fit max |log residual| "
+                 f"{_fmt(tuned['eta_fit_max_abs_log_residual'], 2)})")
+    return text
+
+
+def eta0_text(check: dict | None) -> str | None:
+    """The fixed rules' eta0 against the tuned rate at m0 (None when tuned has no rate there)."""
+    if check is None:
+        return None
+    tolerance = check["tolerance"]
+    verdict = (f"within ×{tolerance} of it" if check["within"] else
+               f"NOT within ×{tolerance} of it: the fixed rules start from a rate the search did not pick")
+    return (f"fixed rules' η0 = {_fmt(check['eta0'], 3)} against tuned η*(m0 = {check['base_batch']}) = "
+            f"{_fmt(check['eta_star_base'], 3)} (ratio {check['ratio']:.2f}): {verdict}")
+
+
+def noise_text(strategy: str, eps, n: dict) -> str:
+    """One summary line: B_simple at ε (median over batch sizes, per-seed range), B_crit and their ratio."""
+    text = (f"noise scale ({strategy}, two-batch, at its own ε = {_fmt(eps, 4)}): B_simple at ε = "
+            f"{_fmt(n['b_simple_median'])} (median over {n['n_batch_sizes']} batch sizes, {n['n_runs']} runs; "
+            f"per-seed range {_fmt(n['b_simple_low'])}–{_fmt(n['b_simple_high'])}); measured B_crit")
+    if n["bound"] is not None:
+        return text + (f" {n['bound']} {_fmt(n['bound_value'])}; B_crit/B_simple {n['bound']} "
+                       f"{_fmt(n['ratio_bound'])} (B_crit is a bound)")
+    if not math.isfinite(_number(n["B_crit"])):
+        return text + " not estimable; B_crit/B_simple not estimable"
+    interval = (f" [{_fmt(n['B_crit_low'])}, {_fmt(n['B_crit_high'])}]"
+                if math.isfinite(_number(n["B_crit_low"])) and math.isfinite(_number(n["B_crit_high"])) else "")
+    ratio_range = (f" [{_fmt(n['ratio_low'])}, {_fmt(n['ratio_high'])}] (from B_crit's interval)"
+                   if interval else "")
+    return text + (f" = {_fmt(n['B_crit'])}{interval} ({n['interval_kind']}); B_crit/B_simple = "
+                   f"{_fmt(n['ratio'])}{ratio_range}")
+
+
+def noise_lines(noise: list[dict]) -> list[str]:
+    """The noise-scale lines of a study, one per strategy."""
+    return [noise_text(n["strategy"], n["threshold"], n["ratio"]) if n["ratio"] is not None else
+            f"noise scale ({n['strategy']}): no run reached ε with a valid B_simple; ratio not estimable"
+            for n in noise]
+
+
+def theory_line(t: dict) -> str:
+    """The least-squares theory check in one paragraph."""
+    return (f"Theory: λ₁ = {_fmt(t['lambda_max'], 4)}, β = {_fmt(t['beta'], 4)}, 2/λ₁ = "
+            f"{_fmt(t['stability_limit'], 4)}, Ma et al.'s m* = β/λ₁ + 1 = {_fmt(t['mbb_critical_batch'], 3)}. "
+            f"LSR breakdown predicted at m = {t['predicted_lsr_breakdown']}, measured at m = "
+            f"{t['measured_lsr_breakdown']}: {AGREEMENT_TEXT[t['agrees']]}.")
+
+
+def render_headline(h: dict) -> str:
+    """A study's section of summary.md from its headline numbers (`analysis.headline.study_headline`)."""
+    lines = [f"## {h['study']}: {h['description']}", "",
+             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({COMMON_RULE_TEXT[h['common_rule']]})."]
+    if "theory" in h:
+        lines += ["", theory_line(h["theory"])]
+    lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
+              "| first stagnating m |", "|---|---|---|---|---|---|"]
+    for s, v in h["strategies"].items():
+        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | "
+                     f"{critical_text(v['critical'])} | {overhead_text(v['overhead_critical'])} | "
+                     f"{v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
+    lines += [""] + [f"- {s} regimes (speedup) at common ε: "
+                     + (regimes_text(v["regimes"]) if v["regimes"] is not None
+                        else "steps to result per batch size in tuned.csv")
+                     for s, v in h["strategies"].items()]
+    fastest = ", ".join(f"{m}: {s or 'none'}" for m, s in h["fastest"].items())
+    lines += [f"- fastest strategy per batch size at common ε: {fastest}"]
+    if not h["tuned_present"]:
+        lines += ["- tuned: not in this study (no comparison of a tuned learning rate against the fixed rules)"]
+    elif h.get("tuned"):
+        lines += [f"- {tuned_text(h['tuned'])}"]
+    if h.get("eta0_check"):
+        lines += [f"- {eta0_text(h['eta0_check'])}"]
+    lines += [f"- {line}" for line in noise_lines(h.get("noise", []))]
+    return "\n".join(lines) + "\n"
+
+
+def render_comparison(h: dict) -> str:
+    """A comparison's section of summary.md (`analysis.headline.comparison_headline`)."""
+    lines = [f"## Comparison {h['comparison']}: {h['title']}", "",
+             f"Curve: {h['strategy']}, {h['metric'].replace('_', ' ')}; common ε = {_fmt(h['common_threshold'], 4)} "
+             f"(the {h['common_rule']} of the studies' own ε).", ""]
+    for c in h["curves"]:
+        fit = f"fit {_fmt(c['b_crit'])}, interval [{_fmt(c['b_crit_low'])}, {_fmt(c['b_crit_high'])}] ({c['interval_kind']})"
+        report = c["b_crit_report"] or "not estimable"
+        lines.append(f"- {c['label']} ({c['study']}): B_crit {report} ({fit}); speedup at m = {c['largest_batch']}: "
+                     f"{_fmt(c['speedup_at_largest'])} (ideal {_fmt(c['ideal_at_largest'])})")
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(doc: dict) -> str:
+    """summary.md from summary.json's document ({"studies": [...], "comparisons": [...]})."""
+    return INTRODUCTION + "\n".join([render_headline(h) for h in doc["studies"]] +
+                                    [render_comparison(h) for h in doc["comparisons"]])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m batchscale.report.summary", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="results/summary.md from every study's analysis files")
+    w.add_argument("--studies-json", required=True)
+    w.add_argument("--results", default="results")
+    w.add_argument("--out", required=True)
+    w.add_argument("--json", default=None)
+    w.add_argument("--comparisons-json", default=None, help="{name: spec} of the comparisons to summarise")
+    args = parser.parse_args(argv)
+    text = headlines_json(run_headlines(Path(args.results), json.loads(args.studies_json),
+                                        json.loads(args.comparisons_json or "{}")))
+    if args.json:
+        Path(args.json).write_text(text)
+    Path(args.out).write_text(render_summary(json.loads(text)))
+
+
+if __name__ == "__main__":
+    main()
