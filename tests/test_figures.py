@@ -18,7 +18,7 @@ from batchscale.analysis.study import study_tables, write_tables
 from batchscale.report.figures import base, comparison, contours, loss_curves, speedup, steps_examples
 from batchscale.report.figures.accuracy_error import accuracy_error_figure
 from batchscale.report.figures.registry import FIGURES
-from batchscale.spec.manifest import STUDY_FIGURES, TUNED_FIGURES, names
+from batchscale.spec.manifest import NOISE_FIGURES, STUDY_FIGURES, TUNED_FIGURES, names
 from batchscale.analysis.external import analyze_external
 
 STRATEGIES = ["blr", "lsr", "srsr"]
@@ -148,7 +148,7 @@ def test_no_figure_module_measures_anything():
 
 def test_every_figure_of_the_manifest_is_registered_once():
     """The figures rule draws STUDY_FIGURES and TUNED_FIGURES by name: each has one drawing function."""
-    assert set(names(STUDY_FIGURES)) | set(names(TUNED_FIGURES)) <= set(FIGURES)
+    assert set(names(STUDY_FIGURES + TUNED_FIGURES + NOISE_FIGURES)) <= set(FIGURES)
 
 
 def test_run_on_grid_uses_only_the_runs_own_points():
@@ -326,7 +326,7 @@ def test_draw_study_figures_writes_every_file(cube, tmp_path):
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in names(STUDY_FIGURES) for ext in ("png", "svg")}
-    assert len(paths) == 14 and {p.name for p in paths} == expected  # 7 figures (noise_scale a note here)
+    assert len(paths) == 12 and {p.name for p in paths} == expected  # 6 figures (noise_scale only where traced)
     assert {p.name for p in out.iterdir()} == expected
     assert all(p.stat().st_size > 1000 for p in paths)
 

@@ -11,20 +11,20 @@ RULES = REPO / "workflow" / "rules"
 # which hash a rule must carry, by the module its command runs
 EXPECTED = {
     "batchscale train": "train_fingerprint",  # the train stage's code and the study's own modules
-    "batchscale.branching_run base": "BRANCH_SOURCE",
-    "batchscale.branching_run branch": "BRANCH_SOURCE",
+    "batchscale branch-base": "BRANCH_SOURCE",
+    "batchscale branch ": "BRANCH_SOURCE",
     "batchscale cube": "CUBE_SOURCE",
     "batchscale tables": "ANALYSIS_SOURCE",
     "batchscale compare-tables": "ANALYSIS_SOURCE",
     "batchscale tuning-round1": "ANALYSIS_SOURCE",
-    "batchscale.branching_run table": "ANALYSIS_SOURCE",
+    "batchscale branch-table": "ANALYSIS_SOURCE",
     "batchscale figures": "FIGURES_SOURCE",
     "batchscale tuned-figures": "FIGURES_SOURCE",
     "batchscale compare ": "FIGURES_SOURCE",
-    "batchscale.report.theory_figure": "FIGURES_SOURCE",
-    "batchscale.branching_run figure": "FIGURES_SOURCE",
-    "batchscale.analysis.theory_check theory": "SUMMARY_SOURCE",
-    "batchscale.report.summary write": "SUMMARY_SOURCE",
+    "batchscale theory-figure": "FIGURES_SOURCE",
+    "batchscale branch-figure": "FIGURES_SOURCE",
+    "batchscale theory ": "SUMMARY_SOURCE",
+    "batchscale summary": "SUMMARY_SOURCE",
 }
 
 

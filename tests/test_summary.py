@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batchscale.cli import main as cli_main
 from batchscale.analysis import headline, least_squares
 from batchscale.report import summary
 
@@ -137,8 +138,8 @@ def test_summary_file_from_written_tables(tmp_path, tables):
     common.to_csv(folder / "speedup_common.csv", index=False)
     study = {**study, "dataset": {"name": "digits"}, "model": {"name": "mlp"}}
     out = tmp_path / "summary.md"
-    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
-                  "--out", str(out), "--json", str(tmp_path / "summary.json")])
+    assert cli_main(["summary", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                     "--out", str(out), "--json", str(tmp_path / "summary.json")]) == 0
     text = out.read_text()
     assert "## toy: hand-made" in text
     assert "common ε = 0.1 (the strictest of the strategies' own ε)" in text
@@ -205,8 +206,8 @@ def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
     noise.to_csv(folder / "noise_scale.csv", index=False)
     study = {**study, "dataset": {"name": "digits"}, "model": {"name": "mlp"}, "noise_scale": {"enabled": True}}
     out = tmp_path / "summary.md"
-    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
-                  "--out", str(out)])
+    assert cli_main(["summary", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                     "--out", str(out), "--json", str(tmp_path / "summary.json")]) == 0
     text = out.read_text()
     assert ("- noise scale (blr, two-batch, at its own ε = 0.2): B_simple at ε = 200 (median over 3 batch sizes, "
             "9 runs; per-seed range 80–500); measured B_crit = 50 [30, 80] (student_t); "
@@ -217,8 +218,8 @@ def test_summary_states_b_simple_b_crit_and_their_ratio(tmp_path, tables):
     # a study that does not trace the noise scale gets no such line (and needs no noise_scale.csv)
     (folder / "noise_scale.csv").unlink()
     study["noise_scale"] = {"enabled": False}
-    summary.main(["write", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
-                  "--out", str(out)])
+    assert cli_main(["summary", "--studies-json", json.dumps({"toy": study}), "--results", str(tmp_path),
+                     "--out", str(out), "--json", str(tmp_path / "summary.json")]) == 0
     assert "- noise scale" not in out.read_text()
 
 

@@ -190,11 +190,16 @@ def test_accuracy_table_and_markdown():
 
 
 def test_write_study_tables_roundtrip(tmp_path):
+    from batchscale.store.cube import cube_content_hash
+
     cube_path = tmp_path / "cube.nc"
-    make_cube().to_netcdf(cube_path, engine="h5netcdf")
+    cube = make_cube()
+    cube.attrs["content_sha256"] = cube_content_hash(cube)  # as build_cube records it
+    cube.to_netcdf(cube_path, engine="h5netcdf")
     result = write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "critical_batch.json",
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "analysis_record.json",
+                                                    "critical_batch.json",
                                                     "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
                                                     "speedup.csv", "speedup_common.csv"]
     assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows

@@ -1,8 +1,8 @@
 # Local critical batch by branching from checkpoints (Merrill et al. 2025), for the studies whose
 # `branching.enabled` is true: base run with checkpoints -> every branch k of each checkpoint (one job per
 # checkpoint) -> local_critical_batch.csv -> its figure. The checkpoint count is a key, so the DAG is static.
-# All logic lives in batchscale.branching_run (the packed engine's pieces) and batchscale.analysis.branching.
-# Its constants and input functions are in common.smk (BRANCHING_*, branching_*).
+# Training is batchscale.engine.branch, the table batchscale.analysis.branching, the figure batchscale.report;
+# the paths are spec.manifest's, the input functions common.smk's (branching_*).
 
 rule branch_base:
     output:
@@ -16,7 +16,7 @@ rule branch_base:
         checkpoints=lambda wildcards: STUDIES[wildcards.study]["branching"]["checkpoints"],
         code=BRANCH_SOURCE,
     shell:
-        "python -m batchscale.branching_run base --run-json {params.run:q} --checkpoints {params.checkpoints} "
+        "python -m batchscale branch-base --run-json {params.run:q} --checkpoints {params.checkpoints} "
         "--output {output} 2> {log}"
 
 
@@ -24,7 +24,7 @@ rule branch:
     input:
         BRANCHING_BASE,
     output:
-        BRANCHING_BRANCHES,
+        BRANCHING_CHECKPOINT,
     wildcard_constraints:
         index=r"\d+",
     log:
@@ -36,7 +36,7 @@ rule branch:
         branching=branching_json,
         code=BRANCH_SOURCE,
     shell:
-        "python -m batchscale.branching_run branch --base {input} --index {wildcards.index} "
+        "python -m batchscale branch --base {input} --index {wildcards.index} "
         "--branching-json {params.branching:q} --output {output} 2> {log}"
 
 
@@ -44,7 +44,7 @@ rule local_critical_batch:
     input:
         branching_files,
     output:
-        "results/{study}/local_critical_batch.csv",
+        f"results/{{study}}/{BRANCHING_TABLE.name}",
     log:
         "logs/{study}/branching/table.log",
     conda:
@@ -53,16 +53,15 @@ rule local_critical_batch:
         branching=branching_json,
         code=ANALYSIS_SOURCE,
     shell:
-        "python -m batchscale.branching_run table --branching-json {params.branching:q} --output {output} "
+        "python -m batchscale branch-table --branching-json {params.branching:q} --output {output} "
         "{input} 2> {log}"
 
 
 rule local_critical_batch_figure:
     input:
-        "results/{study}/local_critical_batch.csv",
+        f"results/{{study}}/{BRANCHING_TABLE.name}",
     output:
-        png="results/{study}/figures/local_critical_batch.png",
-        svg="results/{study}/figures/local_critical_batch.svg",
+        **figure_outputs((BRANCHING_FIGURE,)),
     log:
         "logs/{study}/branching/figure.log",
     conda:
@@ -70,5 +69,5 @@ rule local_critical_batch_figure:
     params:
         code=FIGURES_SOURCE,
     shell:
-        "python -m batchscale.branching_run figure --table {input} --study {wildcards.study} "
+        "python -m batchscale branch-figure --table {input} --study {wildcards.study} "
         "--out results/{wildcards.study}/figures 2> {log}"

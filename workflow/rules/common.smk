@@ -8,10 +8,30 @@ from pathlib import Path
 sys.path.insert(0, os.getcwd())
 
 from batchscale.errors import ConfigError
-from batchscale.spec.manifest import ROUND1_PATH, summary_paths
+from batchscale.spec.manifest import (
+    BRANCHING_BASE,
+    BRANCHING_CHECKPOINT,
+    BRANCHING_FIGURE,
+    BRANCHING_TABLE,
+    COMPARISON_FIGURE,
+    COMPARISON_TABLE,
+    CUBE_PATH,
+    FIGURE_FORMATS,
+    NOISE_FIGURES,
+    ROUND1_PATH,
+    STUDY_FIGURES,
+    STUDY_TABLES,
+    THEORY_FIGURE,
+    THEORY_PATH,
+    TUNED_FIGURES,
+    TUNED_TABLES,
+    names,
+    summary_paths,
+)
 from batchscale.spec.reading import read_yaml
 from batchscale.spec.runs import iter_runs, refinement_trials, run_config, RunKey, study_trials
-from batchscale.spec.strategies import TUNED
+from batchscale.spec.strategies import STRATEGIES, TUNED
+from batchscale.spec.studies import has_theory
 from batchscale.jobs.config_cache import load_config_cached
 from batchscale.jobs.fingerprints import stage_fingerprint, train_fingerprint
 from batchscale.jobs.packs import all_packs, pack_mem_mb, pack_runs_json, pack_runtime_min, pack_threads
@@ -52,10 +72,26 @@ BRANCH_SOURCE = stage_fingerprint("branch")
 
 wildcard_constraints:
     study="|".join(sorted(STUDIES)) or "NONE",
-    strategy="blr|lsr|srsr|longer|tuned|adam_srsr",
+    strategy="|".join(STRATEGIES),
     batch_size=r"\d+",
     seed=r"\d+",
     comparison="|".join(sorted(COMPARISONS)) or "NONE",
+
+
+# Which studies get which extra outputs (the lists of files themselves are batchscale.spec.manifest's).
+TUNED_STUDIES = [name for name, study in STUDIES.items() if TUNED in study["strategies"]]
+NOISE_STUDIES = [name for name, study in STUDIES.items() if study["noise_scale"]["enabled"]]
+BRANCHING_STUDIES = [name for name, study in STUDIES.items() if study["branching"]["enabled"]]
+THEORY_STUDIES = [name for name, study in STUDIES.items() if has_theory(study)]
+NOISE_FIGURE_NAMES = " ".join(names(NOISE_FIGURES))
+
+
+def study_file(study, name):
+    return f"results/{study}/{name}"
+
+
+def figure_files(study, outputs):
+    return [f"results/{study}/figures/{output.name}.{ext}" for output in outputs for ext in FIGURE_FORMATS]
 
 
 def study_traces(wildcards):
@@ -74,10 +110,7 @@ def study_json(wildcards):
 
 
 def comparison_cubes(wildcards):
-    return [
-        f"results/{study}/cube.nc"
-        for study in COMPARISONS[wildcards.comparison]["studies"]
-    ]
+    return [CUBE_PATH.format(study=study) for study in COMPARISONS[wildcards.comparison]["studies"]]
 
 
 def comparison_json(wildcards):
@@ -85,119 +118,76 @@ def comparison_json(wildcards):
 
 
 def comparison_studies_json(wildcards):
-    names = COMPARISONS[wildcards.comparison]["studies"]
-    return json.dumps({name: STUDIES[name] for name in names}, sort_keys=True)
-
-
-STUDY_TABLES = [
-    "speedup.csv",
-    "speedup_common.csv",
-    "critical_batch.json",
-    "accuracy.csv",
-    "accuracy.md",
-    "linear_error.csv",
-    "noise_scale.csv",
-    "noise_over_training.csv",
-]
-# a study with `branching.enabled` adds these (workflow/rules/branching.smk)
-BRANCHING_OUTPUTS = ["local_critical_batch.csv", "figures/local_critical_batch.png",
-                     "figures/local_critical_batch.svg"]
-STUDY_FIGURES = [
-    "fig1_train_loss_contours",
-    "fig5_test_loss_contours",
-    "fig2_speedup",
-    "fig2_accuracy_linear_error",
-    "steps_vs_examples",
-    "loss_curves",
-    "noise_scale",
-]
-
-
-# Studies that run the tuned search get its tables (written by the analyze rule, rule analyze_tuned) and
-# figures (rule tuned_figures) besides the ones above.
-TUNED_STUDIES = [name for name, study in STUDIES.items() if TUNED in study["strategies"]]
-TUNED_TABLES = ["tuned.csv", "tuned_trials.csv"]
-TUNED_FIGURES = ["tuned_steps_to_result", "tuned_eta_star", "tuned_trials"]
+    chosen = COMPARISONS[wildcards.comparison]["studies"]
+    return json.dumps({name: STUDIES[name] for name in chosen}, sort_keys=True)
 
 
 def all_outputs():
     # every trace is a target, so a deleted one retrains its pack (an intermediate file that is missing
     # would not: Snakemake treats it like a temp() file once what depends on it exists)
     outputs = [key.trace_path for key in RUNS]
+    for study in STUDIES:
+        outputs.append(CUBE_PATH.format(study=study))
+        outputs += [study_file(study, name) for name in names(STUDY_TABLES)]
+        outputs += figure_files(study, STUDY_FIGURES)
     for study in TUNED_STUDIES:
-        outputs += [f"results/{study}/{name}" for name in TUNED_TABLES]
+        outputs += [study_file(study, name) for name in names(TUNED_TABLES)] + figure_files(study, TUNED_FIGURES)
         if refinement_trials(STUDIES[study]):
             # a target of its own, so a change of the study's threshold or metrics rewrites it (params
             # trigger), and round 2's packs, which take it as input, retrain
             outputs.append(ROUND1_PATH.format(study=study))
-        outputs += [f"results/{study}/figures/{name}.{ext}" for name in TUNED_FIGURES for ext in ("png", "svg")]
-    for study in STUDIES:
-        outputs.append(f"results/{study}/cube.nc")
-        outputs += [f"results/{study}/{name}" for name in STUDY_TABLES]
-        outputs += [
-            f"results/{study}/figures/{name}.{ext}"
-            for name in STUDY_FIGURES
-            for ext in ("png", "svg")
-        ]
-        if STUDIES[study]["branching"]["enabled"]:
-            outputs += [f"results/{study}/{name}" for name in BRANCHING_OUTPUTS]
+    for study in NOISE_STUDIES:
+        outputs += figure_files(study, NOISE_FIGURES)
+    for study in BRANCHING_STUDIES:
+        outputs += [study_file(study, BRANCHING_TABLE.name)] + figure_files(study, (BRANCHING_FIGURE,))
+    for study in THEORY_STUDIES:
+        outputs += [THEORY_PATH.format(study=study)] + figure_files(study, (THEORY_FIGURE,))
     for comparison in COMPARISONS:
-        outputs += [
-            f"results/comparisons/{comparison}/speedup.{ext}" for ext in ("csv", "png", "svg")
-        ]
-    outputs += summary_outputs()
-    return outputs
-
-
-def theory_studies():
-    """Studies the least-squares theory describes (a linear model on least_squares data)."""
-    from batchscale.analysis.least_squares import has_theory
-
-    return [name for name, study in STUDIES.items() if has_theory(study)]
-
-
-def summary_outputs():
-    """The config's summary, and each least-squares study's theory.json and theory figure (rules in summary.smk)."""
-    outputs = [SUMMARY_MD, SUMMARY_JSON]
-    for study in theory_studies():
-        outputs.append(f"results/{study}/theory.json")
-        outputs += [f"results/{study}/figures/theory_lsr_breakdown.{ext}" for ext in ("png", "svg")]
-    return outputs
+        folder = f"results/comparisons/{comparison}"
+        outputs += [f"{folder}/{COMPARISON_TABLE.name}"] + [f"{folder}/{COMPARISON_FIGURE.name}.{ext}"
+                                                            for ext in FIGURE_FORMATS]
+    return outputs + [SUMMARY_MD, SUMMARY_JSON]
 
 
 def summary_inputs():
-    """What the summary is read from: every study's analysis tables, the theory files and each
-    comparison's table."""
+    """What the summary is read from: every study's analysis tables, the theory files and each comparison's."""
     inputs = []
     for study in STUDIES:
-        inputs += [f"results/{study}/{name}" for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv")]
-        if STUDIES[study]["noise_scale"]["enabled"]:
-            inputs.append(f"results/{study}/noise_scale.csv")  # its B_simple-to-B_crit line
-    inputs += [f"results/{study}/theory.json" for study in theory_studies()]
-    inputs += [f"results/comparisons/{name}/speedup.csv" for name in COMPARISONS]
+        inputs += [study_file(study, name) for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv",
+                                                         "analysis_record.json")]
+        if study in NOISE_STUDIES:
+            inputs.append(study_file(study, "noise_scale.csv"))  # its B_simple-to-B_crit line
+    inputs += [THEORY_PATH.format(study=study) for study in THEORY_STUDIES]
+    inputs += [f"results/comparisons/{name}/{COMPARISON_TABLE.name}" for name in COMPARISONS]
     return inputs
 
 
 def study_tables(wildcards):
     """The analysis files a study's figures are drawn from (every table of STUDY_TABLES)."""
-    return [f"results/{wildcards.study}/{name}" for name in STUDY_TABLES]
+    return [study_file(wildcards.study, name) for name in names(STUDY_TABLES)]
 
 
-def study_figure_png(name):
-    """A study figure's PNG, marked for `snakemake --report` with its caption (workflow/report/<name>.rst)."""
-    return report(
-        f"results/{{study}}/figures/{name}.png",
-        caption=f"../report/{name}.rst",
-        category="{study}",
-        subcategory="figures",
-        labels={"study": "{study}", "figure": name},
-    )
+def reported(path, output, category="{study}", subcategory="figures", **labels):
+    """`path`, marked for `snakemake --report` with its caption (workflow/report/<caption>.rst)."""
+    return report(path, caption=f"../report/{output.caption}.rst", category=category, subcategory=subcategory,
+                  labels=labels or {"study": "{study}", "figure": output.name})
 
 
-# Branching from checkpoints (branching.smk): the studies that branch, file templates, input functions.
-BRANCHING_STUDIES = [name for name, study in STUDIES.items() if study["branching"]["enabled"]]
-BRANCHING_BASE = "results/{study}/branching/base.pt"
-BRANCHING_BRANCHES = "results/{study}/branching/checkpoint{index}.json"
+def figure_outputs(outputs):
+    """The png (in the report) and svg files of figures, as a rule's named outputs."""
+    return {"png": [reported(f"results/{{study}}/figures/{o.name}.png", o) for o in outputs],
+            "svg": [f"results/{{study}}/figures/{o.name}.svg" for o in outputs]}
+
+
+def table_outputs(outputs):
+    """A study's tables as a rule's named outputs (those with a caption go into the report)."""
+    named = {}
+    for output in outputs:
+        path = f"results/{{study}}/{output.name}"
+        key = output.name.replace(".", "_")
+        named[key] = path if output.caption is None else reported(
+            path, output, subcategory="tables", study="{study}", table=output.label)
+    return named
 
 
 def branching_base_run_json(wildcards):
@@ -213,4 +203,4 @@ def branching_json(wildcards):
 
 def branching_files(wildcards):
     count = STUDIES[wildcards.study]["branching"]["checkpoints"]
-    return [BRANCHING_BRANCHES.format(study=wildcards.study, index=i) for i in range(count)]
+    return [BRANCHING_CHECKPOINT.format(study=wildcards.study, index=i) for i in range(count)]

@@ -2,7 +2,7 @@ rule cube:
     input:
         study_traces,
     output:
-        "results/{study}/cube.nc",
+        CUBE_PATH,
     log:
         "logs/{study}/cube.log",
     conda:

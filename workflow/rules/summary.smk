@@ -1,11 +1,11 @@
-# The one-page answer: results/summary.md with each study's headline numbers, and for least-squares studies
-# the theory check (theory.json: λ₁, β, predicted lsr breakdown; a figure of it beside the measurement).
-# The numbers come from batchscale.analysis (theory_check, headline); batchscale.report writes the page and the figure.
+# The one-page answer: the config's summary with each study's headline numbers (computed by
+# batchscale.analysis.headline into its JSON, rendered by batchscale.report.summary), and for least-squares
+# studies the theory check (theory.json: λ₁, β, predicted lsr breakdown; a figure of it beside the measurement).
 
 
 rule theory:
     output:
-        "results/{study}/theory.json",
+        THEORY_PATH,
     log:
         "logs/{study}/theory.log",
     conda:
@@ -16,22 +16,15 @@ rule theory:
         study=study_json,
         code=SUMMARY_SOURCE,
     shell:
-        "python -m batchscale.analysis.theory_check theory --study-json {params.study:q} --out {output} 2> {log}"
+        "python -m batchscale theory --study-json {params.study:q} --out {output} 2> {log}"
 
 
 rule theory_figure:
     input:
-        theory="results/{study}/theory.json",
+        theory=THEORY_PATH,
         common="results/{study}/speedup_common.csv",
     output:
-        png=report(
-            "results/{study}/figures/theory_lsr_breakdown.png",
-            caption="../report/theory_lsr_breakdown.rst",
-            category="{study}",
-            subcategory="figures",
-            labels={"study": "{study}", "figure": "theory_lsr_breakdown"},
-        ),
-        svg="results/{study}/figures/theory_lsr_breakdown.svg",
+        **figure_outputs((THEORY_FIGURE,)),
     log:
         "logs/{study}/theory_figure.log",
     conda:
@@ -39,25 +32,21 @@ rule theory_figure:
     resources:
         mem_mb=1000,
     params:
+        name=THEORY_FIGURE.name,
         code=FIGURES_SOURCE,
     shell:
-        "python -m batchscale.report.theory_figure --theory {input.theory} --common {input.common} "
-        "--out results/{wildcards.study}/figures/theory_lsr_breakdown 2> {log}"
+        "python -m batchscale theory-figure --theory {input.theory} --common {input.common} "
+        "--out results/{wildcards.study}/figures/{params.name} 2> {log}"
 
 
 rule summary:
     input:
         summary_inputs(),
     output:
-        md=report(
-            SUMMARY_MD,
-            caption="../report/summary.rst",
-            category="summary",
-            labels={"table": "summary"},
-        ),
+        md=report(SUMMARY_MD, caption="../report/summary.rst", category="summary", labels={"table": "summary"}),
         json=SUMMARY_JSON,
     log:
-        "logs/summary.log",
+        f"logs/summary-{CONFIG_NAME}.log",
     conda:
         "../../envs/batchscale.yaml"
     resources:
@@ -67,5 +56,5 @@ rule summary:
         comparisons=json.dumps(COMPARISONS, sort_keys=True),
         code=SUMMARY_SOURCE,
     shell:
-        "python -m batchscale.report.summary write --studies-json {params.studies:q} --results results "
+        "python -m batchscale summary --studies-json {params.studies:q} --results results "
         "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} 2> {log}"

@@ -136,3 +136,22 @@ def local_critical_table(branches: pd.DataFrame, tolerance: float, kind: str = "
         rows.append({"checkpoint_examples": examples, "base_batch": int(base), "tolerance": float(tolerance),
                      "tolerance_kind": kind, **result})
     return pd.DataFrame(rows, columns=list(LOCAL_CRITICAL_COLUMNS))
+
+
+def branch_table(rows: list[dict], smoothing: dict | None = None) -> pd.DataFrame:
+    """The branch files' rows as a tidy table, each branch's losses smoothed into one `loss`.
+
+    Args:
+      rows: {checkpoint_examples, base_batch, k, batch_size, lr, steps, examples, losses} per branch.
+      smoothing: {kind, points, ema_alpha} (smoothed_loss's).
+
+    Returns:
+      (checkpoint_examples, base_batch, k, batch_size, lr, steps, examples, loss), ready for
+      local_critical_table.
+    """
+    smoothing = smoothing or {}
+    columns = ("checkpoint_examples", "base_batch", "k", "batch_size", "lr", "steps", "examples")
+    table = pd.DataFrame([{key: row[key] for key in columns} for row in rows], columns=list(columns))
+    table["loss"] = [smoothed_loss(row["losses"], smoothing.get("kind", "last_mean"), smoothing.get("points", 3),
+                                   smoothing.get("ema_alpha", 0.5)) for row in rows]
+    return table

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.documents import json_safe
-from batchscale.analysis.least_squares import breakdown_agrees, has_theory, measured_breakdown
+from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.spec.studies import has_theory
 
 HEADLINE_METRIC = "train_loss"
 THEORY_KEYS = ("lambda_max", "beta", "stability_limit", "mbb_critical_batch", "predicted_lsr_breakdown")
@@ -317,18 +319,18 @@ def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
 def read_study(results: Path, name: str, study: dict) -> dict:
     """`study_headline` of a study from its files in `results`, with its noise headlines where traced."""
     folder = Path(results) / name
-    critical = json.loads((folder / "critical_batch.json").read_text())
-    theory_doc = json.loads((folder / "theory.json").read_text()) if has_theory(study) else None
-    headline = study_headline(name, study, critical, pd.read_csv(folder / "speedup.csv"),
-                              pd.read_csv(folder / "speedup_common.csv"), theory_doc)
+    critical = read_json(folder / "critical_batch.json")
+    theory_doc = read_json(folder / "theory.json") if has_theory(study) else None
+    headline = study_headline(name, study, critical, read_csv(folder / "speedup.csv"),
+                              read_csv(folder / "speedup_common.csv"), theory_doc)
     if noise_traced(study):
-        headline["noise"] = noise_headlines(pd.read_csv(folder / "noise_scale.csv"), critical)
+        headline["noise"] = noise_headlines(read_csv(folder / "noise_scale.csv"), critical)
     return headline
 
 
 def read_comparison(results: Path, name: str, spec: dict) -> dict:
     """`comparison_headline` of a comparison from its speedup.csv in `results`."""
-    return comparison_headline(name, spec, pd.read_csv(Path(results) / "comparisons" / name / "speedup.csv"))
+    return comparison_headline(name, spec, read_csv(Path(results) / "comparisons" / name / "speedup.csv"))
 
 
 def run_headlines(results, studies: dict, comparisons: dict) -> dict:

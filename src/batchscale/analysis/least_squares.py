@@ -2,7 +2,7 @@
 breaks down, predicted from the data (theory.json, `batchscale.analysis.theory_check`) and measured from the
 speedup table.
 
-No torch here: the workflow asks `has_theory` which studies get a theory.json while it parses.
+Which studies the theory describes is a question of the config: spec.studies.has_theory.
 """
 
 from __future__ import annotations
@@ -11,20 +11,6 @@ import numpy as np
 
 from batchscale.analysis import theory
 from batchscale.spec.strategies import STRATEGIES, peak_learning_rate
-
-
-def has_theory(study: dict) -> bool:
-    """Whether the least-squares theory describes a study.
-
-    The theory is exact for noise-free targets; with noise it still gives λ₁, β and the stability limit.
-
-    Args:
-      study: the resolved study config.
-
-    Returns:
-      True for a linear model on `least_squares` data.
-    """
-    return study["dataset"]["name"] == "least_squares" and study["model"]["name"] == "linear"
 
 
 def design_matrix(x, bias: bool = True) -> np.ndarray:

@@ -88,7 +88,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from batchscale.analysis import tuned_tables
 from batchscale.analysis.accuracy import accuracy_markdown, accuracy_table, linear_error_table
@@ -104,6 +103,8 @@ from batchscale.analysis.curves import (
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
+from batchscale.store.cube import open_cube
+from batchscale.store.records import write_record
 
 # The CSV files of a study, in the order they are written (critical_batch.json and accuracy.md beside them).
 TABLE_STEMS = ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
@@ -316,22 +317,24 @@ def write_tables(out_dir, frames: dict, critical: dict) -> dict:
     return paths
 
 
-def write_study_tables(cube_path, study_config=None, out_dir=None) -> dict:
-    """Read a cube and write every table of the study.
+def write_study_tables(cube_path, study_config=None, out_dir=None, study: str | None = None) -> dict:
+    """Read a cube and write every table of the study, and the record of what was written (store.records).
 
     Args:
       cube_path: the study's cube.nc.
       study_config: the study config (None: the cube's).
       out_dir: the folder of the tables (default: the cube's).
+      study: the study's name; with it (and study_config), a cube of another study or config is refused.
 
     Returns:
       `study_tables`' dict with ``paths`` ({name: path}) added.
     """
     cube_path = Path(cube_path)
-    with xr.open_dataset(cube_path, engine="h5netcdf") as handle:
-        cube = handle.load()
+    cube = open_cube(cube_path, study, study_config if study is not None else None)
     result = study_tables(cube, study_config)
     frames = {name: result.get(name) for name in TABLE_STEMS}
-    result["paths"] = write_tables(out_dir if out_dir is not None else cube_path.parent, frames,
-                                   result["critical_batch"])
+    folder = out_dir if out_dir is not None else cube_path.parent
+    result["paths"] = write_tables(folder, frames, result["critical_batch"])
+    write_record(folder, result["paths"].values(), cube.attrs.get("study", ""),
+                 cube.attrs.get("study_config_sha256", ""), cube.attrs.get("content_sha256", ""))
     return result

@@ -33,7 +33,7 @@ STAGE_ENTRIES = {
     "summary": ("batchscale.report.summary", "batchscale.analysis.theory_check"),
 }
 # Packages whose members are imported by name at run time (registries): all of their files count.
-REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models", "batchscale.report.figures")
+REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models", "batchscale.report.figures", "batchscale.spec.strategies")
 
 
 def module_file(module: str) -> Path | None:

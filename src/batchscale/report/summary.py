@@ -11,12 +11,8 @@ from that file's numbers:
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
 
-from batchscale.analysis.headline import headlines_json, run_headlines
 
 REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
                 "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
@@ -191,24 +187,3 @@ def render_summary(doc: dict) -> str:
     """summary.md from summary.json's document ({"studies": [...], "comparisons": [...]})."""
     return INTRODUCTION + "\n".join([render_headline(h) for h in doc["studies"]] +
                                     [render_comparison(h) for h in doc["comparisons"]])
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m batchscale.report.summary", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="results/summary.md from every study's analysis files")
-    w.add_argument("--studies-json", required=True)
-    w.add_argument("--results", default="results")
-    w.add_argument("--out", required=True)
-    w.add_argument("--json", default=None)
-    w.add_argument("--comparisons-json", default=None, help="{name: spec} of the comparisons to summarise")
-    args = parser.parse_args(argv)
-    text = headlines_json(run_headlines(Path(args.results), json.loads(args.studies_json),
-                                        json.loads(args.comparisons_json or "{}")))
-    if args.json:
-        Path(args.json).write_text(text)
-    Path(args.out).write_text(render_summary(json.loads(text)))
-
-
-if __name__ == "__main__":
-    main()

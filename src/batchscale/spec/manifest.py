@@ -55,6 +55,7 @@ STUDY_TABLES = (
     Output("linear_error.csv", "linear_error_table", "linear approximation error"),
     Output("noise_scale.csv", "noise_scale_table", "noise scale at eps beside the critical batch"),
     Output("noise_over_training.csv"),
+    Output("analysis_record.json"),  # what the analysis wrote, which the next stages check (store.records)
 )
 # ... and for a study that runs `tuned`.
 TUNED_TABLES = (
@@ -69,8 +70,9 @@ STUDY_FIGURES = tuple(Output(name, name) for name in (
     "fig2_accuracy_linear_error",
     "steps_vs_examples",
     "loss_curves",
-    "noise_scale",
 ))
+# ... for a study that traces the noise scale.
+NOISE_FIGURES = (Output("noise_scale", "noise_scale"),)
 TUNED_FIGURES = tuple(Output(name, name) for name in ("tuned_steps_to_result", "tuned_eta_star", "tuned_trials"))
 THEORY_FIGURE = Output("theory_lsr_breakdown", "theory_lsr_breakdown")
 # A study with `branching.enabled` adds these.

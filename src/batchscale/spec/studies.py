@@ -307,3 +307,17 @@ def resolve_config(source) -> dict:
         if TUNED in study["strategies"]:  # drawn once here, so a parse never needs the Sobol sampler again
             study["tuning"]["trial_points"] = study_trials(study)
     return resolved
+
+
+def has_theory(study: dict) -> bool:
+    """Whether the least-squares theory describes a study.
+
+    The theory is exact for noise-free targets; with noise it still gives λ₁, β and the stability limit.
+
+    Args:
+      study: the resolved study config.
+
+    Returns:
+      True for a linear model on `least_squares` data.
+    """
+    return study["dataset"]["name"] == "least_squares" and study["model"]["name"] == "linear"

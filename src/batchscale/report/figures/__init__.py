@@ -43,6 +43,7 @@ from batchscale.report.figures.speedup import speedup_figure
 from batchscale.report.figures.steps_examples import fit_metric, fits_from_critical, steps_examples_figure
 from batchscale.spec.manifest import STUDY_FIGURES, STUDY_TABLES, TUNED_FIGURES, TUNED_TABLES, names
 from batchscale.store.cube import open_cube
+from batchscale.store.records import read_csv, read_json
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")  # each registers its figures
@@ -64,9 +65,9 @@ def read_study_tables(tables_dir) -> dict:
         path = folder / name
         stem, _, ext = name.rpartition(".")
         if ext == "csv":
-            out[stem] = pd.read_csv(path) if path.exists() else None
+            out[stem] = read_csv(path) if path.exists() else None
         elif ext == "json":
-            out[stem] = json.loads(path.read_text()) if path.exists() else {}
+            out[stem] = read_json(path) if path.exists() else {}
     return out
 
 
@@ -78,7 +79,8 @@ def draw_figures(names_to_draw, study: FigureInputs, out_dir) -> list[Path]:
     return paths
 
 
-def draw_study_figures(cube_path, study_config: dict, out_dir, tables_dir) -> list[Path]:
+def draw_study_figures(cube_path, study_config: dict, out_dir, tables_dir, study: str | None = None,
+                       figures=None) -> list[Path]:
     """Draw every figure of STUDY_FIGURES for a study cube and the analysis files in `tables_dir`.
 
     Args:
@@ -86,14 +88,16 @@ def draw_study_figures(cube_path, study_config: dict, out_dir, tables_dir) -> li
       study_config: the study config.
       out_dir: the figures' folder.
       tables_dir: the folder of the study's analysis files.
+      study: the study's name: with it, a cube of another study or config is refused.
+      figures: the names to draw (default: the manifest's STUDY_FIGURES).
 
     Returns:
       the paths written.
     """
-    cube = open_cube(cube_path)
+    cube = open_cube(cube_path, study, study_config if study is not None else None)
     config = study_config if study_config is not None else json.loads(cube.attrs.get("study_config_json", "{}"))
     study = FigureInputs(read_study_tables(tables_dir), config, study_title(cube, config), cube)
-    return draw_figures(names(STUDY_FIGURES), study, out_dir)
+    return draw_figures(figures or names(STUDY_FIGURES), study, out_dir)
 
 
 def draw_tuned_figures(tables_dir, study_config: dict, out_dir) -> list[Path]:
