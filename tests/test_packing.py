@@ -349,3 +349,19 @@ def test_a_packs_job_asks_for_memory_and_time_in_proportion_to_its_runs():
     for pack in packs:
         assert pack_runtime_min(config, pack) == 7 + 3 * len(pack.keys)
         assert pack_mem_mb(config, pack) == 500 + 40 * len(pack.keys)
+
+
+def test_strategies_together_share_a_pack_and_tuned_stays_apart():
+    from batchscale.jobs.packs import all_packs
+    from batchscale.validate import load_config
+    from conftest import tiny_tuned_config
+
+    config = tiny_tuned_config("t", [16, 32], [0, 1], trials=2, strategies=["blr", "lsr", "tuned"],
+                               pack={"strategies": "together"})
+    packs = all_packs(load_config(config))
+    assert sorted((p.batch_size, p.strategy, len(p.keys)) for p in packs) == [
+        (16, "blr_lsr", 4), (16, "tuned", 4), (32, "blr_lsr", 4), (32, "tuned", 4)]
+    together = next(p for p in packs if p.strategy == "blr_lsr")
+    # runs in the order seed, then the study's strategy order
+    assert [(k.seed, k.strategy) for k in together.keys] == [(0, "blr"), (0, "lsr"), (1, "blr"), (1, "lsr")]
+    assert together.name == "train_t_bs16_blr_lsr_s0"

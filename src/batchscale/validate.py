@@ -140,7 +140,8 @@ def largest_pack(study: dict) -> int:
     for seed in study["seeds"]:
         blocks[seed // study["pack"]["seeds_per_pack"]] = blocks.get(seed // study["pack"]["seeds_per_pack"], 0) + 1
     trials = len(study["tuning"].get("trial_points") or []) if TUNED in study["strategies"] else 1
-    return max(blocks.values()) * max(1, min(trials, study["pack"]["trials_per_pack"]))
+    fixed = len([s for s in study["strategies"] if s != TUNED]) if study["pack"]["strategies"] == "together" else 1
+    return max(blocks.values()) * max(1, min(trials, study["pack"]["trials_per_pack"]), fixed)
 
 
 def check_costs(config: dict) -> None:

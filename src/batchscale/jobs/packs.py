@@ -1,8 +1,8 @@
 """Which runs train together: the packs of a grid, a pure function of the config.
 
-A pack is the runs of one study at one batch size and one strategy whose seeds fall in one block
-(`seed // pack.seeds_per_pack`) and, for `tuned`, whose trials fall in one block (`trial //
-pack.trials_per_pack`, round 2 apart from round 1). Nothing on disk decides it, so a run is always trained
+A pack is the runs of one study at one batch size and one strategy (with `pack.strategies: together`, all
+its fixed strategies) whose seeds fall in one block (`seed // pack.seeds_per_pack`) and, for `tuned`, whose
+trials fall in one block (`trial // pack.trials_per_pack`, round 2 apart from round 1). Nothing on disk decides it, so a run is always trained
 with the same companions, and its trace has the same bytes whatever was trained before:
 - adding a seed, a batch size, a strategy or trials creates new packs, or changes only the packs the new
   runs join (a seed or trial landing in an existing block);
@@ -64,14 +64,17 @@ class Pack:
 def pack_group(config: dict, key: RunKey) -> tuple:
     """The pack a run belongs to, from the config alone: (study, batch size, strategy, seed block, trial
     block, round 2)."""
-    settings = config["studies"][key.study]["pack"]
+    study = config["studies"][key.study]
+    settings = study["pack"]
     refinement = is_refinement(config, key)
+    strategy = key.strategy
+    if settings["strategies"] == "together" and strategy != TUNED:
+        strategy = "_".join(s for s in study["strategies"] if s != TUNED)
     trial_block = None
     if key.trial is not None:
         first = len(config["studies"][key.study]["tuning"]["trial_points"]) if refinement else 0
         trial_block = (key.trial - first) // settings["trials_per_pack"]
-    return (key.study, key.batch_size, key.strategy, key.seed // settings["seeds_per_pack"], trial_block,
-            refinement)
+    return (key.study, key.batch_size, strategy, key.seed // settings["seeds_per_pack"], trial_block, refinement)
 
 
 def all_packs(config: dict) -> list[Pack]:
@@ -82,7 +85,8 @@ def all_packs(config: dict) -> list[Pack]:
         groups.setdefault(pack_group(config, key), []).append(key)
     packs = []
     for group, members in groups.items():
-        members.sort(key=lambda k: (k.seed, -1 if k.trial is None else k.trial))
+        rank = {name: i for i, name in enumerate(config["studies"][group[0]]["strategies"])}
+        members.sort(key=lambda k: (k.seed, rank[k.strategy], -1 if k.trial is None else k.trial))
         packs.append(Pack(*group, keys=tuple(members)))
     order = {name: i for i, name in enumerate(config["studies"])}
     return sorted(packs, key=lambda p: (order[p.study], p.batch_size, p.strategy != TUNED, p.strategy,
