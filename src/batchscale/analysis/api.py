@@ -120,10 +120,14 @@ class CriticalBatch:
         overhead = entry.get("overhead_critical_batch") or {}
         direct, fit = overhead.get("direct") or {}, overhead.get("from_fit") or {}
         kind = entry.get("interval_kind")
+        s_min, e_min = _number(s.get("estimate")), _number((entry.get("E_min") or {}).get("estimate"))
+        b_crit = _number(b.get("estimate"))
+        if math.isnan(b_crit) and s_min == 0.0 and e_min > 0.0:
+            b_crit = math.inf  # S_min fitted as 0, which the JSON writes as null
         return cls(
-            b_crit=_number(b.get("estimate")), interval=_interval(b, kind), report=b.get("report"),
-            bound=b.get("bound"), s_min=_number(s.get("estimate")), s_min_interval=_interval(s, kind),
-            e_min=_number((entry.get("E_min") or {}).get("estimate")), log_rmse=_number(entry.get("log_rmse")),
+            b_crit=b_crit, interval=_interval(b, kind), report=b.get("report"),
+            bound=b.get("bound"), s_min=s_min, s_min_interval=_interval(s, kind),
+            e_min=e_min, log_rmse=_number(entry.get("log_rmse")),
             accepted=bool(entry.get("fit_meaningful", False)), note=entry.get("note"),
             overhead=_number(overhead.get("overhead")), overhead_batch=_number(direct.get("estimate")),
             overhead_interval=_interval(direct), overhead_report=direct.get("report"),
@@ -139,7 +143,7 @@ class CriticalBatch:
         text = f"B_crit {self.report}"
         if self.bound is None and math.isfinite(self.interval.low) and math.isfinite(self.interval.high):
             text += f" [{self.interval.low:.4g}, {self.interval.high:.4g}] ({self.interval.kind})"
-        text += f", S_min {self.s_min:.4g} steps, log-RMSE {self.log_rmse:.3g}"
+        text += f", S_min {self.s_min:.4g} steps, log-RMSE {self.log_rmse:.3f}"
         if self.bound is not None:
             text += ", a bound: B_crit lies outside the measured batch sizes"
         elif not self.accepted:
