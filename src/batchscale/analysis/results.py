@@ -37,7 +37,7 @@ class StudyResults:
     """
 
     def __init__(self, folder):
-        self.folder = Path(folder)
+        self.folder = Path(folder).absolute()  # a later chdir (in a notebook) changes nothing
         self.name = self.folder.name
 
     def __repr__(self) -> str:
