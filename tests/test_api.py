@@ -168,7 +168,8 @@ def test_open_study_reads_with_the_workflows_checks(tmp_path):
     folder = tmp_path / "s"
     analyze_external(_write(tmp_path / "sweep.csv", steps_frame()), folder, bootstrap={"samples": 50})
     write_cube(small_cube(), folder / "cube.nc")
-    write_record(folder, [folder / "speedup.csv", folder / "critical_batch.json"], "s", "", small_cube().attrs["content_sha256"])
+    write_record(folder, [folder / "speedup.csv", folder / "critical_batch.json"], "s", "",
+                 small_cube().attrs["content_sha256"])
     study = batchscale.open_study(folder)
     assert study.name == "s" and study.config == {"base_batch": 8}
     assert float(study.cube["train_loss"].sum()) == 6.0
