@@ -51,6 +51,15 @@ def test_every_rule_running_batchscale_carries_the_hash_of_its_code():
     assert checked >= len(EXPECTED) - 1  # every kind of command was found (compare and compare-tables share a rule file)
 
 
+def test_every_stage_entry_is_a_module_of_the_package():
+    """A stage entry that names no file hashes nothing: an edit of the code it meant would rerun nothing."""
+    from batchscale.jobs.fingerprints import STAGE_ENTRIES, module_file
+
+    missing = [f"{stage}: {entry}" for stage, entries in STAGE_ENTRIES.items() for entry in entries
+               if module_file(entry) is None]
+    assert not missing, "stage entries that are no module: " + ", ".join(missing)
+
+
 def test_snakemake_lint_is_clean_from_the_repository_root():
     import subprocess
 

@@ -2,7 +2,8 @@
 # `branching.enabled` is true: base run with checkpoints -> every branch k of each checkpoint (one job per
 # checkpoint) -> local_critical_batch.csv -> its figure. The checkpoint count is a key, so the DAG is static.
 # Training is batchscale.engine.branch, the table batchscale.analysis.branching, the figure batchscale.report;
-# the paths are spec.manifest's, the input functions common.smk's (branching_*).
+# the paths are spec.manifest's, the input functions common.smk's (branching_*). The table and the figure are
+# in the report (captions workflow/report/local_critical_batch_table.rst and local_critical_batch.rst).
 
 rule branch_base:
     output:
@@ -44,7 +45,8 @@ rule local_critical_batch:
     input:
         branching_files,
     output:
-        f"results/{{study}}/{BRANCHING_TABLE.name}",
+        reported(f"results/{{study}}/{BRANCHING_TABLE.name}", BRANCHING_TABLE, subcategory="tables",
+                 study="{study}", table=BRANCHING_TABLE.label),
     log:
         "logs/{study}/branching/table.log",
     conda:

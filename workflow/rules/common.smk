@@ -150,13 +150,16 @@ def all_outputs():
 
 
 def summary_inputs():
-    """What the summary is read from: every study's analysis tables, the theory files and each comparison's."""
+    """What the summary is read from: every study's analysis tables (the local critical batch where it branches),
+    the theory files and each comparison's."""
     inputs = []
     for study in STUDIES:
         inputs += [study_file(study, name) for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv",
                                                          "analysis_record.json")]
         if study in NOISE_STUDIES:
             inputs.append(study_file(study, "noise_scale.csv"))  # its B_simple-to-B_crit line
+        if study in BRANCHING_STUDIES:
+            inputs.append(study_file(study, BRANCHING_TABLE.name))  # its local critical batch line
     inputs += [THEORY_PATH.format(study=study) for study in THEORY_STUDIES]
     inputs += [f"results/comparisons/{name}/{COMPARISON_TABLE.name}" for name in COMPARISONS]
     return inputs

@@ -155,3 +155,27 @@ def branch_table(rows: list[dict], smoothing: dict | None = None) -> pd.DataFram
     table["loss"] = [smoothed_loss(row["losses"], smoothing.get("kind", "last_mean"), smoothing.get("points", 3),
                                    smoothing.get("ema_alpha", 0.5)) for row in rows]
     return table
+
+
+def branching_headline(table: pd.DataFrame, branching: dict) -> dict:
+    """The local critical batch of a study as the summary quotes it (summary.json's ``branching``).
+
+    Args:
+      table: local_critical_batch.csv (`local_critical_table`).
+      branching: the study's resolved ``branching`` config.
+
+    Returns:
+      {strategy, seed, base_batch, k, delta_examples, tolerance, tolerance_kind, checkpoints: [{examples,
+      bracket, bracket_text, lower, upper, non_monotone}]} in increasing examples; lower and upper are the
+      bracket's batch sizes (upper inf for ``at_least``, both NaN for ``missing``).
+    """
+    rows = table.sort_values("checkpoint_examples")
+    base = int(rows["base_batch"].iloc[0]) if len(rows) else branching.get("batch_size")
+    return {"strategy": branching.get("strategy"), "seed": branching.get("seed"), "base_batch": base,
+            "k": list(branching.get("k") or []), "delta_examples": branching.get("delta_examples"),
+            "tolerance": float(branching.get("tolerance", math.nan)),
+            "tolerance_kind": branching.get("tolerance_kind", "relative"),
+            "checkpoints": [{"examples": int(row["checkpoint_examples"]), "bracket": str(row["bracket"]),
+                             "bracket_text": str(row["bracket_text"]),
+                             "lower": float(row["local_critical_batch"]), "upper": float(row["upper_bracket"]),
+                             "non_monotone": bool(row["non_monotone"])} for _, row in rows.iterrows()]}

@@ -139,6 +139,33 @@ def _add_values(df: pd.DataFrame, out: pd.DataFrame, kind: str, path: Path) -> l
     return ["strategy", "batch_size", "seed"]
 
 
+def check_external_frame(df: pd.DataFrame, source) -> tuple[str, pd.DataFrame]:
+    """Checks a table of an external sweep, read from a CSV or given as a DataFrame.
+
+    Args:
+      df: the table (layouts in the module docstring; column names already stripped).
+      source: what to name in an error (the file, or a description of the DataFrame).
+
+    Returns:
+      (kind, DataFrame) as `load_external_csv`.
+
+    Raises:
+      AnalysisInputError: naming `source` and the problem.
+    """
+    kind = _layout(df, source)
+    out = _run_columns(df, source)
+    keys = _add_values(df, out, kind, source)
+    duplicated = out.duplicated(keys)
+    if duplicated.any():
+        row = out[duplicated].iloc[0]
+        _fail(source, "duplicated rows for " + ", ".join(f"{k}={row[k]}" for k in keys))
+    for strategy, group in out.groupby("strategy"):
+        count = group["batch_size"].nunique()
+        if count < 2:
+            _fail(source, f"needs at least 2 batch sizes to measure a speedup; strategy {strategy!r} has {count}")
+    return kind, out.reset_index(drop=True)
+
+
 def load_external_csv(path) -> tuple[str, pd.DataFrame]:
     """Reads and checks an external CSV.
 
@@ -154,19 +181,7 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
       AnalysisInputError: naming the file and the problem.
     """
     path = Path(path)
-    df = _read_csv(path)
-    kind = _layout(df, path)
-    out = _run_columns(df, path)
-    keys = _add_values(df, out, kind, path)
-    duplicated = out.duplicated(keys)
-    if duplicated.any():
-        row = out[duplicated].iloc[0]
-        _fail(path, "duplicated rows for " + ", ".join(f"{k}={row[k]}" for k in keys))
-    for strategy, group in out.groupby("strategy"):
-        count = group["batch_size"].nunique()
-        if count < 2:
-            _fail(path, f"needs at least 2 batch sizes to measure a speedup; strategy {strategy!r} has {count}")
-    return kind, out.reset_index(drop=True)
+    return check_external_frame(_read_csv(path), path)
 
 
 def traces_to_cube(df: pd.DataFrame):
@@ -179,6 +194,57 @@ def _steps_curves(df: pd.DataFrame):
     for strategy, group in df.groupby("strategy", sort=False):
         grid = group.pivot(index="batch_size", columns="seed", values="steps").sort_index()
         yield str(strategy), grid.index.to_numpy(dtype=int), grid.to_numpy(dtype=float)
+
+
+def external_study(base_batch: int, threshold_rule=LOWER_QUARTILE, regimes: dict | None = None,
+                   bootstrap: dict | None = None, critical_batch: dict | None = None) -> dict:
+    """The study settings of an external sweep: `DEFAULT_STUDY`'s, with the given overrides merged in."""
+    return {
+        "base_batch": int(base_batch),
+        "threshold": threshold_rule,
+        "metrics": ["loss"],
+        "regimes": {**DEFAULT_STUDY["regimes"], **(regimes or {})},
+        "bootstrap": {**DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
+        "critical_batch": {**DEFAULT_STUDY["critical_batch"], **(critical_batch or {})},
+    }
+
+
+def steps_tables(df: pd.DataFrame, study: dict) -> tuple[pd.DataFrame, dict]:
+    """The speedup rows and critical-batch entries of a checked steps-to-target table.
+
+    Args:
+      df: a ``steps`` table of `check_external_frame`.
+      study: `external_study`'s settings.
+
+    Returns:
+      (speedup rows with SPEEDUP_COLUMNS, metric ``steps``, rule ``given``; {strategy: {"steps": entry}},
+      each entry `curves.critical_entry`'s with threshold and threshold_batch_size None).
+    """
+    study = resolve_study(None, study)
+    base = study["base_batch"]
+    frames, summary = [], {}
+    for strategy, batch_sizes, k in _steps_curves(df):
+        status = np.where(np.isnan(k), "missing", "completed").astype(object)
+        rows = speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
+        frames.append(with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
+        entry = critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],
+                               base_batch=base, critical_cfg=study["critical_batch"])
+        summary[strategy] = {"steps": {"threshold": None, "threshold_batch_size": None, **entry}}
+    return pd.concat(frames, ignore_index=True)[list(SPEEDUP_COLUMNS)], summary
+
+
+def check_base_batch(df: pd.DataFrame, kind: str, base_batch, source) -> int:
+    """m0 (default: the smallest batch size), checked: among every strategy's batch sizes, and (for steps)
+    reached by some seed; an `AnalysisInputError` naming `source` otherwise."""
+    base = int(base_batch) if base_batch is not None else int(df["batch_size"].min())
+    for strategy, group in df.groupby("strategy"):
+        if base not in set(group["batch_size"].tolist()):
+            _fail(source, f"base batch size {base} is not among the batch sizes of strategy {strategy!r}: "
+                          f"{sorted(group['batch_size'].unique().tolist())}")
+        if kind == "steps" and np.isposinf(group.loc[group["batch_size"] == base, "steps"]).all():
+            _fail(source, f"the base batch size {base} of strategy {strategy!r} never reached the target (steps "
+                          "inf in every seed): no speedup is defined")
+    return base
 
 
 def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: int | None = None,
@@ -205,23 +271,8 @@ def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: i
       AnalysisInputError: for a bad file, rule or base batch size.
     """
     kind, df = load_external_csv(path)
-    sizes = sorted(df["batch_size"].unique().tolist())
-    base = int(base_batch) if base_batch is not None else int(sizes[0])
-    for strategy, group in df.groupby("strategy"):
-        if base not in set(group["batch_size"].tolist()):
-            _fail(path, f"base batch size {base} is not among the batch sizes of strategy {strategy!r}: "
-                        f"{sorted(group['batch_size'].unique().tolist())}")
-        if kind == "steps" and np.isposinf(group.loc[group["batch_size"] == base, "steps"]).all():
-            _fail(path, f"the base batch size {base} of strategy {strategy!r} never reached the target (steps "
-                        "inf in every seed): no speedup is defined")
-    study = {
-        "base_batch": base,
-        "threshold": threshold_rule,
-        "metrics": ["loss"],
-        "regimes": {**DEFAULT_STUDY["regimes"], **(regimes or {})},
-        "bootstrap": {**DEFAULT_STUDY["bootstrap"], **(bootstrap or {})},
-        "critical_batch": {**DEFAULT_STUDY["critical_batch"], **(critical_batch or {})},
-    }
+    base = check_base_batch(df, kind, base_batch, path)
+    study = external_study(base, threshold_rule, regimes, bootstrap, critical_batch)
     if kind == "traces":
         try:
             parse_threshold_rule(threshold_rule)
@@ -232,17 +283,8 @@ def analyze_external(path, out_dir, threshold_rule=LOWER_QUARTILE, base_batch: i
         speedup, common, critical = analysed["speedup"], analysed["speedup_common"], analysed["critical_batch"]
     else:
         common = None  # targets given per row: there is no threshold to share
-        study = resolve_study(None, study)
-        frames, summary = [], {}
-        for strategy, batch_sizes, k in _steps_curves(df):
-            status = np.where(np.isnan(k), "missing", "completed").astype(object)
-            rows = speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
-            frames.append(with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
-            entry = critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],
-                                   base_batch=base, critical_cfg=study["critical_batch"])
-            summary[strategy] = {"steps": {"threshold": None, "threshold_batch_size": None, **entry}}
-        speedup = pd.concat(frames, ignore_index=True)[list(SPEEDUP_COLUMNS)]
-        critical = critical_document(study, "given", summary)
+        speedup, summary = steps_tables(df, study)
+        critical = critical_document(resolve_study(None, study), "given", summary)
     critical = {"source": str(path), "kind": kind, **critical}
     paths = write_tables(out_dir, {"speedup": speedup, "speedup_common": common}, critical)
     result = {"kind": kind, "speedup": speedup, "speedup_common": common, "critical_batch": critical,

@@ -1,8 +1,8 @@
 """The headline numbers of a run (results/summary.json), read from the analysis files of its studies and
 comparisons: per study and strategy the own and common eps, B_crit and the overhead-based critical batch,
 the regimes at the common eps, the fastest strategy per batch size, the tuned search's rates against the
-fixed rules' eta0, B_simple beside B_crit, and for least squares the predicted against the measured lsr
-breakdown; per comparison each study's B_crit at the common eps.
+fixed rules' eta0, B_simple beside B_crit, the local critical batch per checkpoint where the study branches,
+and for least squares the predicted against the measured lsr breakdown; per comparison each study's B_crit at the common eps.
 
 Headlines use the training loss (the paper's main metric) at the common eps, where the strategies of a
 study are compared on one threshold. `batchscale.report.summary` writes them in words (results/summary.md).
@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from batchscale.store.records import read_csv, read_json
+from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
 
 HEADLINE_METRIC = "train_loss"
@@ -325,6 +327,8 @@ def read_study(results: Path, name: str, study: dict) -> dict:
                               read_csv(folder / "speedup_common.csv"), theory_doc)
     if noise_traced(study):
         headline["noise"] = noise_headlines(read_csv(folder / "noise_scale.csv"), critical)
+    if (study.get("branching") or {}).get("enabled"):  # the local critical batch per checkpoint
+        headline["branching"] = branching_headline(read_csv(folder / BRANCHING_TABLE.name), study["branching"])
     return headline
 
 

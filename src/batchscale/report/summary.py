@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from batchscale.report.branching_summary import branching_line
 
 REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
                 "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
@@ -167,6 +168,7 @@ def render_headline(h: dict) -> str:
     if h.get("eta0_check"):
         lines += [f"- {eta0_text(h['eta0_check'])}"]
     lines += [f"- {line}" for line in noise_lines(h.get("noise", []))]
+    lines += [f"- {branching_line(h['branching'])}"] if h.get("branching") else []
     return "\n".join(lines) + "\n"
 
 

@@ -76,7 +76,7 @@ NOISE_FIGURES = (Output("noise_scale", "noise_scale"),)
 TUNED_FIGURES = tuple(Output(name, name) for name in ("tuned_steps_to_result", "tuned_eta_star", "tuned_trials"))
 THEORY_FIGURE = Output("theory_lsr_breakdown", "theory_lsr_breakdown")
 # A study with `branching.enabled` adds these.
-BRANCHING_TABLE = Output("local_critical_batch.csv")
+BRANCHING_TABLE = Output("local_critical_batch.csv", "local_critical_batch_table", "local critical batch")
 BRANCHING_FIGURE = Output("local_critical_batch", "local_critical_batch")
 COMPARISON_TABLE = Output("speedup.csv")
 COMPARISON_FIGURE = Output("speedup", "comparison_speedup")
