@@ -239,9 +239,9 @@ def test_smoke_preset_runs_end_to_end_with_snakemake(tmp_path):
     # preset's studies may run (tests/test_readme_commands.py counts the jobs)
     copy_repository(tmp_path)
     snakemake(tmp_path, "--cores", "2", configfile="presets/paper-smoke.yaml", timeout=1200)
-    # one folder per study, beside the run's summary (results/summary.md, summary.json) and comparisons
+    # one folder per study, beside the run's summary (results/summary-paper-smoke.md, .json) and comparisons
     assert sorted(p.name for p in (tmp_path / "results").iterdir() if p.name != "comparisons") == \
-        sorted([*load_config(SMOKE)["studies"], "summary.json", "summary.md"])
+        sorted([*load_config(SMOKE)["studies"], "summary-paper-smoke.json", "summary-paper-smoke.md"])
     config = load_config(SMOKE)
     for key in iter_runs(config):
         trace = read_trace(tmp_path / key.trace_path)

@@ -148,7 +148,7 @@ def test_default_run_plans_from_the_root_and_a_tiny_configfile_runs_for_real(fre
     assert planned_traces(dry_runs["config.yaml"]) == runs_in(REPO / "config.yaml")
     run(fresh, "snakemake", "--cores", "2", "--configfile", "tiny.yaml")
     # config.yaml's studies stay out (beside the study folders, only the run's summary files)
-    assert sorted(p.name for p in (fresh / "results").iterdir()) == ["summary.json", "summary.md", "tiny"]
+    assert sorted(p.name for p in (fresh / "results").iterdir()) == ["summary-tiny.json", "summary-tiny.md", "tiny"]
     again = run(fresh, "snakemake", "--cores", "2", "--configfile", "tiny.yaml", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -225,4 +225,16 @@ HANDLED = {
         "test_paper_preset_dry_runs_with_the_slurm_profile_and_a_site_profile",
     "snakemake --unlock": "test_an_interrupted_run_finishes_with_unlock_and_rerun_incomplete",
     "snakemake --cores 2 --rerun-incomplete": "test_an_interrupted_run_finishes_with_unlock_and_rerun_incomplete",
+    "python -m batchscale validate mine.yaml": "test_own_model.py (the worked example, from a clean folder)",
+    "snakemake --cores 2 --configfile mine.yaml": "test_own_model.py",
+    "snakemake --cores 2 --config file=my.yaml": "test_a_config_named_by_config_file_is_planned_alone",
+    "snakemake --cores 2 --config file=their.yaml": "test_a_config_named_by_config_file_is_planned_alone; "
+                                                     "test_bad_input.py (YTE refused, never evaluated)",
 }
+
+
+def test_a_config_named_by_config_file_is_planned_alone(fresh):
+    write_config(fresh / "my.yaml", tiny_config())
+    dry = run(fresh, "snakemake", "--cores", "2", "--config", "file=my.yaml", "-n")
+    planned = set(re.findall(r"results/([^/\s]+)/cube\.nc", dry.stdout + dry.stderr))
+    assert planned == {"tiny"} and "results/summary-my.md" in dry.stdout + dry.stderr
