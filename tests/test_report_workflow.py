@@ -15,7 +15,7 @@ import pytest
 from conftest import copy_workflow, snakemake, write_config
 from test_api import API_DOC, fenced_blocks
 
-STUDY = "digits_mlp"  # the name docs/api.md opens
+STUDY = "digits_mlp"  # the name the README's API example opens
 CONFIG = {"studies": {STUDY: {
     "dataset": {"name": "digits", "max_examples": 512, "max_test_examples": 128},
     "model": {"name": "linear"}, "eta0": 0.05, "base_batch": 16, "optimizer": {"momentum": 0.9},

@@ -1,6 +1,6 @@
 """batchscale: measure how SGD training speed scales with the batch size.
 
-The Python API (docs/api.md):
+The Python API (README, "Python API"):
 
 - `fit_critical_batch(df, batch_size="batch_size", steps="steps", seed=None)`: B_crit of k(m) = S_min (1 +
   B_crit/m) with its interval, bound and fit quality, and the overhead-based critical batch (a `CriticalBatch`);

@@ -15,6 +15,6 @@ Tables and documents, from a study cube (read through `accessors`):
   elsewhere; `headline`: the headline numbers of the whole run (results/summary.json);
   `least_squares` and `theory_check`: the least-squares theory check (theory.json).
 
-The Python API (exposed by the package face, docs/api.md): `api` (fit_critical_batch and speedup_table of a
+The Python API (exposed by the package face; README, "Python API"): `api` (fit_critical_batch and speedup_table of a
 DataFrame, through `external`) and `results` (open_study: a study's folder read with the stages' checks).
 """
