@@ -117,15 +117,37 @@ def wrap_title(text: str, width_inches: float, fontsize: float = 11) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
+def batch_ticks(sizes, min_octaves: float | None = None, log: bool = True) -> list[int]:
+    """The batch sizes to label on a log2 axis: powers of two and the ends first, then any other size, each
+    only when it is at least `min_octaves` (default: 1/11 of the axis span, about a label's width on a
+    panel) from every label already taken, so that sizes such as 72, 76, 78 between 64 and 128 do not write
+    over each other. With ``log=False`` the same on a linear axis (the gap in units of m)."""
+    sizes = sorted({int(s) for s in sizes if s > 0})
+    if len(sizes) <= 1:
+        return sizes
+    position = math.log2 if log else float
+    span = position(sizes[-1]) - position(sizes[0])
+    gap = span / 11.0 if min_octaves is None else min_octaves
+    powers = [s for s in sizes if s & (s - 1) == 0]
+    order = [sizes[0], sizes[-1]] + powers + sizes
+    taken: list[int] = []
+    for size in order:
+        if size not in taken and all(abs(position(size) - position(t)) >= gap - 1e-9 for t in taken):
+            taken.append(size)
+    return sorted(taken)
+
+
 def batch_axis(ax, sizes, axis: str = "x") -> None:
-    """Log2 batch-size axis with a tick at every measured batch size."""
+    """Log2 batch-size axis: a label at the sizes `batch_ticks` picks, a minor tick at every other measured
+    size."""
     sizes = sorted({int(s) for s in sizes})
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
-    step = 1 if len(sizes) <= 10 else 2
-    target.set_major_locator(ticker.FixedLocator(sizes[::step]))
+    labelled = batch_ticks(sizes)
+    target.set_major_locator(ticker.FixedLocator(labelled))
     target.set_major_formatter(ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
-    target.set_minor_locator(ticker.NullLocator())
+    target.set_minor_locator(ticker.FixedLocator([s for s in sizes if s not in labelled]))
+    target.set_minor_formatter(ticker.NullFormatter())
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(BATCH_LABEL)
 
 
