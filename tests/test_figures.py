@@ -326,7 +326,7 @@ def test_draw_study_figures_writes_every_file(cube, tmp_path):
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in names(STUDY_FIGURES) for ext in ("png", "svg")}
-    assert len(paths) == 12 and {p.name for p in paths} == expected  # 6 figures (noise_scale only where traced)
+    assert len(paths) == 14 and {p.name for p in paths} == expected  # 7 figures (noise_scale only where traced)
     assert {p.name for p in out.iterdir()} == expected
     assert all(p.stat().st_size > 1000 for p in paths)
 
