@@ -47,8 +47,9 @@ from batchscale.spec.manifest import STUDY_FIGURES, STUDY_TABLES, TUNED_FIGURES,
 from batchscale.store.cube import open_cube
 from batchscale.store.records import read_csv, read_json
 
-# Tables a figure reads beyond the manifest's STUDY_TABLES and TUNED_TABLES, when the study folder has them.
-FIGURE_TABLES = ("critical_vs_threshold.csv",)
+# Files a figure reads beyond the manifest's STUDY_TABLES and TUNED_TABLES, when the study folder has them:
+# B_crit across eps, and a least-squares study's theory.json (its predicted linear approximation error).
+FIGURE_TABLES = ("critical_vs_threshold.csv", "theory.json")
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")  # each registers its figures
@@ -62,7 +63,7 @@ def read_study_tables(tables_dir) -> dict:
 
     Returns:
       {stem: DataFrame or None} for every CSV file of STUDY_TABLES, TUNED_TABLES and FIGURE_TABLES (None where
-      absent) and {"critical_batch": dict} ({} where absent).
+      absent) and {"critical_batch": dict, "theory": dict} ({} where absent).
     """
     folder = Path(tables_dir)
     out = {}

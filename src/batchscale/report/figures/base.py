@@ -194,8 +194,9 @@ def legend_columns(fig: Figure, handles) -> int:
 
 
 def batch_edges(sizes) -> np.ndarray:
-    """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends)."""
-    m = np.asarray(sorted(sizes), dtype=float)
+    """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends); repeated sizes
+    count once."""
+    m = np.asarray(sorted({float(s) for s in sizes}), dtype=float)
     if m.size == 1:
         return np.array([m[0] / math.sqrt(2), m[0] * math.sqrt(2)])
     mids = np.sqrt(m[:-1] * m[1:])

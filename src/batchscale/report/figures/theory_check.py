@@ -49,9 +49,10 @@ def plot_theory_k(ax, rows: pd.DataFrame, eps: float, edges: dict | None = None)
         done = np.isfinite(k)
         err = np.vstack([k[done] - np.where(np.isfinite(low[done]), low[done], k[done]),
                          np.where(np.isfinite(high[done]), high[done], k[done]) - k[done]])
-        ax.errorbar(m[done], k[done], yerr=err, fmt=style["marker"], color=style["color"], markersize=5,
-                    capsize=2.5, linestyle="none", gid=f"measured {strategy}",
-                    label=f"{style['label']}: measured (mean, {part['interval_kind'].iloc[0].replace('_', ' ')})")
+        bars = ax.errorbar(m[done], k[done], yerr=err, fmt=style["marker"], color=style["color"], markersize=5,
+                           capsize=2.5, linestyle="none",
+                           label=f"{style['label']}: measured (mean, {part['interval_kind'].iloc[0].replace('_', ' ')})")
+        bars.lines[0].set_gid(f"measured {strategy}")
         if (~done).any():
             ax.plot(m[~done], np.full(int((~done).sum()), 0.97 - 0.05 * i), "v", color=style["color"], markeredgecolor="black",
                     linestyle="none", transform=ax.get_xaxis_transform(), clip_on=False, gid=f"not reached {strategy}")
