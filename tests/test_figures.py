@@ -471,3 +471,35 @@ def test_an_empty_count_axis_draws():
     fig.savefig(io.BytesIO(), format="png")
     low, high = axes[0, 0].get_xlim()
     assert 0 < low <= 1.0 and high >= 10.0 and axes[0, 0].get_yscale() == "log"
+
+
+def _all_text(fig) -> str:
+    texts = [fig.get_suptitle()] + [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title()] + [t.get_text() for t in ax.texts]
+        if ax.get_legend():
+            texts += [t.get_text() for t in ax.get_legend().get_texts()]
+    return "\n".join(texts)
+
+
+def test_every_per_strategy_figure_draws_every_strategy(cube):
+    """fig5 drew BLR and LSR only; a strategy of the study without a fixed style (here one outside the
+    registry) is drawn like the others, in a style of its own."""
+    extra = cube.sel(strategy=["lsr"]).assign_coords(strategy=["newrule"])
+    four = xr.concat([cube, extra], dim="strategy")
+    tables = study_tables(four, STUDY)
+    inputs = FigureInputs(tables, STUDY, "toy_study", four)
+    strategies = STRATEGIES + ["newrule"]
+    for name in ("fig1_train_loss_contours", "fig5_test_loss_contours", "fig2_speedup", "steps_vs_examples",
+                 "loss_curves", "fig2_accuracy_linear_error"):
+        text = _all_text(FIGURES[name](inputs))
+        for strategy in strategies:
+            assert base.strategy_style(strategy, strategies.index(strategy))["label"] in text, (name, strategy)
+
+
+def test_strategies_without_a_fixed_style_get_their_own_from_the_registry():
+    fixed = {base.strategy_style(s)["color"] for s in base.STRATEGY_STYLES}
+    tuned, adam = base.strategy_style("tuned", 7), base.strategy_style("adam_srsr", 0)
+    assert tuned == base.strategy_style("tuned", 0)  # the same in every figure, whatever its position there
+    assert tuned["color"] not in fixed and adam["color"] not in fixed and tuned["color"] != adam["color"]
+    assert base.strategy_style("someone_elses", 1)["color"] not in ("#F0E442",)

@@ -21,9 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from batchscale.spec.strategies import STRATEGIES
+
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "h", "*")
+# strategies without a fixed style (Paul Tol's muted set after Okabe-Ito's black, orange, sky blue)
+SPARE_COLORS = ("#000000", "#E69F00", "#56B4E9", "#882255", "#44AA99", "#999933", "#332288", "#AA4499")
 STRATEGY_STYLES = {
     "blr": {"color": "#0072B2", "marker": "o", "label": "BLR (same LR for every m)"},
     "lsr": {"color": "#D55E00", "marker": "s", "label": "LSR (LR \u221d m)"},
@@ -52,10 +56,16 @@ SVG_SALT = "batchscale"
 
 
 def strategy_style(strategy: str, index: int = 0) -> dict:
-    """Colour, marker and legend label of a strategy (fixed for the known ones, a cycle otherwise)."""
+    """Colour, marker and legend label of a strategy: fixed for those of STRATEGY_STYLES; for any other
+    strategy of the registry (spec.strategies: `tuned`, a new strategy's file) from its position among them,
+    so it looks the same in every figure; for a name outside the registry (an external CSV) from `index`.
+    The colours avoid the fixed ones and Okabe-Ito's pale yellow."""
     if strategy in STRATEGY_STYLES:
         return dict(STRATEGY_STYLES[strategy])
-    return {"color": OKABE_ITO[(index + 4) % len(OKABE_ITO)], "marker": MARKERS[index % len(MARKERS)],
+    others = [name for name in STRATEGIES if name not in STRATEGY_STYLES]
+    if strategy in others:
+        index = others.index(strategy)
+    return {"color": SPARE_COLORS[index % len(SPARE_COLORS)], "marker": MARKERS[(index + 4) % len(MARKERS)],
             "label": str(strategy)}
 
 
@@ -102,7 +112,10 @@ def pow2_label(value: float, _pos=None) -> str:
 
 def new_figure(ncols: int = 1, nrows: int = 1, panel=PANEL, sharey=False, sharex=False, extra_width=0.0,
                extra_height=0.0):
-    """A constrained-layout Figure on the Agg canvas and its 2-D array of axes."""
+    """A constrained-layout Figure on the Agg canvas and its 2-D array of axes. With the default panel size,
+    a figure of few columns is widened to MIN_WIDTH, so its title, legend and colour bar have room."""
+    if panel == PANEL and ncols * panel[0] + extra_width < MIN_WIDTH:
+        panel = ((MIN_WIDTH - extra_width) / ncols, panel[1])
     fig = Figure(figsize=(panel[0] * ncols + extra_width, panel[1] * nrows + extra_height), dpi=DPI,
                  layout="constrained")
     FigureCanvasAgg(fig)
