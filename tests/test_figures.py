@@ -503,3 +503,21 @@ def test_strategies_without_a_fixed_style_get_their_own_from_the_registry():
     assert tuned == base.strategy_style("tuned", 0)  # the same in every figure, whatever its position there
     assert tuned["color"] not in fixed and adam["color"] not in fixed and tuned["color"] != adam["color"]
     assert base.strategy_style("someone_elses", 1)["color"] not in ("#F0E442",)
+
+
+@pytest.mark.parametrize("sizes", [SIZES, [8, 16, 32, 40, 44, 46, 48, 52, 64, 128]])
+def test_no_text_of_a_study_figure_collides(monkeypatch, sizes):
+    """Titles, axis labels, tick labels, legends and annotations of every study figure keep apart, also with
+    batch sizes that are not powers of two (72, 76, 78 between 64 and 128 in the least-squares study)."""
+    import sys
+
+    from figure_text import collisions
+
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "SIZES", sizes)
+    monkeypatch.setattr(module, "EPOCHS_STEPS", {m: 3200 // m for m in sizes})
+    fine = make_cube()
+    tables = study_tables(fine, STUDY)
+    inputs = FigureInputs(tables, dict(STUDY, batch_sizes=sizes), "toy_study (a synthetic study)", fine)
+    for name in names(STUDY_FIGURES):
+        assert collisions(FIGURES[name](inputs)) == [], name

@@ -65,3 +65,9 @@ def test_figure_draws_accepted_rejected_bounds_and_overhead():
 def test_registered_figure_says_why_there_is_nothing_to_draw(tables, words):
     fig = FIGURES["critical_vs_threshold"](FigureInputs(tables, {"batch_sizes": [4, 8]}, "toy"))
     assert any(words in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_critical_figure_text_keeps_apart():
+    from figure_text import collisions
+
+    assert collisions(critical_threshold.critical_vs_threshold_figure(table(), sizes=[4, 128], study="toy")) == []

@@ -90,3 +90,9 @@ def test_theory_figure_without_a_prediction_says_why():
     assert "the threshold is not fixed" in fig.get_suptitle()
     left = fig.axes[0]
     assert not any(str(line.get_gid()).startswith("predicted") and len(line.get_xdata()) for line in left.lines)
+
+
+def test_theory_figure_text_keeps_apart():
+    from figure_text import collisions
+
+    assert collisions(theory_figure(theory_doc(), common_table())) == []
