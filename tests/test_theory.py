@@ -170,15 +170,17 @@ def test_diagonal_closure_is_exact_for_a_sign_symmetric_design():
             th.expected_loss_curve(problem, eta, m).spectral_radius, rel=1e-9)
     # a rate that changes (a warm-up over 3 steps, then constant) is followed step by step
     rates = [0.1, 0.3, 0.5] + [0.7] * 10
-    losses, moments = th.diagonal_run(model, p0, rates, 4, readout)
+    losses, moment = th.diagonal_run(model, p0, rates, 4, readout, at=5)
     e0 = problem.w0 - problem.w_star
-    P, direct = np.outer(e0, e0), []
+    P, direct, moments = np.outer(e0, e0), [], []
     for eta in rates + [None]:
         direct.append(0.5 * np.trace(problem.H @ P))
+        moments.append(np.diag(model.U.T @ P @ model.U))
         if eta is not None:
             P = reference.second_moment_step(problem, P, eta, 4)
     np.testing.assert_allclose(losses, direct, rtol=1e-9)
-    assert moments.shape == (14, 3)
+    np.testing.assert_allclose(moment, moments[5], rtol=1e-9)
+    assert th.diagonal_segments(rates) == [(0.1, 1), (0.3, 1), (0.5, 1), (0.7, 10)]
 
 
 def test_diagonal_closure_follows_the_full_recursion_on_gaussian_rows():

@@ -330,31 +330,45 @@ def diagonal_spectral_radius(model: EigenbasisModel, eta: float, m: float) -> fl
     return float(np.max(np.abs(np.linalg.eigvalsh(diagonal_operator(model, eta, m)))))
 
 
-def diagonal_run(model: EigenbasisModel, p0, rates, m: int, readout) -> tuple[np.ndarray, np.ndarray]:
-    """E[L] at steps 0..T and the diagonal second moment at every step of a run.
+def diagonal_segments(rates) -> list[tuple[float, int]]:
+    """(rate, number of steps) of each stretch of equal rates, in order."""
+    out: list[tuple[float, int]] = []
+    for rate in np.asarray(rates, dtype=float):
+        if out and out[-1][0] == rate:
+            out[-1] = (rate, out[-1][1] + 1)
+        else:
+            out.append((float(rate), 1))
+    return out
+
+
+def diagonal_run(model: EigenbasisModel, p0, rates, m: int, readout, at: int | None = None):
+    """E[L] at steps 0..T of a run (T = len(rates)), and the diagonal second moment after `at` steps.
 
     Args:
       model: the `EigenbasisModel`.
       p0: the initial diagonal second moment (`diagonal_second_moment`).
-      rates: the step size of each update (length T); runs of equal rates are propagated in closed form.
+      rates: the step size of each update; each stretch of equal rates is propagated in closed form in the
+        eigenbasis of its A(η, m), so the cost is one d×d eigendecomposition per stretch and O(T d) in all.
       m: the batch size.
       readout: r with L = rᵀp (½λ for the loss on the rows of the model).
+      at: the step whose second moment to return (None: none).
 
     Returns:
-      (losses of length T + 1, second moments of shape (T + 1, d)); non-finite once E[L] overflows.
+      (losses of length T + 1, the second moment after `at` steps or None); non-finite once E[L] overflows.
     """
-    rates = np.asarray(rates, dtype=float)
-    states = [np.asarray(p0, dtype=float)[None, :]]
-    start = 0
+    readout = np.asarray(readout, dtype=float)
+    p = np.asarray(p0, dtype=float)
+    losses, moment, done = [np.array([readout @ p])], None, 0
     with np.errstate(over="ignore", invalid="ignore"):
-        while start < rates.size:
-            stop = start + 1
-            while stop < rates.size and rates[stop] == rates[start]:
-                stop += 1
-            mu, V = np.linalg.eigh(diagonal_operator(model, float(rates[start]), m))
-            q = V.T @ states[-1][-1]
-            powers = mu[None, :] ** np.arange(1, stop - start + 1, dtype=float)[:, None]
-            states.append((powers * q[None, :]) @ V.T)
-            start = stop
-        moments = np.concatenate(states)
-        return moments @ np.asarray(readout, dtype=float), moments
+        for rate, count in diagonal_segments(rates):
+            mu, V = np.linalg.eigh(diagonal_operator(model, rate, m))
+            q = V.T @ p
+            powers = mu[None, :] ** np.arange(1, count + 1, dtype=float)[:, None]
+            losses.append(powers @ (q * (V.T @ readout)))
+            if at is not None and done <= at <= done + count:
+                moment = V @ (mu ** (at - done) * q)
+            p = V @ (mu ** count * q)
+            done += count
+    if at is not None and moment is None and at == 0:
+        moment = np.asarray(p0, dtype=float)
+    return np.concatenate(losses), moment

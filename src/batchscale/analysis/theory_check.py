@@ -140,30 +140,44 @@ def nearest_point(points, k: float) -> int | None:
     return int(points[np.argmin(np.abs(np.log(points) - math.log(k)))])
 
 
+def run_rates(state: RunState) -> np.ndarray:
+    """The rate of every update of a run, as the engine sets it (`RunState.lr`); constant after warm-up and
+    without a schedule, so only the warm-up steps are asked one by one."""
+    run = state.run
+    if run["schedule"].get("name", "constant") == "constant":
+        head = [state.lr(t) for t in range(min(state.warmup_steps, state.steps_total))]
+        tail = state.lr(len(head)) if state.steps_total > len(head) else 0.0
+        return np.array(head + [tail] * (state.steps_total - len(head)), dtype=float)
+    return np.array([state.lr(t) for t in range(state.steps_total)], dtype=float)
+
+
 def predict_run(model, p0, readout, run: dict, n: int, eps: float) -> dict:
     """The predictions for one (strategy, batch size): k, k on the evaluation grid, spectral radius,
     expected linear approximation error at the evaluation point nearest k."""
     state = RunState.create(run, n, torch.device("cpu"))
     m = int(run["batch_size"])
-    rates = [state.lr(t) for t in range(state.steps_total)]
-    losses, moments = theory.diagonal_run(model, p0, rates, m, readout)
+    rates = run_rates(state)
+    losses, _ = theory.diagonal_run(model, p0, rates, m, readout)
     k, diverged = first_crossing(losses, eps, float(run["divergence_factor"]))
     points = np.asarray(state.eval_points)
     on_grid = math.inf if diverged else iterations_to_threshold(points, losses[points], eps)
     at = nearest_point(state.eval_points, k)
     step = run["eta0"] * run["batch_size"] / run["base_batch"]
-    error = None if at is None else expected_linear_error(model, moments[at], readout, step, m)
+    error = None
+    if at is not None:
+        moment = theory.diagonal_run(model, p0, rates[:at], m, readout, at=at)[1]
+        error = expected_linear_error(model, moment, readout, step, m)
     return {"k": k, "k_on_grid": on_grid, "diverged": diverged, "error": error,
             "radius": theory.diagonal_spectral_radius(model, float(run["lr_peak"]), m)}
 
 
-def crossing_batch(f, low: float, high: float, points: int = 64) -> float | None:
+def crossing_batch(f, low: float, high: float, points: int = 24) -> float | None:
     """The smallest m in [low, high] at which f(m) - 1 turns positive (log-spaced scan, then bisection)."""
     grid = np.geomspace(low, high, points)
     values = [f(m) for m in grid]
     for a, b, fa, fb in zip(grid[:-1], grid[1:], values[:-1], values[1:]):
         if fa <= 1.0 < fb:
-            for _ in range(50):
+            for _ in range(36):  # (b - a) / 2^36: far below a batch size
                 mid = 0.5 * (a + b)
                 a, b = (mid, b) if f(mid) <= 1.0 else (a, mid)
             return float(0.5 * (a + b))
