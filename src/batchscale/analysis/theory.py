@@ -291,8 +291,11 @@ class EigenbasisModel:
     which is exact when the rows' distribution is symmetric in each eigen-direction (Gaussian rows, for
     instance: M4 then maps diagonal P to diagonal, and off-diagonal P, which the loss does not see, never
     feeds the diagonal). One d×d eigendecomposition per (η, m) against one of d(d+1)/2 for the full
-    recursion: on the default least-squares study (d = 65) it is about 10⁴ times cheaper, and agrees with the
-    full recursion to < 0.1% in k wherever ηλ₁ < 1.9 (tests/test_theory.py).
+    recursion. On the default least-squares study (d = 65, Gaussian features and a bias column) it took
+    0.2 s of CPU for 15 batch sizes where the full recursion took 97 s, and its k agreed with the full
+    recursion's to 0.1% up to ηλ₁ = 1.82 (m = 72), 0.7% at 1.87 and 6% at 1.92 (m = 76), next to the
+    mean-square edge (m = 76.9 here, 76.8 by the full recursion). tests/test_theory.py checks that it is
+    exact on sign-symmetric rows and follows the full recursion on Gaussian ones.
     """
 
     lam: np.ndarray
