@@ -16,8 +16,8 @@ from batchscale.analysis import trace_grids
 from batchscale.report import figures
 from batchscale.analysis.study import study_tables, write_tables
 from batchscale.report.figures import base, comparison, contours, loss_curves, speedup, steps_examples
-from batchscale.report.figures.accuracy_error import accuracy_error_figure
-from batchscale.report.figures.registry import FIGURES
+from batchscale.report.figures import accuracy_error
+from batchscale.report.figures.registry import FIGURES, FigureInputs
 from batchscale.spec.manifest import NOISE_FIGURES, STUDY_FIGURES, TUNED_FIGURES, names
 from batchscale.analysis.external import analyze_external
 
@@ -241,37 +241,90 @@ def test_speedup_marks_batch_sizes_that_never_reach_eps_and_draws_no_missing_bar
     assert "none (one seed)" in fig.get_suptitle()
 
 
-def test_accuracy_linear_error_figure_draws_the_informative_error(analysis):
-    fig = accuracy_error_figure(analysis["accuracy"], analysis["linear_error"], study="toy_study")
-    left, right = fig.axes
-    assert "toy_study" in left.get_title() and "LSR" in left.get_title()
-    assert _is_log2(left.xaxis) and right.get_yscale() == "log"
-    # the relative error where the run first reaches eps is preferred over the final one (about 0)
-    assert "k(m; \u03b5)" in right.get_ylabel() and "relative" in right.get_ylabel()
-    assert "relative linear approximation error where the run first reaches" in left.get_title()
-    err = [line for line in right.lines if line.get_gid() == "linear_error"][0]
-    lsr = analysis["linear_error"]
-    lsr = lsr[(lsr.strategy == "lsr") & (lsr.point == "at_threshold")].sort_values("batch_size")
-    np.testing.assert_allclose(err.get_ydata(), lsr.relative_mean.dropna())
-    np.testing.assert_allclose(err.get_ydata()[:3], [0.01, 0.02, 0.04])  # 0.01 m/8 at m = 8, 16, 32
-    assert [line.get_gid() for line in left.lines].count("accuracy") == 1
-    diverged = [line for line in left.lines if line.get_gid() == "diverged"]
-    assert len(diverged) == 1 and list(diverged[0].get_xdata()) == [64]
-    # without any linear-error measurement the figure says so and draws accuracy only
-    bare = accuracy_error_figure(analysis["accuracy"], None, study="toy_study")
-    assert len(bare.axes) == 1 and "no linear approximation error" in bare.axes[0].get_title()
+def _errorbar_lines(ax, gid):
+    return [line for line in ax.lines if line.get_gid() == gid]
 
 
-def test_a_regression_study_gets_no_accuracy_axis(analysis):
-    # least squares: accuracy.csv has no accuracy; an empty accuracy axis would read as 0 %
-    accuracy = analysis["accuracy"].copy()
-    accuracy[["test_acc_mean_pct", "train_acc_mean_pct"]] = np.nan
-    fig = accuracy_error_figure(accuracy, analysis["linear_error"], study="toy_study")
+def accuracy_table() -> pd.DataFrame:
+    """accuracy.csv by hand: 98-99% test accuracy, sd 0.1-0.4 points, one diverged seed (lsr at m = 64)."""
+    rows = []
+    for i, strategy in enumerate(STRATEGIES):
+        for j, m in enumerate(SIZES):
+            rows.append({"strategy": strategy, "batch_size": m, "test_acc_mean_pct": 98.9 - 0.2 * j - 0.1 * i,
+                         "test_acc_sd_pct": 0.1 * (j + 1), "train_acc_mean_pct": 100.0 - 0.3 * j,
+                         "train_acc_sd_pct": 0.05, "n_seeds": 2, "n_diverged": int((strategy, m) == DIVERGED[:2])})
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_figure_draws_every_strategy_with_intervals_on_an_honest_axis():
+    accuracy = accuracy_table()
+    fig = accuracy_error.accuracy_figure(accuracy, study="toy_study", test_size=360, classes=10)
+    test, train = fig.axes[:2]
+    for ax, name in ((test, "test_acc"), (train, "train_acc")):
+        for strategy in STRATEGIES:
+            (line,) = _errorbar_lines(ax, f"{name} {strategy}")
+            rows = accuracy[accuracy.strategy == strategy].sort_values("batch_size")
+            np.testing.assert_allclose(line.get_ydata(), rows[f"{name}_mean_pct"])
+    # bars are mean ± sd, and say so
+    bars = [c for c in test.containers if c.lines[0].get_gid() == "test_acc lsr"][0].lines[2][0]  # (data, caps, bars)
+    lsr = accuracy[accuracy.strategy == "lsr"].sort_values("batch_size")
+    np.testing.assert_allclose([seg[1][1] - seg[0][1] for seg in bars.get_segments()], 2 * lsr.test_acc_sd_pct)
+    assert "bars: mean \u00b1 sd over seeds" in test.get_title().replace("\n", " ")
+    bottom, top = test.get_ylim()
+    assert (bottom, top) == (90.0, 100.5) and train.get_ylim() == test.get_ylim()
+    assert "360 test examples: one is 0.28 points" in test.get_title().replace("\n", " ")
+    # chance (10%) lies below this axis: not drawn; the diverged seed is marked in its strategy's panel
+    assert not [line for line in test.lines if "chance" in str(line.get_label())]
+    assert list(_errorbar_lines(test, "diverged lsr")[0].get_xdata()) == pytest.approx([64], rel=0.05)
+    low = accuracy.assign(test_acc_mean_pct=accuracy.test_acc_mean_pct - 80)  # about 18%: chance is on the axis
+    fig = accuracy_error.accuracy_figure(low, study="toy_study", test_size=360, classes=10)
+    assert fig.axes[0].get_ylim()[0] == 10.0 and [line for line in fig.axes[0].lines if "chance" in line.get_label()]
+    # the analysis's interval, where accuracy.csv has one, replaces mean ± sd
+    with_interval = accuracy.assign(test_acc_low_pct=accuracy.test_acc_mean_pct - 1,
+                                    test_acc_high_pct=accuracy.test_acc_mean_pct + 2,
+                                    test_acc_interval_kind="student_t")
+    fig = accuracy_error.accuracy_figure(with_interval, study="toy_study")
+    title = fig.axes[0].get_title().replace("\n", " ")
+    assert "bars: student t" in title and "not recorded" in title
+
+
+def test_accuracy_axis_spans_at_least_ten_points_and_reaches_down_to_the_data():
+    assert accuracy_error.accuracy_limits([98.2, 99.0]) == (90.0, 100.5)
+    assert accuracy_error.accuracy_limits([43.1, 80.0]) == (40.0, 100.5)
+    assert accuracy_error.accuracy_limits([]) == (90.0, 100.5)
+
+
+def test_fig2_is_accuracy_alone_without_a_linear_error_panel(analysis):
+    tables = {"accuracy": analysis["accuracy"], "linear_error": analysis["linear_error"]}
+    config = {"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "evaluation": {"linear_approx": False}}
+    fig = FIGURES["fig2_accuracy_linear_error"](FigureInputs(tables, config, "toy_study", None))
+    assert len(fig.axes) == 2 and all("accuracy" in ax.get_title() for ax in fig.axes)
+    assert not any("linear" in ax.get_ylabel() for ax in fig.axes)
+    # a regression study that the theory does not describe has nothing to draw, and says so
+    accuracy = analysis["accuracy"].assign(test_acc_mean_pct=np.nan, train_acc_mean_pct=np.nan)
+    fig = FIGURES["fig2_accuracy_linear_error"](FigureInputs({"accuracy": accuracy}, config, "toy_study", None))
+    assert any("regression" in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_fig2_of_a_least_squares_study_draws_the_linear_error_beside_its_prediction(analysis):
+    config = {"dataset": {"name": "least_squares"}, "model": {"name": "linear"}}
+    errors = analysis["linear_error"].copy()
+    errors["absolute_mean"], errors["absolute_sd"] = errors["relative_mean"], errors["relative_sd"]
+    predicted = {"predicted_linear_error": {"lsr": {"8": 1e-4, "16": 4e-4, "32": None, "64": 1.6e-3}}}
+    tables = {"accuracy": analysis["accuracy"], "linear_error": errors, "theory": predicted}
+    fig = FIGURES["fig2_accuracy_linear_error"](FigureInputs(tables, config, "toy_study", None))
     (ax,) = fig.axes
-    assert "regression" in ax.get_title() and "accuracy (%)" not in ax.get_ylabel()
-    assert ax.get_yscale() == "log" and [line.get_gid() for line in ax.lines].count("linear_error") == 1
-    diverged = [line for line in ax.lines if line.get_gid() == "diverged"]
-    assert len(diverged) == 1 and list(diverged[0].get_xdata()) == [64]
+    assert ax.get_yscale() == "log" and _is_log2(ax.xaxis) and "linear approx" in ax.get_ylabel()
+    for strategy in STRATEGIES:
+        (measured,) = _errorbar_lines(ax, f"measured {strategy}")
+        rows = errors[(errors.strategy == strategy) & (errors.point == "at_threshold")].sort_values("batch_size")
+        np.testing.assert_allclose(measured.get_ydata(), rows.absolute_mean.dropna())
+    (line,) = _errorbar_lines(ax, "predicted lsr")
+    assert list(line.get_xdata()) == [8, 16, 64] and list(line.get_ydata()) == [1e-4, 4e-4, 1.6e-3]
+    assert not _errorbar_lines(ax, "predicted blr")
+    # without theory.json the figure says where the prediction would come from
+    fig = FIGURES["fig2_accuracy_linear_error"](FigureInputs({"linear_error": errors}, config, "toy_study", None))
+    assert "needs theory.json" in fig.get_suptitle()
 
 
 def test_steps_vs_examples_figure_draws_the_analysis_fit_only_where_meaningful(analysis, table):
@@ -326,7 +379,7 @@ def test_draw_study_figures_writes_every_file(cube, tmp_path):
     out = tmp_path / "figures"
     paths = figures.draw_study_figures(cube_path, STUDY, out, tmp_path)
     expected = {f"{name}.{ext}" for name in names(STUDY_FIGURES) for ext in ("png", "svg")}
-    assert len(paths) == 12 and {p.name for p in paths} == expected  # 6 figures (noise_scale only where traced)
+    assert len(paths) == 14 and {p.name for p in paths} == expected  # 7 figures (noise_scale only where traced)
     assert {p.name for p in out.iterdir()} == expected
     assert all(p.stat().st_size > 1000 for p in paths)
 
@@ -418,3 +471,53 @@ def test_an_empty_count_axis_draws():
     fig.savefig(io.BytesIO(), format="png")
     low, high = axes[0, 0].get_xlim()
     assert 0 < low <= 1.0 and high >= 10.0 and axes[0, 0].get_yscale() == "log"
+
+
+def _all_text(fig) -> str:
+    texts = [fig.get_suptitle()] + [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title()] + [t.get_text() for t in ax.texts]
+        if ax.get_legend():
+            texts += [t.get_text() for t in ax.get_legend().get_texts()]
+    return "\n".join(texts)
+
+
+def test_every_per_strategy_figure_draws_every_strategy(cube):
+    """fig5 drew BLR and LSR only; a strategy of the study without a fixed style (here one outside the
+    registry) is drawn like the others, in a style of its own."""
+    extra = cube.sel(strategy=["lsr"]).assign_coords(strategy=["newrule"])
+    four = xr.concat([cube, extra], dim="strategy")
+    tables = study_tables(four, STUDY)
+    inputs = FigureInputs(tables, STUDY, "toy_study", four)
+    strategies = STRATEGIES + ["newrule"]
+    for name in ("fig1_train_loss_contours", "fig5_test_loss_contours", "fig2_speedup", "steps_vs_examples",
+                 "loss_curves", "fig2_accuracy_linear_error"):
+        text = _all_text(FIGURES[name](inputs))
+        for strategy in strategies:
+            assert base.strategy_style(strategy, strategies.index(strategy))["label"] in text, (name, strategy)
+
+
+def test_strategies_without_a_fixed_style_get_their_own_from_the_registry():
+    fixed = {base.strategy_style(s)["color"] for s in base.STRATEGY_STYLES}
+    tuned, adam = base.strategy_style("tuned", 7), base.strategy_style("adam_srsr", 0)
+    assert tuned == base.strategy_style("tuned", 0)  # the same in every figure, whatever its position there
+    assert tuned["color"] not in fixed and adam["color"] not in fixed and tuned["color"] != adam["color"]
+    assert base.strategy_style("someone_elses", 1)["color"] not in ("#F0E442",)
+
+
+@pytest.mark.parametrize("sizes", [SIZES, [8, 16, 32, 40, 44, 46, 48, 52, 64, 128]])
+def test_no_text_of_a_study_figure_collides(monkeypatch, sizes):
+    """Titles, axis labels, tick labels, legends and annotations of every study figure keep apart, also with
+    batch sizes that are not powers of two (72, 76, 78 between 64 and 128 in the least-squares study)."""
+    import sys
+
+    from figure_text import collisions
+
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "SIZES", sizes)
+    monkeypatch.setattr(module, "EPOCHS_STEPS", {m: 3200 // m for m in sizes})
+    fine = make_cube()
+    tables = study_tables(fine, STUDY)
+    inputs = FigureInputs(tables, dict(STUDY, batch_sizes=sizes), "toy_study (a synthetic study)", fine)
+    for name in names(STUDY_FIGURES):
+        assert collisions(FIGURES[name](inputs)) == [], name

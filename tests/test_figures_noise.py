@@ -60,3 +60,20 @@ def test_local_critical_batch_brackets():
     assert (list(at_least.get_xdata()), list(at_least.get_ydata())) == ([1600.0], [256.0])
     below, = by_gid(ax, "below")
     assert (list(below.get_xdata()), list(below.get_ydata())) == ([16000.0], [32.0])
+
+
+def test_noise_figure_labels_keep_apart_with_the_exact_row():
+    """Issue 23: the two rows' y labels ran into each other; now short, on the first column, one legend."""
+    from figure_text import collisions
+
+    from batchscale.report.figures.noise import noise_scale_figure
+
+    rows = [{"strategy": s, "batch_size": m, "seed": 0, "examples_seen": x, "b_simple": 50.0 + x / 100,
+             "b_simple_exact": 55.0 + x / 100} for s in ("blr", "lsr") for m in (4, 16, 64) for x in (10, 100, 1000)]
+    versus = pd.DataFrame({"strategy": ["blr", "lsr"], "B_crit": [20.0, 40.0], "B_crit_low": [10.0, 30.0],
+                           "B_crit_high": [30.0, 50.0], "B_crit_overhead": [15.0, 25.0]})
+    fig = noise_scale_figure(pd.DataFrame(rows), versus, "toy")
+    assert collisions(fig) == []
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["B_simple, two-batch (examples)", "", "B_simple, exact (examples)", ""]
+    assert "tr \u03a3 / |G|\u00b2" in fig.get_suptitle() and len(fig.legends) == 1

@@ -2,6 +2,7 @@
 an independent enumeration of every batch sequence."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -145,3 +146,111 @@ def test_mbb_step_is_stable_and_twice_the_limit_is_not():
         assert th.expected_loss_curve(problem, eta, m).spectral_radius < 1.0
     # beyond 2/λ₁ even gradient descent diverges
     assert th.expected_loss_curve(problem, 2.05 / problem.lambda_max, 512).spectral_radius > 1.0
+
+
+def sign_symmetric_problem(base_rows, w_star, w0):
+    """Every sign pattern of each base row: the rows' distribution is symmetric in each coordinate, so H is
+    diagonal and the fourth-moment map sends diagonal P to diagonal P: the diagonal closure is exact."""
+    base = np.asarray(base_rows, dtype=float)
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=base.shape[1])))
+    X = (base[:, None, :] * signs[None, :, :]).reshape(-1, base.shape[1])
+    return th.LeastSquaresProblem(X=X, w_star=np.asarray(w_star, float), w0=np.asarray(w0, float))
+
+
+def test_diagonal_closure_is_exact_for_a_sign_symmetric_design():
+    problem = sign_symmetric_problem([[1.0, 0.3, 0.5], [0.2, 1.4, 0.1], [0.6, 0.8, 1.1]], [0.6, -1.1, 0.4],
+                                     [0.1, 0.2, -0.3])
+    model = th.eigenbasis_model(problem.X)
+    p0 = th.diagonal_second_moment(model, [problem.w0 - problem.w_star])
+    readout = 0.5 * model.lam
+    for eta, m in ((0.3, 1), (0.7, 4), (1.1, 12)):
+        losses, _ = th.diagonal_run(model, p0, [eta] * 30, m, readout)
+        np.testing.assert_allclose(losses, th.expected_loss_curve(problem, eta, m).at(range(31)), rtol=1e-9)
+        assert th.diagonal_spectral_radius(model, eta, m) == pytest.approx(
+            th.expected_loss_curve(problem, eta, m).spectral_radius, rel=1e-9)
+    # a rate that changes (a warm-up over 3 steps, then constant) is followed step by step
+    rates = [0.1, 0.3, 0.5] + [0.7] * 10
+    losses, moment = th.diagonal_run(model, p0, rates, 4, readout, at=5)
+    e0 = problem.w0 - problem.w_star
+    P, direct, moments = np.outer(e0, e0), [], []
+    for eta in rates + [None]:
+        direct.append(0.5 * np.trace(problem.H @ P))
+        moments.append(np.diag(model.U.T @ P @ model.U))
+        if eta is not None:
+            P = reference.second_moment_step(problem, P, eta, 4)
+    np.testing.assert_allclose(losses, direct, rtol=1e-9)
+    np.testing.assert_allclose(moment, moments[5], rtol=1e-9)
+    assert th.diagonal_segments(rates) == [(0.1, 1), (0.3, 1), (0.5, 1), (0.7, 10)]
+
+
+def test_diagonal_closure_follows_the_full_recursion_on_gaussian_rows():
+    # Gaussian rows in a random basis: the empirical fourth moments are symmetric only up to sampling
+    problem = reference.interpolating_least_squares(n=2048, d=8, seed=4, w0_scale=0.3)
+    model = th.eigenbasis_model(problem.X)
+    p0 = th.diagonal_second_moment(model, [problem.w0 - problem.w_star])
+    eps = 0.01 * problem.initial_loss
+    for m in (1, 4, 16, 64):
+        for eta in (0.2 / problem.lambda_max, 1.0 / problem.lambda_max, 1.6 / problem.lambda_max):
+            full = th.expected_steps_to_loss(problem, eta, m, eps)
+            assert th.diagonal_spectral_radius(model, eta, m) == pytest.approx(
+                th.expected_loss_curve(problem, eta, m).spectral_radius, rel=2e-3)
+            losses, _ = th.diagonal_run(model, p0, [eta] * 400, m, 0.5 * model.lam)
+            hits = np.flatnonzero(losses <= eps)
+            if full["diverged"]:  # m = 1 at the larger rates, m = 4 at 1.6/λ₁
+                assert not hits.size and losses[-1] > 1e3 * losses[0]
+            else:  # the integer step of the first crossing; `full` interpolates below it
+                assert hits[0] - 1 <= full["k"] <= hits[0]
+
+
+def small_study(**changes) -> dict:
+    """A resolved least-squares study small enough for a unit test (512 rows, d = 8 + bias)."""
+    from batchscale.validate import load_config
+
+    study = {"dataset": {"name": "least_squares", "options": {"n_train": 512, "n_test": 64, "dim": 8, "noise": 0.0}},
+             "model": {"name": "linear"}, "optimizer": {"momentum": 0.0}, "eta0": 0.2, "base_batch": 2,
+             "strategies": ["blr", "lsr"], "epochs": 4, "threshold": {"fixed": 0.01}, "metrics": ["train_loss"],
+             "batch_sizes": [2, 4, 8, 12, 16, 32], "seeds": [0, 1]}
+    study.update(changes)
+    return load_config({"studies": {"ls": study}})["studies"]["ls"]
+
+
+def test_first_crossing_and_crossing_batch_by_hand():
+    from batchscale.analysis.theory_check import crossing_batch, first_crossing
+
+    # loss 0.5^t: eps = 0.2 between t = 2 (0.25) and 3 (0.125), in log loss: 2 + ln(1.25)/ln(2)
+    k, diverged = first_crossing(0.5 ** np.arange(10), 0.2, 10.0)
+    assert k == pytest.approx(2 + math.log(1.25) / math.log(2)) and not diverged
+    assert first_crossing(np.ones(5), 0.5, 10.0) == (math.inf, False)
+    assert first_crossing(np.array([1.0, 5.0, 20.0, 0.001]), 0.01, 10.0) == (math.inf, True)
+    assert first_crossing(np.array([1.0, np.inf]), 0.01, 10.0) == (math.inf, True)
+    assert crossing_batch(lambda m: m / 10.0, 1.0, 100.0) == pytest.approx(10.0)
+    assert crossing_batch(lambda m: m / 1000.0, 1.0, 100.0) is None
+
+
+def test_theory_document_predicts_k_and_the_stability_edges():
+    from batchscale.analysis.theory_check import theory_document
+
+    doc = theory_document(small_study())
+    assert doc["prediction"]["available"] and doc["prediction"]["threshold"] == 0.01
+    k, grid, radius = doc["predicted_k"], doc["predicted_k_on_grid"], doc["spectral_radius"]
+    assert k["blr"]["2"] == k["lsr"]["2"]  # the same run at m0
+    assert 0.45 < k["lsr"]["8"] / k["lsr"]["4"] < 0.55  # lsr halves k while the rate is far from the edge
+    assert k["blr"]["32"] is None  # 4 epochs of 16 steps end before the blr target
+    assert all(g >= v for s in k for v, g in zip(k[s].values(), grid[s].values()) if v is not None)
+    edges = doc["stability_edges"]
+    assert edges["blr"] == {"gradient_descent": None, "mean_square": None}
+    assert edges["lsr"]["gradient_descent"] == pytest.approx(2 * 2 / (0.2 * doc["lambda_max"]), rel=1e-9)
+    assert 12 < edges["lsr"]["mean_square"] < edges["lsr"]["gradient_descent"] < 32
+    assert radius["lsr"]["32"] > 1.0 > radius["lsr"]["12"] and k["lsr"]["32"] is None
+    assert all(v is None or v > 0 for v in doc["predicted_linear_error"]["lsr"].values())
+    json.dumps(doc, allow_nan=False)  # JSON-safe: no inf or NaN
+
+
+@pytest.mark.parametrize("change, note", [({"optimizer": {"momentum": 0.9}}, "no momentum"),
+                                          ({"threshold": "lower_quartile_of_largest"}, "not fixed")])
+def test_theory_document_says_why_it_does_not_predict(change, note):
+    from batchscale.analysis.theory_check import theory_document
+
+    doc = theory_document(small_study(**change))
+    assert not doc["prediction"]["available"] and note in doc["prediction"]["note"]
+    assert "predicted_k" not in doc and "lambda_max" in doc

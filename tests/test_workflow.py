@@ -14,7 +14,7 @@ from conftest import snakemake, tiny_config, write_config
 pytestmark = pytest.mark.slow
 
 FIGURES = ["fig1_train_loss_contours", "fig5_test_loss_contours", "fig2_speedup", "fig2_accuracy_linear_error",
-           "steps_vs_examples", "loss_curves"]
+           "steps_vs_examples", "loss_curves", "critical_vs_threshold"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The least-squares theory check of a study: λ₁, β and the batch size at which linear learning-rate scaling
 breaks down, predicted from the data (theory.json, `batchscale.analysis.theory_check`) and measured from the
-speedup table.
+speedup table; the recursion's k(m) and stability edges beside the measured k(m) and diverged seeds
+(`theory_figure_numbers`, what the theory figure draws).
 
 Which studies the theory describes is a question of the config: spec.studies.has_theory.
 """
@@ -8,9 +9,9 @@ Which studies the theory describes is a question of the config: spec.studies.has
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from batchscale.analysis import theory
-from batchscale.spec.strategies import STRATEGIES, peak_learning_rate
 
 
 def design_matrix(x, bias: bool = True) -> np.ndarray:
@@ -98,54 +99,100 @@ def breakdown_agrees(predicted: int | None, measured: int | None) -> bool | None
       measured: the measured one (None: none measured).
 
     Returns:
-      True when measured at the predicted batch size or one doubling earlier; None when neither is there;
-      False otherwise.
+      True when measured lies in [predicted / 2, predicted] (on a grid of powers of two: the predicted size
+      or one doubling earlier; on a finer grid any size up to a factor 2 below it, where SGD's mean-square
+      edge lies); None when neither is there; False otherwise.
     """
     if predicted is None or measured is None:
         return None if predicted is None and measured is None else False
-    return measured in (predicted, predicted // 2)
+    return predicted / 2 <= measured <= predicted
 
 
-def rule_rates(strategies, eta0: float, batch_sizes, base_batch: int) -> dict:
-    """The learning rate each fixed rule gives at every batch size (before warm-up and schedule).
-
-    Args:
-      strategies: strategy names; searched ones (tuned) have no rule and are left out.
-      eta0: the base learning rate.
-      batch_sizes: the batch sizes.
-      base_batch: m0.
-
-    Returns:
-      {strategy: [eta(m) for m in batch_sizes]}.
-    """
-    return {strategy: [peak_learning_rate(strategy, eta0, m, base_batch) for m in batch_sizes]
-            for strategy in strategies if strategy in STRATEGIES and not STRATEGIES[strategy].searched}
+THEORY_COLUMNS = ("strategy", "batch_size", "predicted_k", "predicted_k_on_grid", "spectral_radius",
+                  "predicted_linear_error", "measured_k", "measured_low", "measured_high", "interval_kind",
+                  "ratio", "n_seeds", "n_reached", "n_diverged", "diverged_fraction")
 
 
-def theory_figure_numbers(theory_doc: dict, common, metric: str = "train_loss", points: int = 200) -> dict:
-    """What the theory figure draws beside the measured speedups.
+def theory_rows(theory_doc: dict, common: pd.DataFrame, metric: str = "train_loss") -> pd.DataFrame:
+    """The prediction of theory.json beside the measurement of speedup_common.csv, per strategy and batch size.
 
     Args:
       theory_doc: the study's theory.json.
       common: its speedup_common.csv.
-      metric: the metric of the speedups.
-      points: points of Ma et al.'s step curve between the smallest and largest batch size.
+      metric: the metric of the measurement (the prediction is of the train loss).
 
     Returns:
-      {rows (the speedup rows of `metric`), predicted and measured (the lsr breakdown; the measured one is
-      None without lsr), rates (`rule_rates` of the strategies of the rows at the study's batch sizes),
-      mbb_sizes and mbb_step (Ma et al.'s m / (β + (m − 1) λ₁) on a log-spaced grid)}.
+      THEORY_COLUMNS, one row per strategy with a prediction (every measured strategy when there is none)
+      and measured batch size: ratio = measured k_mean / predicted k on the evaluation grid (NaN unless
+      both are finite), diverged_fraction = n_diverged / n_seeds; NaN where theory.json has no value.
     """
-    rows = common[common["metric"] == metric]
-    base = int(theory_doc["base_batch"])
-    sizes = np.array(theory_doc["batch_sizes"], dtype=float)
-    lsr = rows[rows["strategy"] == "lsr"]
-    dense = np.geomspace(sizes.min(), sizes.max(), points)
-    return {
-        "rows": rows,
-        "predicted": theory_doc.get("predicted_lsr_breakdown"),
-        "measured": measured_breakdown(lsr, base) if not lsr.empty else None,
-        "rates": rule_rates(list(rows["strategy"].unique()), theory_doc["eta0"], sizes, base),
-        "mbb_sizes": dense,
-        "mbb_step": theory.mbb_step(dense, theory_doc["beta"], theory_doc["lambda_max"]),
-    }
+    rows = common[common["metric"].astype(str) == metric]
+    predicted = theory_doc.get("predicted_k") or {}
+    out = []
+    for strategy, part in rows.groupby("strategy", sort=False):
+        strategy = str(strategy)
+        for row in part.sort_values("batch_size").itertuples(index=False):
+            key = str(int(row.batch_size))
+
+            def value(name):
+                got = (theory_doc.get(name) or {}).get(strategy, {}).get(key)
+                return np.nan if got is None else float(got)
+
+            on_grid, measured = value("predicted_k_on_grid"), float(row.k_mean)
+            ratio = measured / on_grid if np.isfinite(measured) and np.isfinite(on_grid) else np.nan
+            seeds = int(row.n_seeds)
+            out.append({"strategy": strategy, "batch_size": int(row.batch_size), "predicted_k": value("predicted_k"),
+                        "predicted_k_on_grid": on_grid, "spectral_radius": value("spectral_radius"),
+                        "predicted_linear_error": value("predicted_linear_error"), "measured_k": measured,
+                        "measured_low": float(row.k_low), "measured_high": float(row.k_high),
+                        "interval_kind": str(row.interval_kind), "ratio": ratio, "n_seeds": seeds,
+                        "n_reached": int(row.n_reached), "n_diverged": int(row.n_diverged),
+                        "diverged_fraction": int(row.n_diverged) / seeds if seeds else np.nan})
+    table = pd.DataFrame(out, columns=list(THEORY_COLUMNS))
+    if predicted:
+        table = table[table["strategy"].isin(list(predicted))]
+    return table.reset_index(drop=True)
+
+
+def edge_window(sizes, edges, margin: float = 1.1) -> tuple[float, float] | None:
+    """The batch sizes the stability-edge panel spans: from the largest size at or below min(edges)/margin to
+    the smallest at or above max(edges)·margin (the ends of `sizes` where none is); None without an edge."""
+    edges = [float(e) for e in edges if e is not None and np.isfinite(e)]
+    if not edges:
+        return None
+    sizes = np.sort(np.asarray(sizes, dtype=float))
+    below = sizes[sizes <= min(edges) / margin]
+    above = sizes[sizes >= max(edges) * margin]
+    return (float(below[-1]) if below.size else float(sizes[0]), float(above[0]) if above.size else float(sizes[-1]))
+
+
+def theory_figure_numbers(theory_doc: dict, common: pd.DataFrame, metric: str = "train_loss") -> dict:
+    """What the theory figure draws (theory.json beside speedup_common.csv).
+
+    Args:
+      theory_doc: the study's theory.json.
+      common: its speedup_common.csv.
+      metric: the metric of the measurement.
+
+    Returns:
+      {rows (`theory_rows`), agreement ({strategy: {max_deviation: the largest |ratio - 1| where both k are
+      finite, up_to: the largest batch size it covers}}: the sizes up to the edge window's lower end, where
+      the recursion's mean over rare excursions is not yet what a typical run does), edges (theory.json's stability_edges of the
+      strategies that have one), window (`edge_window` over those edges), threshold (the measurement's eps),
+      prediction (theory.json's prediction block), lambda_max}.
+    """
+    rows = theory_rows(theory_doc, common, metric)
+    edges = {s: e for s, e in (theory_doc.get("stability_edges") or {}).items()
+             if any(v is not None for v in e.values())}
+    window = edge_window(theory_doc["batch_sizes"], [v for e in edges.values() for v in e.values()])
+    agreement = {}
+    for strategy, part in rows.groupby("strategy", sort=False):
+        inside = part["batch_size"] <= (window[0] if window else np.inf)
+        ratio = part.loc[inside, "ratio"].dropna()
+        if len(ratio):
+            agreement[strategy] = {"max_deviation": float(np.max(np.abs(ratio - 1.0))),
+                                   "up_to": int(part.loc[inside, "batch_size"].max())}
+    threshold = common.loc[common["metric"].astype(str) == metric, "threshold"]
+    return {"rows": rows, "agreement": agreement, "edges": edges, "window": window,
+            "threshold": float(threshold.iloc[0]) if len(threshold) else float("nan"),
+            "prediction": theory_doc.get("prediction", {}), "lambda_max": theory_doc["lambda_max"]}

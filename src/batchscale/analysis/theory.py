@@ -273,3 +273,105 @@ def expected_steps_to_loss(problem: LeastSquaresProblem, eta: float, m: int, eps
     """k(m; ε) of SGD with step η and batch m on `problem`, exactly in expectation (see module doc)."""
     curve = expected_loss_curve(problem, eta, m, replacement)
     return steps_to_expected_loss(curve, eps, max_steps=max_steps, divergence_factor=divergence_factor)
+
+
+# --------------------------------------------------------------------------------------------
+# The recursion closed on the diagonal of P in H's eigenbasis (d dimensions instead of d(d+1)/2)
+
+
+@dataclass(frozen=True)
+class EigenbasisModel:
+    """What the diagonal closure of the recursion needs: H = U diag(λ) Uᵀ and the fourth moments K.
+
+    With y_i = Uᵀx_i, K_ab = (1/n) Σ_i y_ia² y_ib². Keeping only the diagonal p of UᵀPU, the recursion
+    becomes p ↦ A p with the symmetric d×d matrix
+
+        A(η, m) = diag(1 − 2ηλ + η² cH λ²) + η² c4 K,
+
+    which is exact when the rows' distribution is symmetric in each eigen-direction (Gaussian rows, for
+    instance: M4 then maps diagonal P to diagonal, and off-diagonal P, which the loss does not see, never
+    feeds the diagonal). One d×d eigendecomposition per (η, m) against one of d(d+1)/2 for the full
+    recursion. On the default least-squares study (d = 65, Gaussian features and a bias column) it took
+    0.2 s of CPU for 15 batch sizes where the full recursion took 97 s, and its k agreed with the full
+    recursion's to 0.1% up to ηλ₁ = 1.82 (m = 72), 0.7% at 1.87 and 6% at 1.92 (m = 76), next to the
+    mean-square edge (m = 76.9 here, 76.8 by the full recursion). tests/test_theory.py checks that it is
+    exact on sign-symmetric rows and follows the full recursion on Gaussian ones.
+    """
+
+    lam: np.ndarray
+    U: np.ndarray
+    K: np.ndarray
+    n: int
+
+
+def eigenbasis_model(X) -> EigenbasisModel:
+    """The `EigenbasisModel` of the rows X (n × d)."""
+    X = np.asarray(X, dtype=float)
+    lam, U = np.linalg.eigh(hessian(X))
+    Y2 = (X @ U) ** 2
+    return EigenbasisModel(lam=lam, U=U, K=Y2.T @ Y2 / X.shape[0], n=int(X.shape[0]))
+
+
+def diagonal_second_moment(model: EigenbasisModel, errors) -> np.ndarray:
+    """p0: the mean over the rows of `errors` (initial errors w0 − w*, one per row) of (Uᵀe)²."""
+    E = np.atleast_2d(np.asarray(errors, dtype=float)) @ model.U
+    return np.mean(E * E, axis=0)
+
+
+def diagonal_operator(model: EigenbasisModel, eta: float, m: float, replacement: bool = False) -> np.ndarray:
+    """A(η, m) of `EigenbasisModel` (m may be fractional: the coefficients are continuous in m)."""
+    if replacement:
+        c4, cH = 1.0 / m, (m - 1.0) / m
+    else:
+        c4, cH = (model.n - m) / (m * (model.n - 1.0)), model.n * (m - 1.0) / (m * (model.n - 1.0))
+    lam = model.lam
+    return np.diag(1.0 - 2.0 * eta * lam + eta * eta * cH * lam * lam) + eta * eta * c4 * model.K
+
+
+def diagonal_spectral_radius(model: EigenbasisModel, eta: float, m: float) -> float:
+    """The largest |eigenvalue| of A(η, m): E[L] grows without bound when it is > 1 (mean-square unstable)."""
+    return float(np.max(np.abs(np.linalg.eigvalsh(diagonal_operator(model, eta, m)))))
+
+
+def diagonal_segments(rates) -> list[tuple[float, int]]:
+    """(rate, number of steps) of each stretch of equal rates, in order."""
+    out: list[tuple[float, int]] = []
+    for rate in np.asarray(rates, dtype=float):
+        if out and out[-1][0] == rate:
+            out[-1] = (rate, out[-1][1] + 1)
+        else:
+            out.append((float(rate), 1))
+    return out
+
+
+def diagonal_run(model: EigenbasisModel, p0, rates, m: int, readout, at: int | None = None):
+    """E[L] at steps 0..T of a run (T = len(rates)), and the diagonal second moment after `at` steps.
+
+    Args:
+      model: the `EigenbasisModel`.
+      p0: the initial diagonal second moment (`diagonal_second_moment`).
+      rates: the step size of each update; each stretch of equal rates is propagated in closed form in the
+        eigenbasis of its A(η, m), so the cost is one d×d eigendecomposition per stretch and O(T d) in all.
+      m: the batch size.
+      readout: r with L = rᵀp (½λ for the loss on the rows of the model).
+      at: the step whose second moment to return (None: none).
+
+    Returns:
+      (losses of length T + 1, the second moment after `at` steps or None); non-finite once E[L] overflows.
+    """
+    readout = np.asarray(readout, dtype=float)
+    p = np.asarray(p0, dtype=float)
+    losses, moment, done = [np.array([readout @ p])], None, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for rate, count in diagonal_segments(rates):
+            mu, V = np.linalg.eigh(diagonal_operator(model, rate, m))
+            q = V.T @ p
+            powers = mu[None, :] ** np.arange(1, count + 1, dtype=float)[:, None]
+            losses.append(powers @ (q * (V.T @ readout)))
+            if at is not None and done <= at <= done + count:
+                moment = V @ (mu ** (at - done) * q)
+            p = V @ (mu ** count * q)
+            done += count
+    if at is not None and moment is None and at == 0:
+        moment = np.asarray(p0, dtype=float)
+    return np.concatenate(losses), moment

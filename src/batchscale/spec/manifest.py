@@ -70,6 +70,7 @@ STUDY_FIGURES = tuple(Output(name, name) for name in (
     "fig2_accuracy_linear_error",
     "steps_vs_examples",
     "loss_curves",
+    "critical_vs_threshold",
 ))
 # ... for a study that traces the noise scale.
 NOISE_FIGURES = (Output("noise_scale", "noise_scale"),)

@@ -25,6 +25,8 @@ draw with small ``plot_*(ax, rows)`` functions given the numbers to draw:
 - `tuned` -- ``tuned_steps_to_result``, ``tuned_eta_star``, ``tuned_trials`` of a tuned search.
 - `comparison` -- a comparison's ``speedup``: studies at their own eps and at a common eps.
 - `theory_check` -- ``theory_lsr_breakdown`` of a least-squares study.
+- `critical_threshold` -- ``critical_vs_threshold``: B_crit and the overhead-based critical batch across a
+  family of eps (critical_vs_threshold.csv; a message where the analysis did not write it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ from batchscale.spec.manifest import STUDY_FIGURES, STUDY_TABLES, TUNED_FIGURES,
 from batchscale.store.cube import open_cube
 from batchscale.store.records import read_csv, read_json
 
+# Files a figure reads beyond the manifest's STUDY_TABLES and TUNED_TABLES, when the study folder has them:
+# B_crit across eps, and a least-squares study's theory.json (its predicted linear approximation error).
+FIGURE_TABLES = ("critical_vs_threshold.csv", "theory.json")
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")  # each registers its figures
 
@@ -56,12 +62,12 @@ def read_study_tables(tables_dir) -> dict:
       tables_dir: the study's folder.
 
     Returns:
-      {stem: DataFrame or None} for every CSV file of STUDY_TABLES and TUNED_TABLES (None where absent) and
-      {"critical_batch": dict} ({} where absent).
+      {stem: DataFrame or None} for every CSV file of STUDY_TABLES, TUNED_TABLES and FIGURE_TABLES (None where
+      absent) and {"critical_batch": dict, "theory": dict} ({} where absent).
     """
     folder = Path(tables_dir)
     out = {}
-    for name in names(STUDY_TABLES + TUNED_TABLES):
+    for name in dict.fromkeys(names(STUDY_TABLES + TUNED_TABLES) + list(FIGURE_TABLES)):
         path = folder / name
         stem, _, ext = name.rpartition(".")
         if ext == "csv":

@@ -21,9 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from batchscale.spec.strategies import STRATEGIES
+
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "h", "*")
+# strategies without a fixed style (Paul Tol's muted set after Okabe-Ito's black, orange, sky blue)
+SPARE_COLORS = ("#000000", "#E69F00", "#56B4E9", "#882255", "#44AA99", "#999933", "#332288", "#AA4499")
 STRATEGY_STYLES = {
     "blr": {"color": "#0072B2", "marker": "o", "label": "BLR (same LR for every m)"},
     "lsr": {"color": "#D55E00", "marker": "s", "label": "LSR (LR \u221d m)"},
@@ -52,10 +56,16 @@ SVG_SALT = "batchscale"
 
 
 def strategy_style(strategy: str, index: int = 0) -> dict:
-    """Colour, marker and legend label of a strategy (fixed for the known ones, a cycle otherwise)."""
+    """Colour, marker and legend label of a strategy: fixed for those of STRATEGY_STYLES; for any other
+    strategy of the registry (spec.strategies: `tuned`, a new strategy's file) from its position among them,
+    so it looks the same in every figure; for a name outside the registry (an external CSV) from `index`.
+    The colours avoid the fixed ones and Okabe-Ito's pale yellow."""
     if strategy in STRATEGY_STYLES:
         return dict(STRATEGY_STYLES[strategy])
-    return {"color": OKABE_ITO[(index + 4) % len(OKABE_ITO)], "marker": MARKERS[index % len(MARKERS)],
+    others = [name for name in STRATEGIES if name not in STRATEGY_STYLES]
+    if strategy in others:
+        index = others.index(strategy)
+    return {"color": SPARE_COLORS[index % len(SPARE_COLORS)], "marker": MARKERS[(index + 4) % len(MARKERS)],
             "label": str(strategy)}
 
 
@@ -102,7 +112,10 @@ def pow2_label(value: float, _pos=None) -> str:
 
 def new_figure(ncols: int = 1, nrows: int = 1, panel=PANEL, sharey=False, sharex=False, extra_width=0.0,
                extra_height=0.0):
-    """A constrained-layout Figure on the Agg canvas and its 2-D array of axes."""
+    """A constrained-layout Figure on the Agg canvas and its 2-D array of axes. With the default panel size,
+    a figure of few columns is widened to MIN_WIDTH, so its title, legend and colour bar have room."""
+    if panel == PANEL and ncols * panel[0] + extra_width < MIN_WIDTH:
+        panel = ((MIN_WIDTH - extra_width) / ncols, panel[1])
     fig = Figure(figsize=(panel[0] * ncols + extra_width, panel[1] * nrows + extra_height), dpi=DPI,
                  layout="constrained")
     FigureCanvasAgg(fig)
@@ -117,15 +130,37 @@ def wrap_title(text: str, width_inches: float, fontsize: float = 11) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
+def batch_ticks(sizes, min_octaves: float | None = None, log: bool = True) -> list[int]:
+    """The batch sizes to label on a log2 axis: powers of two and the ends first, then any other size, each
+    only when it is at least `min_octaves` (default: 1/11 of the axis span, about a label's width on a
+    panel) from every label already taken, so that sizes such as 72, 76, 78 between 64 and 128 do not write
+    over each other. With ``log=False`` the same on a linear axis (the gap in units of m)."""
+    sizes = sorted({int(s) for s in sizes if s > 0})
+    if len(sizes) <= 1:
+        return sizes
+    position = math.log2 if log else float
+    span = position(sizes[-1]) - position(sizes[0])
+    gap = span / 11.0 if min_octaves is None else min_octaves
+    powers = [s for s in sizes if s & (s - 1) == 0]
+    order = [sizes[0], sizes[-1]] + powers + sizes
+    taken: list[int] = []
+    for size in order:
+        if size not in taken and all(abs(position(size) - position(t)) >= gap - 1e-9 for t in taken):
+            taken.append(size)
+    return sorted(taken)
+
+
 def batch_axis(ax, sizes, axis: str = "x") -> None:
-    """Log2 batch-size axis with a tick at every measured batch size."""
+    """Log2 batch-size axis: a label at the sizes `batch_ticks` picks, a minor tick at every other measured
+    size."""
     sizes = sorted({int(s) for s in sizes})
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
-    step = 1 if len(sizes) <= 10 else 2
-    target.set_major_locator(ticker.FixedLocator(sizes[::step]))
+    labelled = batch_ticks(sizes)
+    target.set_major_locator(ticker.FixedLocator(labelled))
     target.set_major_formatter(ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
-    target.set_minor_locator(ticker.NullLocator())
+    target.set_minor_locator(ticker.FixedLocator([s for s in sizes if s not in labelled]))
+    target.set_minor_formatter(ticker.NullFormatter())
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(BATCH_LABEL)
 
 
@@ -172,8 +207,9 @@ def legend_columns(fig: Figure, handles) -> int:
 
 
 def batch_edges(sizes) -> np.ndarray:
-    """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends)."""
-    m = np.asarray(sorted(sizes), dtype=float)
+    """Geometric midpoints between neighbouring batch sizes (and half a step beyond the ends); repeated sizes
+    count once."""
+    m = np.asarray(sorted({float(s) for s in sizes}), dtype=float)
     if m.size == 1:
         return np.array([m[0] / math.sqrt(2), m[0] * math.sqrt(2)])
     mids = np.sqrt(m[:-1] * m[1:])

@@ -28,6 +28,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from batchscale.report.figures.base import message_figure, new_figure, wrap_title
 from batchscale.report.figures.registry import FigureInputs, figure
@@ -37,6 +38,8 @@ CRITICAL_COLOR = "#000000"
 OVERHEAD_COLOR = "#D55E00"
 BRACKET_COLOR = "#0072B2"
 X_LABELS = {"step": "iterations (weight updates)", "examples_seen": "examples seen"}
+# short enough for a panel's height (the formula B_simple = tr Σ / |G|² is in the figure's title)
+Y_LABELS = {"b_simple": "B_simple, two-batch (examples)", "b_simple_exact": "B_simple, exact (examples)"}
 
 
 def _batch_colors(sizes) -> dict:
@@ -87,7 +90,7 @@ def plot_noise_scale(ax, table: pd.DataFrame, critical: pd.DataFrame | None = No
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel("noise scale B_simple = tr \u03a3 / |G|\u00b2 (examples)")
+    ax.set_ylabel(Y_LABELS.get(y, y))
     return ax
 
 
@@ -126,14 +129,25 @@ def critical_rows(versus: pd.DataFrame | None, strategy: str) -> pd.DataFrame | 
     return rows[columns].head(1) if len(rows) else None
 
 
+def noise_legend(over: pd.DataFrame, strategies: list) -> list:
+    """One legend for the figure: batch sizes (colour), strategies (dash), the critical batch lines."""
+    colors = _batch_colors(over["batch_size"])
+    handles = [Line2D([], [], color=color, lw=1.5, label=f"m = {m}") for m, color in colors.items()]
+    handles += [Line2D([], [], color="0.3", linestyle=STRATEGY_DASHES.get(s, "-"), label=s) for s in strategies]
+    handles += [Line2D([], [], color=CRITICAL_COLOR, lw=1.6, label="B_crit of the strategy (band: its interval)"),
+                Line2D([], [], color=OVERHEAD_COLOR, linestyle=":", lw=1.6, label="overhead-based critical batch")]
+    return handles
+
+
 def noise_scale_figure(over: pd.DataFrame | None, versus: pd.DataFrame | None, study: str = "study") -> Figure:
     """B_simple over training per strategy (a column each): two-batch estimate above, exact below when
-    traced; one line per run, coloured by batch size, the critical batch band across each panel."""
+    traced; one line per run, coloured by batch size, the critical batch band across each panel; y labels on
+    the first column only, one legend for the figure."""
     if over is None or not len(over):
         return message_figure(study, "no noise scale traced (set noise_scale.enabled: true)")
     strategies = list(dict.fromkeys(over["strategy"].astype(str)))
     exact = bool(np.isfinite(over["b_simple_exact"].to_numpy(float)).any())
-    fig, axes = new_figure(len(strategies), 2 if exact else 1, sharey=True)
+    fig, axes = new_figure(len(strategies), 2 if exact else 1, sharey=True, extra_height=0.6)
     for column, strategy in enumerate(strategies):
         runs = over[over["strategy"].astype(str) == strategy]
         critical = critical_rows(versus, strategy)
@@ -142,8 +156,12 @@ def noise_scale_figure(over: pd.DataFrame | None, versus: pd.DataFrame | None, s
             plot_noise_scale(ax, runs, critical, x="examples_seen", y=y)
             ax.set_title(f"{strategy}: {'two-batch estimate' if y == 'b_simple' else 'exact (per-example)'}",
                          fontsize=9)
-        axes[0, column].legend(fontsize=6, loc="best")
-    fig.suptitle(wrap_title(f"{study}\ngradient noise scale over training", fig.get_figwidth(), 9), fontsize=9)
+            if column:
+                ax.set_ylabel("")
+    handles = noise_legend(over, strategies)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(wrap_title(f"{study}\ngradient noise scale B_simple = tr \u03a3 / |G|\u00b2 over training, one "
+                            "line per run", fig.get_figwidth(), 10), fontsize=10)
     return fig
 
 

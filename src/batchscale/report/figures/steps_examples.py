@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from batchscale.report.figures.base import (
     MIN_WIDTH,
     PANEL,
+    batch_ticks,
     count_axis,
     format_number,
     legend_columns,
@@ -57,16 +58,19 @@ NO_FIT = {"S_min": float("nan"), "E_min": float("nan"), "B_crit": float("nan")}
 
 
 def plot_measured_steps(ax, m, k, k_low, k_high, ok, style: dict) -> None:
-    """The measured S = k(m) against E = m k(m) with each interval as a segment, labelled by m."""
+    """The measured S = k(m) against E = m k(m) with each interval as a segment, labelled by m where the
+    label keeps apart from the others (`batch_ticks`)."""
     for i in np.flatnonzero(ok):
         lo = k_low[i] if np.isfinite(k_low[i]) and k_low[i] > 0 else k[i]
         hi = k_high[i] if np.isfinite(k_high[i]) else k[i]
         ax.plot([m[i] * lo, m[i] * hi], [lo, hi], color=style["color"], lw=1.0, alpha=0.7, zorder=2)
     ax.plot(m[ok] * k[ok], k[ok], linestyle="none", marker=style["marker"], color=style["color"],
             markersize=6, zorder=3, label="measured k(m), seed mean", gid="measured")
+    labelled = set(batch_ticks(m[ok]))  # sizes close to a labelled one (72, 76, 78 near 64) stay unlabelled
     for size, kk in zip(m[ok], k[ok]):
-        ax.annotate(f"{size:g}", (size * kk, kk), textcoords="offset points", xytext=(4, 3), fontsize=7,
-                    color="0.25")
+        if int(size) in labelled:
+            ax.annotate(f"{size:g}", (size * kk, kk), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                        color="0.25")
 
 
 def plot_fit(ax, fit: dict, m, ok):
