@@ -166,8 +166,10 @@ def summary_inputs():
 
 
 def study_tables(wildcards):
-    """The analysis files a study's figures are drawn from (every table of STUDY_TABLES)."""
-    return [study_file(wildcards.study, name) for name in names(STUDY_TABLES)]
+    """The analysis files a study's figures are drawn from (every table of STUDY_TABLES, and the theory's
+    prediction for a study it describes)."""
+    files = [study_file(wildcards.study, name) for name in names(STUDY_TABLES)]
+    return files + ([THEORY_PATH.format(study=wildcards.study)] if wildcards.study in THEORY_STUDIES else [])
 
 
 def reported(path, output, category="{study}", subcategory="figures", **labels):

@@ -165,6 +165,7 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
     tuned_vars, trial_coord = tuned_variables(trial_traces, batch_sizes, seeds, steps, point_names)
     data_vars.update(tuned_vars)
     first = every[0][1]["attrs"] if every else {}
+    info = json.loads(first.get("info_json", "{}")) if every else {}
     cube = xr.Dataset(
         data_vars,
         coords={"strategy": strategies, "batch_size": np.asarray(batch_sizes, dtype=np.int64),
@@ -175,6 +176,8 @@ def build_cube(trace_paths: list[str | Path], study: str, study_config: dict) ->
                "base_batch": int(study_config.get("base_batch", batch_sizes[0] if batch_sizes else 1)),
                "eta0": float(study_config.get("eta0", np.nan)), "task": first.get("task", ""),
                "dataset": first.get("dataset", ""), "model": first.get("model", ""),
+               # what an accuracy figure needs to say how much one example is worth
+               "num_test": int(info.get("num_test", -1)), "num_classes": int(info.get("num_classes", -1)),
                "provenance_json": json.dumps(provenance, sort_keys=True)},
     )
     cube["steps_total"].attrs["units"] = "steps"

@@ -198,4 +198,5 @@ def fig2_accuracy_linear_error(study: FigureInputs) -> Figure:
     attrs = getattr(study.cube, "attrs", {}) or {}
     test_size = attrs.get("num_test", accuracy["n_test"].iloc[0] if "n_test" in accuracy else None)
     classes = attrs.get("num_classes", accuracy["n_classes"].iloc[0] if "n_classes" in accuracy else None)
-    return accuracy_figure(accuracy, study.title, test_size, classes)
+    known = [value if value is not None and int(value) > 0 else None for value in (test_size, classes)]  # -1: unknown
+    return accuracy_figure(accuracy, study.title, *known)
