@@ -82,3 +82,26 @@ def test_eta_max_from_the_fit_or_the_largest_batch():
     assert nt.eta_max_of({"eta_max": None, "eta_star": {"4": 0.1, "128": 0.3}}) == 0.3
     assert math.isnan(nt.eta_max_of({}))
     assert np.isnan(nt.fixed_rule_check({"b_simple": 10.0}, 0.6, 0.5, 3.0)["fixed_rule_B_crit_predicted"])  # x >= 1
+
+
+def test_summary_lines_read_the_table(k_at_eps):
+    """The summary's noise lines quote noise_vs_tuned.csv: B_simple with its seed range and invalid fraction, the
+    tuned B_crit with its interval and the ratio; blr's fixed-rule check as a second line; needs_tuned without
+    a ratio."""
+    from batchscale.report.noise_summary import noise_tuned_lines
+
+    table = nt.noise_vs_tuned(None, over_training(), critical_document(),
+                              {"strategies": ["blr", "lsr", "tuned"], "eta0": 0.1})
+    lines = noise_tuned_lines(nt.noise_tuned_headlines(table[table["strategy"] == "blr"]))
+    assert lines[0] == ("noise scale (blr runs at m = 4, two-batch, at the common ε = 0.1): B_simple = 30 [20, 40] "
+                        "(seed range of 2 runs), exact 36; median over every batch size 40; 11% of windows invalid; "
+                        "tuned B_crit = 120 [80, 200] (percentile); B_crit/B_simple = 4 [2, 10] (both intervals), "
+                        "with the exact B_simple 3.33")
+    assert lines[1].startswith("noise scale (blr runs at m = 4, two-batch, at tuned's own ε = 0.2): B_simple = 60")
+    assert lines[2] == ("fixed-rule check (blr, a second line, not a verdict on the noise scale): x = η/η_max = "
+                        "0.1/0.5 = 0.2, B_simple·x/(1 − x) = 7.5 against blr's measured B_crit 8 at the common ε "
+                        "(measured/predicted 1.07)")
+    none = nt.noise_vs_tuned(None, over_training(), critical_document(with_tuned=False),
+                             {"strategies": ["blr"], "eta0": 0.1})
+    line = noise_tuned_lines(nt.noise_tuned_headlines(none))[0]
+    assert "needs a tuned strategy" in line and "B_crit/B_simple" not in line

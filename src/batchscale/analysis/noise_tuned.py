@@ -138,3 +138,16 @@ def study_noise_vs_tuned(cube, over: pd.DataFrame, critical: dict, study: dict,
     if over is None or over.empty:
         return pd.DataFrame(columns=list(NOISE_VS_TUNED_COLUMNS))
     return noise_vs_tuned(cube, over, critical, study, metric)
+
+
+def noise_tuned_headlines(table: pd.DataFrame) -> list[dict]:
+    """The rows of noise_vs_tuned.csv as summary.json entries (NaN as None by the caller's json_safe)."""
+    if table is None or table.empty:
+        return []
+    out = []
+    for row in table.to_dict("records"):
+        entry = {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
+        entry["tuned_B_crit_report"] = "" if entry.get("tuned_B_crit_report") is None else str(
+            entry["tuned_B_crit_report"])
+        out.append(entry)
+    return out
