@@ -9,7 +9,7 @@ and derivations: docs/noise_scale.md):
   E|G_b|^2 = |G|^2 + c(b) tr Sigma, c(b) = (n - b) / (b (n - 1)); their mean gradients come from the engine's
   own step (`step.batch_gradient`, vectorised over the runs, micro-batched as training).
   `batch_big: auto` keeps the big batch above the run's current B_simple (big_factor x the estimate of its
-  previous points, a power of two in [4 batch_small, n]; the whole subset while no estimate is valid), and
+  last HISTORY_POINTS points, a power of two in [4 batch_small, n]; the whole subset while no estimate is valid), and
   `draws: auto` draws until B_simple's estimated relative standard error is within `rel_error` (at least
   MIN_DRAWS, at most `max_draws`); the batch and draws used are traced (noise_batch_big, noise_draws).
 - exact values from every per-example gradient of the subset (torch.func: vmap over the runs of vmap over
@@ -39,8 +39,9 @@ SAMPLING_FIELDS = ("noise_batch_big", "noise_draws")
 NOISE_SEED_OFFSET = 6700417
 EXACT_CHUNK = 256  # examples per vmapped chunk of per-example gradients
 MIN_DRAWS = 3  # draws: auto never stops before this many (a standard error needs a spread)
+HISTORY_POINTS = 3  # batch_big: auto reads the run's current B_simple from its last this many points
 DEFAULTS = {"batch_big": "auto", "big_factor": 4.0, "draws": "auto", "rel_error": 0.2, "max_draws": 32,
-            "window": 3, "exact_max_params_times_examples": 1.0e6}
+            "exact_max_params_times_examples": 1.0e6}
 
 
 def fpc_factor(batch: float, population: float | None):
@@ -202,7 +203,7 @@ def two_batch_points(gradient, subset: torch.Tensor, seeds: list[int], step: int
     if n <= int(cfg["batch_small"]):
         raise ValueError(f"the evaluation subset ({n}) must exceed noise_scale.batch_small ({cfg['batch_small']})")
     histories = histories or [{} for _ in seeds]
-    bigs = [max(choose_batch_big(cfg, previous_b_simple(h, int(cfg["window"])), n), int(cfg["batch_small"]) + 1)
+    bigs = [max(choose_batch_big(cfg, previous_b_simple(h, HISTORY_POINTS), n), int(cfg["batch_small"]) + 1)
             for h in histories]
     generators = [noise_generator(seed, step) for seed in seeds]
     results = {}
