@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_noise import closed_form, least_squares_problem
 
 from batchscale.engine import noise as en
-from test_noise import closed_form, least_squares_problem
 
 torch.set_num_threads(1)
 
@@ -40,7 +40,7 @@ def test_fpc_estimators_are_unbiased_by_brute_force_over_every_subset(n, small, 
     est_g2, est_trace = en.two_batch_estimates(e_small, e_big, small, big, n)
     assert est_g2 == pytest.approx(g2, rel=1e-10, abs=1e-12)
     assert est_trace == pytest.approx(trace, rel=1e-10)
-    naive_g2, naive_trace = en.two_batch_estimates(e_small, e_big, small, big)
+    _, naive_trace = en.two_batch_estimates(e_small, e_big, small, big)
     assert abs(naive_trace - trace) > 1e-3 * trace  # without the correction: biased
     assert en.fpc_factor(n, n) == 0.0 and en.fpc_factor(4, None) == 0.25
 
@@ -108,3 +108,16 @@ def test_batch_big_choice_and_previous_b_simple():
     points["noise_g2_exact"][-1], points["noise_trace_sigma_exact"][-1] = 4.0, 40.0
     assert en.previous_b_simple(points, 2) == pytest.approx(10.0)  # exact values first
     assert math.isnan(en.previous_b_simple({}, 3))
+
+
+@pytest.mark.parametrize("task, y, ignore", [
+    ("classification", torch.tensor([3, 1, 4]), None),
+    ("language_model", torch.tensor([[1, 2, 3], [4, 5, 6]]), None),
+    ("segmentation", torch.tensor([[[0, 255], [1, 1]], [[255, 255], [255, 255]]]), 255),
+    ("regression", torch.zeros(4, 2), None),
+])
+def test_example_targets_equal_target_count_one_example_at_a_time(task, y, ignore):
+    from batchscale.engine import tasks
+
+    expected = [max(tasks.target_count(task, y[i:i + 1], ignore), 1) for i in range(y.shape[0])]
+    assert en.example_targets(task, y, ignore).tolist() == expected

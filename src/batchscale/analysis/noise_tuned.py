@@ -84,7 +84,7 @@ def comparison_row(runs: pd.DataFrame, strategy: str, scope: str, eps: float, tu
     exact = mine[(mine["batch_size"] == source) & np.isfinite(mine["exact"])]["exact"]
     every = mine[np.isfinite(mine["at"])]["at"]
     row = {"strategy": strategy, "eps_scope": scope, "threshold": eps, "source_batch": source,
-           "n_runs": int(len(base)), "b_simple": float(base["at"].mean()) if len(base) else math.nan,
+           "n_runs": len(base), "b_simple": float(base["at"].mean()) if len(base) else math.nan,
            "b_simple_low": float(base["at"].min()) if len(base) else math.nan,
            "b_simple_high": float(base["at"].max()) if len(base) else math.nan,
            "b_simple_exact": float(exact.mean()) if len(exact) else math.nan,
@@ -125,7 +125,7 @@ def noise_vs_tuned(cube, over: pd.DataFrame, critical: dict, study: dict, metric
             row = comparison_row(runs, strategy, scope, float(eps), entry if tuned_own is not None else None)
             measured = math.nan
             if strategy == "blr" and scope == "common":
-                measured = _number((((common.get("strategies") or {}).get("blr") or {}).get("B_crit") or {}))
+                measured = _number(((common.get("strategies") or {}).get("blr") or {}).get("B_crit") or {})
             eta = float(study.get("eta0", math.nan)) if strategy == "blr" else math.nan
             row.update(fixed_rule_check(row, eta, eta_max_of(tuned_own), measured))
             rows.append(row)

@@ -29,7 +29,6 @@ import sys
 import torch
 from torch.func import grad, vmap
 
-from batchscale.engine import tasks
 from batchscale.engine.parts import PackParts
 from batchscale.engine.step import batch_gradient
 
@@ -37,7 +36,7 @@ NOISE_FIELDS = ("noise_g2", "noise_trace_sigma", "noise_g2_exact", "noise_trace_
 # added beside them: how each point's two-batch estimate was made
 SAMPLING_FIELDS = ("noise_batch_big", "noise_draws")
 NOISE_SEED_OFFSET = 6700417
-EXACT_CHUNK = 256  # examples per vmapped chunk of per-example gradients
+EXACT_CHUNK = 256  # examples per vmapped chunk of per-example gradients (all that is held at once)
 MIN_DRAWS = 3  # draws: auto never stops before this many (a standard error needs a spread)
 HISTORY_POINTS = 3  # batch_big: auto reads the run's current B_simple from its last this many points
 DEFAULTS = {"batch_big": "auto", "big_factor": 4.0, "draws": "auto", "rel_error": 0.2, "max_draws": 32,
@@ -220,12 +219,24 @@ def exact_is_cheap(n_params: int, n_examples: int, budget: float) -> bool:
     return n_params * n_examples <= budget
 
 
+def example_targets(task: str, y: torch.Tensor, ignore_index) -> torch.Tensor:
+    """Each example's own target count (float32, at least 1), as `tasks.target_count` of y[i:i+1], at once."""
+    n = y.shape[0]
+    if task == "segmentation" and ignore_index is not None:
+        counts = (y.reshape(n, -1) != ignore_index).sum(1)
+    elif task in ("language_model", "segmentation"):
+        counts = torch.full((n,), y[0].numel(), device=y.device)
+    else:
+        counts = torch.ones(n, device=y.device)
+    return counts.clamp(min=1).to(torch.float32)
+
+
 def per_example_noise(model, params, buffers, x, y, task: str, ignore_index, ddof: int = 0):
     """Exact (g2, trace_sigma), float64 (k,), of stacked runs `params` on prepared inputs x (n, ...).
 
-    Per-example losses are means over each example's own targets (tokens, pixels); centred before squaring."""
-    totals = torch.tensor([max(tasks.target_count(task, y[i:i + 1], ignore_index), 1) for i in range(y.shape[0])],
-                          dtype=torch.float32, device=x.device)
+    Per-example losses are means over each example's own targets (tokens, pixels); centred (about a shift
+    close to the mean) before squaring."""
+    totals = example_targets(task, y, ignore_index).to(x.device)
     model.base.eval()
 
     def one_example(p, b, xi, yi, total):
@@ -233,19 +244,29 @@ def per_example_noise(model, params, buffers, x, y, task: str, ignore_index, ddo
 
     per_example = vmap(grad(one_example), in_dims=(None, None, 0, 0, 0))
     per_run = vmap(per_example, in_dims=(0, 0, None, None, None), randomness="different")
-    chunks = []
-    for start in range(0, x.shape[0], EXACT_CHUNK):
-        part = per_run(tuple(params), tuple(buffers), x[start:start + EXACT_CHUNK], y[start:start + EXACT_CHUNK],
-                       totals[start:start + EXACT_CHUNK])
-        chunks.append(torch.cat([g.detach().flatten(2) for g in part], dim=2))
-    g = torch.cat(chunks, dim=1).double()  # (k, n, P)
-    mean = g.mean(dim=1, keepdim=True)
-    return (mean ** 2).sum(dim=(1, 2)), ((g - mean) ** 2).sum(dim=(1, 2)) / (g.shape[1] - ddof)
+    # one pass over the chunks, per parameter tensor, in float64: the sums of g_i and of |g_i - s|^2 about a
+    # shift s (the first chunk's mean, close to G), so tr Sigma = (sum |g_i - s|^2 - n |G - s|^2) / (n - ddof)
+    # stays accurate without holding the (k, n, P) per-example gradients at once
+    n = x.shape[0]
+    shifts, sums, squares = None, None, 0.0
+    for start in range(0, n, EXACT_CHUNK):
+        part = [g.detach().double().flatten(2) for g in
+                per_run(tuple(params), tuple(buffers), x[start:start + EXACT_CHUNK], y[start:start + EXACT_CHUNK],
+                        totals[start:start + EXACT_CHUNK])]
+        if shifts is None:
+            shifts, sums = [g.mean(dim=1) for g in part], [0.0] * len(part)
+        sums = [total + g.sum(dim=1) for total, g in zip(sums, part)]
+        squares = squares + sum(((g - shift.unsqueeze(1)) ** 2).sum(dim=(1, 2)) for g, shift in zip(part, shifts))
+    means = [total / n for total in sums]
+    g2 = sum((mean ** 2).sum(dim=1) for mean in means)
+    offset = sum(((mean - shift) ** 2).sum(dim=1) for mean, shift in zip(means, shifts))
+    return g2, (squares - n * offset) / (n - ddof)
 
 
 def exact_points(model, params, buffers, x, y, task: str, ignore_index, budget: float, label: str = ""):
     """Exact (g2, trace_sigma) lists for the k stacked runs, all runs in one vmap when k x P x n fits the
-    budget, run by run when only P x n does, NaN when not even that (or the model cannot be vmapped)."""
+    budget, run by run when only P x n does, NaN when not even that (or the model cannot be vmapped).
+    (On the digits MLP pack of 15 runs, run by run measured faster than one vmap over the runs.)"""
     k = params[0].shape[0]
     nan = [float("nan")] * k
     n_params = sum(p[0].numel() for p in params)
