@@ -105,3 +105,7 @@ def test_summary_lines_read_the_table(k_at_eps):
                              {"strategies": ["blr"], "eta0": 0.1})
     line = noise_tuned_lines(nt.noise_tuned_headlines(none))[0]
     assert "needs a tuned strategy" in line and "B_crit/B_simple" not in line
+    bound = critical_document()
+    bound["common"]["train_loss"]["strategies"]["blr"]["B_crit"] = {"estimate": None, "report": "> 64"}
+    table = nt.noise_vs_tuned(None, over_training(), bound, {"strategies": ["blr", "tuned"], "eta0": 0.1})
+    assert "against blr's measured B_crit > 64 at the common ε" in noise_tuned_lines(nt.noise_tuned_headlines(table))[-1]

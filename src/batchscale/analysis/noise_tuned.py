@@ -28,7 +28,7 @@ NOISE_VS_TUNED_COLUMNS = (
     "b_simple_high", "b_simple_exact", "b_simple_median_all_batches", "invalid_fraction", "tuned_B_crit",
     "tuned_B_crit_low", "tuned_B_crit_high", "tuned_interval_kind", "tuned_B_crit_report", "ratio", "ratio_low",
     "ratio_high", "ratio_exact", "eta", "eta_max", "x", "fixed_rule_B_crit_predicted", "fixed_B_crit_measured",
-    "fixed_ratio_measured_over_predicted",
+    "fixed_B_crit_report", "fixed_ratio_measured_over_predicted",
 )
 
 
@@ -99,12 +99,14 @@ def comparison_row(runs: pd.DataFrame, strategy: str, scope: str, eps: float, tu
     return row
 
 
-def fixed_rule_check(row: dict, eta: float, eta_max: float, measured: float) -> dict:
-    """The fixed-rate relation B_crit(eta) ~ B_noise x / (1 - x), x = eta / eta_max, with B_simple for B_noise."""
+def fixed_rule_check(row: dict, eta: float, eta_max: float, measured: float, report: str = "") -> dict:
+    """The fixed-rate relation B_crit(eta) ~ B_noise x / (1 - x), x = eta / eta_max, with B_simple for B_noise,
+    beside the measured fixed-rate B_crit (its estimate, and its report: a value, a bound "> 64", or "")."""
     x = _div(eta, eta_max)
     predicted = row["b_simple"] * x / (1 - x) if math.isfinite(x) and x < 1 else math.nan
     return {"eta": eta, "eta_max": eta_max, "x": x, "fixed_rule_B_crit_predicted": predicted,
-            "fixed_B_crit_measured": measured, "fixed_ratio_measured_over_predicted": _div(measured, predicted)}
+            "fixed_B_crit_measured": measured, "fixed_B_crit_report": report,
+            "fixed_ratio_measured_over_predicted": _div(measured, predicted)}
 
 
 def noise_vs_tuned(cube, over: pd.DataFrame, critical: dict, study: dict, metric: str = "train_loss") -> pd.DataFrame:
@@ -123,11 +125,11 @@ def noise_vs_tuned(cube, over: pd.DataFrame, critical: dict, study: dict, metric
         runs = b_simple_at_eps(over, k_runs_from_cube(cube, {s: float(eps) for s in fixed}, metric))
         for strategy in fixed:
             row = comparison_row(runs, strategy, scope, float(eps), entry if tuned_own is not None else None)
-            measured = math.nan
-            if strategy == "blr" and scope == "common":
-                measured = _number(((common.get("strategies") or {}).get("blr") or {}).get("B_crit") or {})
+            fit = (((common.get("strategies") or {}).get("blr") or {}).get("B_crit") or {}
+                   if strategy == "blr" and scope == "common" else {})
             eta = float(study.get("eta0", math.nan)) if strategy == "blr" else math.nan
-            row.update(fixed_rule_check(row, eta, eta_max_of(tuned_own), measured))
+            row.update(fixed_rule_check(row, eta, eta_max_of(tuned_own), _number(fit),
+                                        "" if fit.get("report") is None else str(fit["report"])))
             rows.append(row)
     return pd.DataFrame(rows, columns=list(NOISE_VS_TUNED_COLUMNS))
 

@@ -63,8 +63,16 @@ def fixed_rule_line(r: dict) -> str | None:
         return None
     return (f"fixed-rule check (blr, a second line, not a verdict on the noise scale): x = η/η_max = "
             f"{_fmt(r['eta'])}/{_fmt(r['eta_max'])} = {_fmt(r['x'])}, B_simple·x/(1 − x) = "
-            f"{_fmt(r['fixed_rule_B_crit_predicted'])} against blr's measured B_crit {_fmt(r['fixed_B_crit_measured'])}"
-            f" at the common ε (measured/predicted {_fmt(r['fixed_ratio_measured_over_predicted'])})")
+            f"{_fmt(r['fixed_rule_B_crit_predicted'])} against blr's measured B_crit {_measured(r)} at the common ε "
+            f"(measured/predicted {_fmt(r['fixed_ratio_measured_over_predicted'])})")
+
+
+def _measured(r: dict) -> str:
+    """blr's measured B_crit: its estimate, else its report (a bound such as "> 64"), else not estimable."""
+    if r.get("fixed_B_crit_measured") is not None:
+        return _fmt(r["fixed_B_crit_measured"])
+    report = r.get("fixed_B_crit_report")
+    return str(report) if report not in (None, "") else "not estimable"
 
 
 def noise_tuned_lines(rows: list[dict]) -> list[str]:
