@@ -109,3 +109,21 @@ def test_summary_lines_read_the_table(k_at_eps):
     bound["common"]["train_loss"]["strategies"]["blr"]["B_crit"] = {"estimate": None, "report": "> 64"}
     table = nt.noise_vs_tuned(None, over_training(), bound, {"strategies": ["blr", "tuned"], "eta0": 0.1})
     assert "against blr's measured B_crit > 64 at the common ε" in noise_tuned_lines(nt.noise_tuned_headlines(table))[-1]
+
+
+def test_tuned_trial_runs_trace_the_noise_scale_only_when_asked():
+    """noise_scale.tuned_trials (default false) turns the noise scale off in tuned's trial runs only, and stays out
+    of every run config (a fixed run's config, and so its hash, does not depend on it)."""
+    from batchscale.spec.runs import RunKey, run_config
+    from batchscale.validate import load_config
+    from conftest import tiny_tuned_config
+
+    def runs(**noise):
+        config = load_config(tiny_tuned_config("t", (16, 32), (0,), 2, noise_scale={"enabled": True, **noise}))
+        return run_config(config, RunKey("t", "lsr", 16, 0)), run_config(config, RunKey("t", "tuned", 16, 0, 1))
+
+    fixed, trial = runs()
+    assert fixed["noise_scale"]["enabled"] and not trial["noise_scale"]["enabled"]
+    assert "tuned_trials" not in fixed["noise_scale"] and "window" not in fixed["noise_scale"]
+    fixed_on, trial_on = runs(tuned_trials=True)
+    assert trial_on["noise_scale"]["enabled"] and fixed_on == fixed
