@@ -14,7 +14,7 @@ from conftest import tiny_run
 
 NOISE = {"enabled": True, "batch_small": 4, "batch_big": 32, "draws": 2, "exact_max_params_times_examples": 2e7}  # exact on: the budget admits the tiny MLP
 # the adaptive estimator: big batch above the current B_simple, draws to a relative error
-AUTO = dict(NOISE, batch_big="auto", draws="auto", rel_error=0.3, max_draws=6)
+AUTO = dict(NOISE, batch_big="auto", draws="auto", rel_error=0.3, max_draws=6, big_factor=3.0)
 
 
 @pytest.fixture
@@ -87,9 +87,9 @@ def test_noise_values_equal_a_hand_computation_and_do_not_depend_on_the_pack(flo
 
 
 def test_auto_batch_and_draws_follow_the_runs_own_trace_and_not_the_pack(float64):
-    """batch_big auto: the whole subset (256) at the first point, then 4 x the previous points' B_simple
-    (exact values, traced here) as a power of two in [16, 256]; draws auto within [3, max_draws]; a run's
-    values are the same in a pack of 4 and alone."""
+    """batch_big auto: the whole subset (256) at the first point, then big_factor (3) x the previous points'
+    B_simple (exact values, traced here) as a power of two in [16, 256]; draws auto within [3, max_draws]; a
+    run's values are the same in a pack of 4 (whose runs draw different big batches at one point) and alone."""
     from batchscale.engine.noise import choose_batch_big, previous_b_simple, settings
 
     packed = train_pack(runs(AUTO), progress=False, vectorise=True)
@@ -102,9 +102,11 @@ def test_auto_batch_and_draws_follow_the_runs_own_trace_and_not_the_pack(float64
     for i in range(1, len(points["step"])):
         history = {name: values[:i] for name, values in points.items()}
         b_simple = previous_b_simple(history, 3)
-        expected = 256 if not b_simple > 0 else min(256, max(16, 2 ** int(np.ceil(np.log2(4 * b_simple)))))
+        expected = 256 if not b_simple > 0 else min(256, max(16, 2 ** int(np.ceil(np.log2(3 * b_simple)))))
         assert points["noise_batch_big"][i] == expected == choose_batch_big(cfg, b_simple, 256)
     assert set(points["noise_draws"]) <= set(range(3, 7))
+    at_once = [{run.points["noise_batch_big"][i] for run in packed} for i in range(len(points["step"]))]
+    assert any(len(sizes) > 1 for sizes in at_once)  # the pack's runs were grouped by their big batch
 
 
 def test_exact_values_are_nan_beyond_the_budget_and_the_two_batch_ones_are_not():
