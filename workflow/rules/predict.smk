@@ -2,32 +2,8 @@
 # grid. The prediction runs are one pack job per study (jobs.predict_packs), ordinary training runs with the
 # noise scale traced, under results/{study}/predict/traces/ (the grid's cube never reads them); rule predict
 # reads B_simple from them (batchscale.analysis.prediction); rule prediction_validation sets every study that
-# predicts and runs tuned against its measured tuned B_crit; rule prediction_figure draws that table.
-from batchscale.jobs.predict_packs import predict_packs, predict_runs_json, predict_threads
-from batchscale.spec.manifest import PREDICTION_JSON, VALIDATION_FIGURE, VALIDATION_FIGURE_DIR, validation_paths
-from batchscale.spec.predict import predict_trace_paths
-
-PREDICT_PACKS = predict_packs(BATCHSCALE)
-PREDICT_STUDIES = [pack.study for pack in PREDICT_PACKS]
-VALIDATED_STUDIES = [name for name in PREDICT_STUDIES if name in TUNED_STUDIES]
-VALIDATION_TABLE_PATH, VALIDATION_FIGURE_STEM = validation_paths(CONFIG_NAME)
-PREDICT_SOURCE = stage_fingerprint("predict")
-
-
-def predict_outputs():
-    """prediction.json of every study that predicts; the validation table and figure when one runs tuned."""
-    outputs = [PREDICTION_JSON.format(study=name) for name in PREDICT_STUDIES]
-    if VALIDATED_STUDIES:
-        outputs += [VALIDATION_TABLE_PATH] + [f"{VALIDATION_FIGURE_DIR}/{VALIDATION_FIGURE_STEM}.{ext}"
-                                              for ext in FIGURE_FORMATS]
-    return outputs
-
-
-# What the summary adds: the validation table leads the page.
-PREDICTION_SUMMARY_INPUTS = [VALIDATION_TABLE_PATH] if VALIDATED_STUDIES else []
-PREDICTION_SUMMARY_ARG = f"--validation {VALIDATION_TABLE_PATH}" if VALIDATED_STUDIES else ""
-
-
+# predicts and runs tuned against its measured tuned B_crit; rule prediction_figure draws that table. Their
+# helpers are in common.smk.
 for pack in PREDICT_PACKS:
 
     rule:
@@ -51,22 +27,6 @@ for pack in PREDICT_PACKS:
         shell:
             "python -m batchscale train --runs-json {params.runs:q} --outputs {output} "
             "--threads {params.threads} --checkpoint {params.checkpoint} --code {params.code} 2> {log}"
-
-
-def predict_inputs(wildcards):
-    """The prediction runs' traces, the grid's traces (their CPU seconds) and, when the target loss is the
-    grid's eps (predict.target_loss null), the study's critical_batch.json."""
-    study = STUDIES[wildcards.study]
-    inputs = {"traces": predict_trace_paths(wildcards.study, study), "grid": study_traces(wildcards)}
-    if study["predict"]["target_loss"] is None:
-        inputs["critical"] = study_file(wildcards.study, "critical_batch.json")
-    return inputs
-
-
-def predict_critical_arg(wildcards):
-    study = STUDIES[wildcards.study]
-    return "" if study["predict"]["target_loss"] is not None else \
-        f"--critical {study_file(wildcards.study, 'critical_batch.json')}"
 
 
 rule predict:
@@ -127,7 +87,7 @@ rule prediction_figure:
         mem_mb=1000,
     params:
         name=VALIDATION_FIGURE_STEM,
-        folder=VALIDATION_FIGURE_DIR,
+        folder=lambda wildcards, output: os.path.dirname(output.png),
         code=FIGURES_SOURCE,
     shell:
         "python -m batchscale prediction-figure --table {input} --out-dir {params.folder} --name {params.name} 2> {log}"

@@ -36,7 +36,8 @@ def _percent(value) -> str:
 
 
 def validation_line(row: dict) -> str:
-    measured = row["B_crit_report"] if isinstance(row["B_crit_report"], str) and row["B_crit_report"] else _fmt(row["B_crit"])
+    report = row["B_crit_report"] if isinstance(row["B_crit_report"], str) else ""
+    measured = report if report.startswith(("<", ">")) else _fmt(row["B_crit"])  # a bound as the analysis wrote it
     return (f"| {row['study']} | {_fmt(row['B_pred'])} [{_fmt(row['B_pred_low'])}, {_fmt(row['B_pred_high'])}] "
             f"({row['estimator']}) | {measured} [{_fmt(row['B_crit_low'])}, {_fmt(row['B_crit_high'])}] "
             f"({row['B_crit_interval_kind']}) | {_fmt(row['ratio'], 2)} [{_fmt(row['ratio_low'], 2)}, "
