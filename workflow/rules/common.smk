@@ -238,12 +238,14 @@ PREDICTION_SUMMARY_ARG = f"--validation {VALIDATION_TABLE_PATH}" if VALIDATED_ST
 
 
 def predict_inputs(wildcards):
-    """The prediction runs' traces, the grid's traces (their CPU seconds) and, when the target loss is the
-    grid's eps (predict.target_loss null), the study's critical_batch.json."""
+    """The prediction runs' traces and, when the target loss is the grid's eps (predict.target_loss null), the
+    study's critical_batch.json and the grid's traces (their CPU seconds: the cost). With a target_loss of its
+    own the prediction waits for nothing but its runs (its cost is then not set against the grid)."""
     study = STUDIES[wildcards.study]
-    inputs = {"traces": predict_trace_paths(wildcards.study, study), "grid": study_traces(wildcards)}
+    inputs = {"traces": predict_trace_paths(wildcards.study, study), "grid": []}
     if study["predict"]["target_loss"] is None:
         inputs["critical"] = study_file(wildcards.study, "critical_batch.json")
+        inputs["grid"] = study_traces(wildcards)
     return inputs
 
 
