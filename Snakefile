@@ -24,6 +24,7 @@ include: "workflow/rules/cube.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/branching.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/summary.smk"
 
 
@@ -47,4 +48,4 @@ onerror:
 rule all:
     default_target: True
     input:
-        all_outputs(),
+        all_outputs() + predict_outputs(),
