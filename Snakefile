@@ -29,7 +29,11 @@ include: "workflow/rules/summary.smk"
 
 
 # Progress on the console while jobs run, and the summary's headline at the end (jobs.progress).
-PROGRESS = ProgressMonitor([pack_work(BATCHSCALE, pack) for pack in PACKS], BATCHSCALE["progress_seconds"])
+PROGRESS = ProgressMonitor(
+    [pack_work(BATCHSCALE, pack) for pack in PACKS]
+    + [pack_work(BATCHSCALE, pack, predict_epochs(BATCHSCALE["studies"][pack.study])) for pack in PREDICT_PACKS],
+    BATCHSCALE["progress_seconds"],
+)
 
 
 onstart:

@@ -214,7 +214,7 @@ def branching_files(wildcards):
 # The prediction of B_crit from short runs (workflow/rules/predict.smk).
 from batchscale.jobs.predict_packs import predict_packs, predict_runs_json, predict_threads
 from batchscale.spec.manifest import PREDICTION_JSON, VALIDATION_FIGURE, VALIDATION_FIGURE_DIR, validation_paths
-from batchscale.spec.predict import predict_trace_paths
+from batchscale.spec.predict import predict_epochs, predict_trace_paths
 
 PREDICT_PACKS = predict_packs(BATCHSCALE)
 PREDICT_STUDIES = [pack.study for pack in PREDICT_PACKS]
