@@ -24,11 +24,16 @@ include: "workflow/rules/cube.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/branching.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/summary.smk"
 
 
 # Progress on the console while jobs run, and the summary's headline at the end (jobs.progress).
-PROGRESS = ProgressMonitor([pack_work(BATCHSCALE, pack) for pack in PACKS], BATCHSCALE["progress_seconds"])
+PROGRESS = ProgressMonitor(
+    [pack_work(BATCHSCALE, pack) for pack in PACKS]
+    + [pack_work(BATCHSCALE, pack, predict_epochs(BATCHSCALE["studies"][pack.study])) for pack in PREDICT_PACKS],
+    BATCHSCALE["progress_seconds"],
+)
 
 
 onstart:
@@ -47,4 +52,4 @@ onerror:
 rule all:
     default_target: True
     input:
-        all_outputs(),
+        all_outputs() + predict_outputs(),

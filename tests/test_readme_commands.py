@@ -68,12 +68,14 @@ def planned_traces(dry_run_output: str) -> int:
 
 
 def runs_in(config_path: Path) -> int:
-    """Training runs a config asks for: (fixed strategies + tuned trials) x batch sizes x seeds, summed over its
-    studies, counted here from the config itself rather than through iter_runs."""
+    """Training runs a config asks for: (fixed strategies + tuned trials, both rounds) x batch sizes x seeds,
+    summed over its studies, counted here from the config itself rather than through iter_runs."""
     config = load_config(config_path, check_data=False)
     total = 0
     for study in config["studies"].values():
-        per_seed = sum(study["tuning"]["trials"] if s == "tuned" else 1 for s in study["strategies"])
+        tuning = study.get("tuning") or {}
+        trials = tuning.get("trials", 0) + ((tuning.get("refine") or {}).get("trials") or 0)
+        per_seed = sum(trials if s == "tuned" else 1 for s in study["strategies"])
         total += per_seed * len(study["batch_sizes"]) * len(study["seeds"])
     return total
 

@@ -25,6 +25,9 @@ EXPECTED = {
     "batchscale branch-figure": "FIGURES_SOURCE",
     "batchscale theory ": "SUMMARY_SOURCE",
     "batchscale summary": "SUMMARY_SOURCE",
+    "batchscale predict ": "PREDICT_SOURCE",
+    "batchscale prediction-validation": "PREDICT_SOURCE",
+    "batchscale prediction-figure": "FIGURES_SOURCE",
 }
 
 

@@ -209,3 +209,47 @@ def branching_json(wildcards):
 def branching_files(wildcards):
     count = STUDIES[wildcards.study]["branching"]["checkpoints"]
     return [BRANCHING_CHECKPOINT.format(study=wildcards.study, index=i) for i in range(count)]
+
+
+# The prediction of B_crit from short runs (workflow/rules/predict.smk).
+from batchscale.jobs.predict_packs import predict_packs, predict_runs_json, predict_threads
+from batchscale.spec.manifest import PREDICTION_JSON, VALIDATION_FIGURE, VALIDATION_FIGURE_DIR, validation_paths
+from batchscale.spec.predict import predict_epochs, predict_trace_paths
+
+PREDICT_PACKS = predict_packs(BATCHSCALE)
+PREDICT_STUDIES = [pack.study for pack in PREDICT_PACKS]
+VALIDATED_STUDIES = [name for name in PREDICT_STUDIES if name in TUNED_STUDIES]
+VALIDATION_TABLE_PATH, VALIDATION_FIGURE_STEM = validation_paths(CONFIG_NAME)
+PREDICT_SOURCE = stage_fingerprint("predict")
+
+
+def predict_outputs():
+    """prediction.json of every study that predicts; the validation table and figure when one runs tuned."""
+    outputs = [PREDICTION_JSON.format(study=name) for name in PREDICT_STUDIES]
+    if VALIDATED_STUDIES:
+        outputs += [VALIDATION_TABLE_PATH] + [f"{VALIDATION_FIGURE_DIR}/{VALIDATION_FIGURE_STEM}.{ext}"
+                                              for ext in FIGURE_FORMATS]
+    return outputs
+
+
+# What the summary adds: the validation table leads the page.
+PREDICTION_SUMMARY_INPUTS = [VALIDATION_TABLE_PATH] if VALIDATED_STUDIES else []
+PREDICTION_SUMMARY_ARG = f"--validation {VALIDATION_TABLE_PATH}" if VALIDATED_STUDIES else ""
+
+
+def predict_inputs(wildcards):
+    """The prediction runs' traces and, when the target loss is the grid's eps (predict.target_loss null), the
+    study's critical_batch.json and the grid's traces (their CPU seconds: the cost). With a target_loss of its
+    own the prediction waits for nothing but its runs (its cost is then not set against the grid)."""
+    study = STUDIES[wildcards.study]
+    inputs = {"traces": predict_trace_paths(wildcards.study, study), "grid": []}
+    if study["predict"]["target_loss"] is None:
+        inputs["critical"] = study_file(wildcards.study, "critical_batch.json")
+        inputs["grid"] = study_traces(wildcards)
+    return inputs
+
+
+def predict_critical_arg(wildcards):
+    study = STUDIES[wildcards.study]
+    return "" if study["predict"]["target_loss"] is not None else \
+        f"--critical {study_file(wildcards.study, 'critical_batch.json')}"

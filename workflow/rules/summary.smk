@@ -41,7 +41,7 @@ rule theory_figure:
 
 rule summary:
     input:
-        summary_inputs(),
+        summary_inputs() + PREDICTION_SUMMARY_INPUTS,
     output:
         md=report(SUMMARY_MD, caption="../report/summary.rst", category="summary", labels={"table": "summary"}),
         json=SUMMARY_JSON,
@@ -54,7 +54,8 @@ rule summary:
     params:
         studies=json.dumps(STUDIES, sort_keys=True),
         comparisons=json.dumps(COMPARISONS, sort_keys=True),
+        validation=PREDICTION_SUMMARY_ARG,
         code=SUMMARY_SOURCE,
     shell:
         "python -m batchscale summary --studies-json {params.studies:q} --results results "
-        "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} 2> {log}"
+        "--comparisons-json {params.comparisons:q} --out {output.md} --json {output.json} {params.validation} 2> {log}"

@@ -32,11 +32,11 @@ def arg(*flags, **options) -> tuple:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from batchscale.cli import analysis, reporting, training
+    from batchscale.cli import analysis, prediction, reporting, training
 
     parser = argparse.ArgumentParser(prog="batchscale", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in training.COMMANDS + analysis.COMMANDS + reporting.COMMANDS:
+    for command in training.COMMANDS + analysis.COMMANDS + reporting.COMMANDS + prediction.COMMANDS:
         child = sub.add_parser(command.name, help=command.help, **command.parser_options)
         for flags, options in command.arguments:
             if flags == ("--one-of",):

@@ -52,7 +52,14 @@ def summary(args) -> None:
     text = headlines_json(run_headlines(Path(args.results), json.loads(args.studies_json),
                                         json.loads(args.comparisons_json or "{}")))
     Path(args.json).write_text(text)  # the analysis's numbers; the markdown only renders them
-    Path(args.out).write_text(render_summary(json.loads(text)))
+    page = render_summary(json.loads(text))
+    if args.validation:  # the prediction against the grid leads the page
+        import pandas as pd
+
+        from batchscale.report.prediction_summary import lead_with, validation_section
+
+        page = lead_with(page, validation_section(pd.read_csv(args.validation)))
+    Path(args.out).write_text(page)
 
 
 def export_tensorboard(args) -> None:
@@ -85,7 +92,8 @@ COMMANDS = (
     Command("summary", "the summary of a run (markdown and its numbers as JSON) from every study's files", summary, (
         arg("--studies-json", required=True), arg("--results", default="results"), arg("--out", required=True),
         arg("--json", required=True), arg("--comparisons-json", default=None,
-                                           help="{name: spec} of the comparisons to summarise"))),
+                                           help="{name: spec} of the comparisons to summarise"),
+        arg("--validation", default=None, help="the prediction's validation table: its section leads the page"))),
     Command("export-tensorboard", "write every run's curves as TensorBoard scalars", export_tensorboard, (
         arg("results", help="a results folder, or one study's: every *.h5 trace below it"),
         arg("--out", default=None, help="folder for the event files (default: RESULTS/tensorboard)")),

@@ -30,7 +30,11 @@ STAGE_ENTRIES = {
     "analysis": ("batchscale.analysis.study", "batchscale.analysis.comparison", "batchscale.analysis.tuned_tables",
                  "batchscale.analysis.branching", "batchscale.store.cube", "batchscale.report.critical_lines"),
     "figures": ("batchscale.report.figures",),  # the theory and branching figures are among its modules
-    "summary": ("batchscale.report.summary", "batchscale.analysis.headline", "batchscale.analysis.theory_check"),
+    "summary": ("batchscale.report.summary", "batchscale.analysis.headline", "batchscale.analysis.theory_check",
+                "batchscale.report.prediction_summary"),
+    # the prediction of B_crit from short runs and its validation (workflow/rules/predict.smk)
+    "predict": ("batchscale.analysis.prediction", "batchscale.analysis.prediction_validation",
+                "batchscale.store.traces", "batchscale.store.records"),
 }
 # Packages whose members are imported by name at run time (registries): all of their files count.
 REGISTRY_PACKAGES = ("batchscale.data", "batchscale.models", "batchscale.report.figures", "batchscale.spec.strategies")

@@ -30,10 +30,11 @@ class PackWork:
     work: float
 
 
-def pack_work(config: dict, pack) -> PackWork:
-    """The monitor's view of a jobs.packs.Pack: its steps (the longest run's) times its runs."""
+def pack_work(config: dict, pack, epochs: int | None = None) -> PackWork:
+    """The monitor's view of a jobs.packs.Pack (or a prediction pack, trained for its own `epochs`): its steps
+    (the longest run's) times its runs."""
     study = config["studies"][pack.study]
-    steps = (study["data_sizes"]["train"] // pack.batch_size) * study["epochs"]
+    steps = (study["data_sizes"]["train"] // pack.batch_size) * (epochs or study["epochs"])
     if study["max_steps"]:
         steps = min(steps, study["max_steps"])
     return PackWork(pack.name, pack.log, tuple(pack.outputs), float(max(steps, 1) * len(pack.keys)))

@@ -32,7 +32,18 @@ SUMMARY_JSON = "results/summary{suffix}.json"
 DEFAULT_CONFIG_NAME = "config"
 FIGURE_FORMATS = ("png", "svg")  # PNG for the report, SVG for papers
 # Entries of results/ that are not studies: a study may not take one of these names.
-RESERVED_NAMES = ("comparisons", "summary.md", "summary.json", "summaries", "tensorboard", "report.html")
+RESERVED_NAMES = ("comparisons", "summary.md", "summary.json", "summaries", "tensorboard", "report.html",
+                  "prediction_validation.csv", "prediction_validation.png", "prediction_validation.svg")
+# The prediction of B_crit from short runs (study key `predict`): their traces, outside the grid's traces/
+# folder so that no grid rule (cube, analysis) reads them, and the prediction.
+PREDICT_TRACE_PATH = "results/{study}/predict/traces/bs{batch_size}/seed{seed}.h5"
+PREDICT_CHECKPOINT = "results/{study}/predict/checkpoints/bs{batch_size}.pt"
+PREDICT_LOG = "logs/{study}/predict/train_bs{batch_size}.log"
+PREDICTION_JSON = "results/{study}/prediction.json"
+# Predicted against measured tuned B_crit, one row per study with a prediction and a tuned strategy; one per
+# config, named as its summary (results/prediction_validation.csv for config.yaml).
+VALIDATION_CSV = "results/prediction_validation{suffix}.csv"
+VALIDATION_FIGURE_DIR = "results"
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,9 @@ THEORY_FIGURE = Output("theory_lsr_breakdown", "theory_lsr_breakdown")
 # A study with `branching.enabled` adds these.
 BRANCHING_TABLE = Output("local_critical_batch.csv", "local_critical_batch_table", "local critical batch")
 BRANCHING_FIGURE = Output("local_critical_batch", "local_critical_batch")
+# The prediction's validation (top level): its table and figure.
+VALIDATION_TABLE = Output("prediction_validation.csv", "prediction_validation_table", "prediction validation")
+VALIDATION_FIGURE = Output("prediction_validation", "prediction_validation")
 COMPARISON_TABLE = Output("speedup.csv")
 COMPARISON_FIGURE = Output("speedup", "comparison_speedup")
 
@@ -88,6 +102,13 @@ def summary_paths(config_name: str) -> tuple[str, str]:
     """(markdown, JSON) summary of the config named `config_name` (the stem of its file)."""
     suffix = "" if config_name == DEFAULT_CONFIG_NAME else f"-{config_name}"
     return SUMMARY_MD.format(suffix=suffix), SUMMARY_JSON.format(suffix=suffix)
+
+
+def validation_paths(config_name: str) -> tuple[str, str]:
+    """(table, figure stem) of the prediction's validation for the config named `config_name`; the figure's
+    files are figure_files(VALIDATION_FIGURE_DIR, stem)."""
+    suffix = "" if config_name == DEFAULT_CONFIG_NAME else f"-{config_name}"
+    return VALIDATION_CSV.format(suffix=suffix), f"{VALIDATION_FIGURE.name}{suffix}"
 
 
 def names(outputs) -> list[str]:

@@ -16,6 +16,7 @@ import jsonschema
 from batchscale.errors import ConfigError, ScalingRuleError
 from batchscale.spec import strategies as scaling
 from batchscale.spec.optimizers import OPTIMIZER_KEYS
+from batchscale.spec.predict import check_predict
 from batchscale.spec.manifest import RESERVED_NAMES
 from batchscale.spec.reading import check_plain_keys, non_finite_key, read_yaml
 from batchscale.spec.schema import first_error, load_schema, validator_with_defaults
@@ -102,6 +103,15 @@ def _check_study(name: str, study: dict, config: dict) -> None:
             raise ConfigError(f"config key {prefix}.strategies: ['tuned'] alone is not supported; add at least "
                               f"one fixed rule beside it (allowed: {fixed})")
         _check_tuning(prefix, study)
+    check_predict(prefix, study, _tuned_trials(study))
+
+
+def _tuned_trials(study: dict) -> int:
+    """Runs of the tuned search per seed and batch size (both rounds); 0 without tuned."""
+    if TUNED not in study["strategies"]:
+        return 0
+    refine = refine_settings(study["tuning"].get("refine"))
+    return int(study["tuning"].get("trials", 0)) + (refine["trials"] - refine["trials"] % 2 if refine else 0)
 
 
 def _check_tuning(prefix: str, study: dict) -> None:
@@ -234,12 +244,8 @@ def _check_given_keys(name: str, given: dict, merged: dict) -> None:
 def study_run_count(study: dict) -> int:
     """Runs of a resolved study, counted without listing them (strategies x batch sizes x seeds, the tuned
     search's trials of both rounds instead of one run per seed)."""
-    tuning = study["tuning"]
-    trials = 0
-    if TUNED in study["strategies"]:
-        refine = refine_settings(tuning.get("refine"))
-        # an even grid of points around the centre, the centre itself (an odd count) already run in round 1
-        trials = int(tuning.get("trials", 0)) + (refine["trials"] - refine["trials"] % 2 if refine else 0)
+    # an even grid of round-2 points around the centre, the centre itself (an odd count) already run in round 1
+    trials = _tuned_trials(study)
     per_seed = sum(trials if strategy == TUNED else 1 for strategy in study["strategies"])
     return per_seed * len(study["batch_sizes"]) * len(study["seeds"])
 
