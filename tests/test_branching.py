@@ -107,7 +107,8 @@ def test_schema_keys_are_valid_and_their_defaults_are_consistent():
     jsonschema.Draft202012Validator.check_schema(schema)
     defs = schema["$defs"]["study_partial"]["properties"]
     noise_defaults = {k: v["default"] for k, v in defs["noise_scale"]["properties"].items()}
-    assert noise_defaults["batch_small"] < noise_defaults["batch_big"]
+    assert noise_defaults["batch_big"] == "auto" and noise_defaults["draws"] == "auto"  # issue 22
+    assert 0 < noise_defaults["rel_error"] < 1 and noise_defaults["max_draws"] >= 3
     branching = {k: v["default"] for k, v in defs["branching"]["properties"].items()}
     assert 1 in branching["k"]
     assert branching["lr_rule"] in br.LR_RULES and branching["tolerance_kind"] in br.TOLERANCE_KINDS

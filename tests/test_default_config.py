@@ -87,4 +87,7 @@ def test_a_study_with_a_measured_critical_batch_traces_the_noise_scale(config):
         noise = config["studies"][name]["noise_scale"]
         assert noise["enabled"] is True, name
         subset = config["studies"][name]["evaluation"]["train_subset"]
-        assert 0 < noise["batch_small"] < noise["batch_big"] <= subset, name
+        assert 0 < noise["batch_small"] < subset, name
+        # issue 22: the estimator that knows its limits, and exact per-example values within the budget
+        assert noise["batch_big"] == "auto" and noise["draws"] == "auto", name
+        assert noise["exact_max_params_times_examples"] >= 9610 * subset, name  # the MLP's parameters x subset

@@ -153,7 +153,7 @@ def test_exact_budget():
 def test_windowed_ratio_is_ratio_of_means_not_mean_of_ratios():
     g2 = [1.0, 3.0, -1.0, 1.0, np.nan]
     trace = [2.0, 3.0, 4.0, 4.0, np.nan]
-    b, invalid = noise.windowed_noise_scale(g2, trace, window=2)
+    b, invalid = noise.windowed_noise_scale(g2, trace, window=2, centred=False)  # trailing: by hand below
     # point 1: (2+3)/2 / ((1+3)/2) = 1.25, where the mean of ratios would be (2/1 + 3/3)/2 = 1.5
     # point 2: (3+4)/2 / ((3-1)/2) = 3.5, where the mean of ratios would be (1 - 4)/2 = -1.5
     # point 3: mean |G|^2 = 0: NaN, flagged; point 4: the NaN is left out, 4/1 = 4

@@ -30,12 +30,19 @@ def test_b_simple_over_training_from_a_cube():
     table = an.b_simple_over_training(points, window=2)
     assert list(table.columns) == list(an.OVER_TRAINING_COLUMNS)
     b4 = table[table["batch_size"] == 4]
-    # window 2: 8/4; (8+8)/(4+2); (8+10)/(2+1); (10+20)/(1+1)
-    np.testing.assert_allclose(b4["b_simple"], [2.0, 16 / 6, 6.0, 15.0])
+    # centred window 2 (the point and the next): (8+8)/(4+2); (8+10)/(2+1); (10+20)/(1+1); 20/1 at the end
+    np.testing.assert_allclose(b4["b_simple"], [16 / 6, 6.0, 15.0, 20.0])
+    assert (b4["run_invalid_fraction"] == 0).all()
     b8 = table[table["batch_size"] == 8]
-    # 4/2; (4+6)/(2+2); (6+9)/(2-1) = 15 (the missing step-100 point is not in this run's window)
-    np.testing.assert_allclose(b8["b_simple"], [2.0, 2.5, 15.0])
-    assert not table["window_invalid"].any()
+    # (4+6)/(2+2); (6+9)/(2-1) = 15 (the missing step-100 point is not in this run's window); 9/-1: invalid
+    np.testing.assert_allclose(b8["b_simple"], [2.5, 15.0, np.nan])
+    assert b8["window_invalid"].tolist() == [False, False, True]
+    np.testing.assert_allclose(b8["run_invalid_fraction"], 1 / 3)
+    # the trailing window (the former default) of the same values: 8/4; (8+8)/(4+2); (8+10)/(2+1); (10+20)/2
+    trailing, _ = an.windowed_noise_scale([4.0, 2.0, 1.0, 1.0], [8.0, 8.0, 10.0, 20.0], 2, centred=False)
+    np.testing.assert_allclose(trailing, [2.0, 16 / 6, 6.0, 15.0])
+    centred3, _ = an.windowed_noise_scale([4.0, 2.0, 1.0, 1.0], [8.0, 8.0, 10.0, 20.0], 3)
+    np.testing.assert_allclose(centred3, [16 / 6, 26 / 7, 38 / 4, 30 / 2])  # i-1..i+1
     assert table["b_simple_exact"].isna().all()  # exact |G|^2 not computed: NaN, not zero
 
 

@@ -201,7 +201,7 @@ def test_write_study_tables_roundtrip(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "analysis_record.json",
                                                     "critical_batch.json",
                                                     "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
-                                                    "speedup.csv", "speedup_common.csv"]
+                                                    "noise_vs_tuned.csv", "speedup.csv", "speedup_common.csv"]
     assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows
     speed = pd.read_csv(out / "speedup.csv")
     assert list(speed.columns) == list(SPEEDUP_COLUMNS) and len(speed) == 24

@@ -24,6 +24,7 @@ from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.analysis.noise_tuned import noise_tuned_headlines
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
 
@@ -327,6 +328,8 @@ def read_study(results: Path, name: str, study: dict) -> dict:
                               read_csv(folder / "speedup_common.csv"), theory_doc)
     if noise_traced(study):
         headline["noise"] = noise_headlines(read_csv(folder / "noise_scale.csv"), critical)
+        if (folder / "noise_vs_tuned.csv").exists():  # the summary's lines; results from before it: the old line
+            headline["noise_tuned"] = noise_tuned_headlines(read_csv(folder / "noise_vs_tuned.csv"))
     if (study.get("branching") or {}).get("enabled"):  # the local critical batch per checkpoint
         headline["branching"] = branching_headline(read_csv(folder / BRANCHING_TABLE.name), study["branching"])
     return headline

@@ -7,7 +7,7 @@ run x evaluation point.
 
 - `noise_points(cube)`: the cube's noise variables as a tidy table.
 - `b_simple_over_training(points, window)`: B_simple per run and evaluation point, the ratio of the
-  trailing-window means of tr Sigma and |G|^2 (windowed_noise_scale below); the exact values
+  centred-window means of tr Sigma and |G|^2 (windowed_noise_scale below); the exact values
   use the same window, so both columns smooth alike.
 - `b_simple_at_k(steps, b_simple, k)`: B_simple where a run reaches eps, interpolated at k(eps) linearly in
   log(step) (as k itself is; linearly in step when the bracket starts at step 0).
@@ -44,16 +44,18 @@ def noise_scale(g2, trace_sigma):
         return np.where(g2 > 0, trace_sigma / np.where(g2 > 0, g2, 1.0), np.nan)
 
 
-def windowed_noise_scale(g2, trace_sigma, window: int):
-    """B_simple per evaluation point as the ratio of trailing-window means.
+def windowed_noise_scale(g2, trace_sigma, window: int, centred: bool = True):
+    """B_simple per evaluation point as the ratio of window means.
 
-    At point i the window is points max(0, i-window+1)..i (fewer at the start); non-finite entries (points
-    not measured) are left out of both means.
+    At point i the centred window is points i - (window-1)//2 .. i + window//2 (fewer at either end; a
+    trailing one, centred False, is i-window+1..i), so the estimate at i is not biased towards earlier
+    training while B_simple grows; non-finite entries (points not measured) are left out of both means.
 
     Args:
       g2: |G|^2 per evaluation point of one run (1-D).
       trace_sigma: tr Sigma at the same points.
       window: the number of points averaged.
+      centred: a centred window (the default) or a trailing one.
 
     Returns:
       (b_simple, invalid): b_simple[i] = mean(trace_sigma) / mean(g2) over the window; NaN with invalid[i]
@@ -72,13 +74,14 @@ def windowed_noise_scale(g2, trace_sigma, window: int):
     finite = np.isfinite(g2) & np.isfinite(trace_sigma)
     b_simple = np.full(g2.shape, np.nan)
     invalid = np.zeros(g2.shape, dtype=bool)
+    before, after = ((window - 1) // 2, window // 2) if centred else (window - 1, 0)
     for i in range(g2.size):
-        keep = finite[max(0, i - window + 1):i + 1]
+        lo, hi = max(0, i - before), i + after + 1
+        keep = finite[lo:hi]
         if not keep.any():
             continue  # nothing measured in the window: NaN, but not flagged (no estimate was made)
-        lo = max(0, i - window + 1)
-        mean_g2 = g2[lo:i + 1][keep].mean()
-        mean_trace = trace_sigma[lo:i + 1][keep].mean()
+        mean_g2 = g2[lo:hi][keep].mean()
+        mean_trace = trace_sigma[lo:hi][keep].mean()
         if mean_g2 > 0:
             b_simple[i] = mean_trace / mean_g2
         else:
@@ -92,7 +95,7 @@ NOISE_VARIABLES = {"noise_g2": "g2", "noise_trace_sigma": "trace_sigma",
 
 OVER_TRAINING_COLUMNS = (
     "strategy", "batch_size", "seed", "step", "examples_seen", "g2", "trace_sigma", "b_simple",
-    "window_invalid", "b_simple_exact",
+    "window_invalid", "b_simple_exact", "run_invalid_fraction",
 )
 AT_THRESHOLD_COLUMNS = (
     "strategy", "batch_size", "k_mean_steps", "b_simple_at_eps", "b_simple_at_eps_min", "b_simple_at_eps_max",
@@ -107,7 +110,7 @@ VERSUS_CRITICAL_COLUMNS = (
 UNITS = {
     "step": "steps", "examples_seen": "examples", "k_mean_steps": "steps",
     "g2": "(loss/parameter)^2", "trace_sigma": "(loss/parameter)^2 x examples",
-    "b_simple": "examples", "b_simple_exact": "examples", "b_simple_at_eps": "examples",
+    "b_simple": "examples", "b_simple_exact": "examples", "run_invalid_fraction": "dimensionless", "b_simple_at_eps": "examples",
     "b_simple_at_eps_min": "examples", "b_simple_at_eps_max": "examples", "b_simple_exact_at_eps": "examples",
     "B_crit": "examples per step", "B_crit_low": "examples per step", "B_crit_high": "examples per step",
     "B_crit_overhead": "examples per step", "ratio_B_crit_over_B_simple": "dimensionless",
@@ -150,16 +153,18 @@ def b_simple_over_training(points: pd.DataFrame, window: int) -> pd.DataFrame:
 
     Args:
       points: a tidy table as `noise_points` gives it.
-      window: the trailing window of `windowed_noise_scale`, over each run's own points in step order.
+      window: the centred window of `windowed_noise_scale`, over each run's own points in step order.
 
     Returns:
-      OVER_TRAINING_COLUMNS, the exact values (where traced) smoothed over the same window.
+      OVER_TRAINING_COLUMNS, the exact values (where traced) smoothed over the same window;
+      run_invalid_fraction is the run's fraction of points whose window is invalid (mean |G|^2 <= 0).
     """
     frames = []
     for _, run in points.sort_values(list(RUN_KEYS) + ["step"]).groupby(list(RUN_KEYS), sort=True):
         b_simple, invalid = windowed_noise_scale(run["g2"].to_numpy(float), run["trace_sigma"].to_numpy(float), window)
         out = run.copy()
         out["b_simple"], out["window_invalid"] = b_simple, invalid
+        out["run_invalid_fraction"] = float(invalid.mean()) if invalid.size else float("nan")
         if "g2_exact" in run and "trace_sigma_exact" in run:
             out["b_simple_exact"] = windowed_noise_scale(run["g2_exact"].to_numpy(float),
                                                          run["trace_sigma_exact"].to_numpy(float), window)[0]
@@ -352,7 +357,7 @@ def study_noise_tables(cube, critical_document: dict, window: int, metric: str =
     Args:
       cube: a study cube.
       critical_document: its critical_batch.json (each strategy's own eps and critical batch).
-      window: the trailing window of B_simple.
+      window: the centred window of B_simple.
       metric: the metric whose eps and critical batch are used.
 
     Returns:

@@ -56,7 +56,7 @@ def trace_points(trace: dict, window: int) -> pd.DataFrame:
     for name, (g2_name, trace_name) in ESTIMATORS.items():
         g2 = np.asarray(points.get(g2_name, np.full(n, np.nan)), dtype=float)
         sigma = np.asarray(points.get(trace_name, np.full(n, np.nan)), dtype=float)
-        b_simple, flagged = windowed_noise_scale(g2, sigma, window)
+        b_simple, flagged = windowed_noise_scale(g2, sigma, window, centred=False)  # trailing, as documented
         frame[f"b_{name}"] = b_simple
         frame[f"invalid_{name}"] = flagged | ~np.isfinite(b_simple)
     return frame[list(POINT_COLUMNS)]

@@ -102,12 +102,14 @@ from batchscale.analysis.curves import (
 )
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
+from batchscale.analysis.noise_tuned import study_noise_vs_tuned
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.store.cube import open_cube
 from batchscale.store.records import write_record
 
 # The CSV files of a study, in the order they are written (critical_batch.json and accuracy.md beside them).
 TABLE_STEMS = ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
+               "noise_vs_tuned",
                "tuned", "tuned_trials")
 
 
@@ -273,7 +275,8 @@ def study_tables(cube, study_config=None) -> dict:
       study_config: the study config (None: the cube's).
 
     Returns:
-      {"speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training" (and
+      {"speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
+      "noise_vs_tuned" (and
       with tuned trials "tuned", "tuned_trials"): DataFrame or None, "critical_batch": dict}.
     """
     result = analyse_cube(cube, study_config)
@@ -285,6 +288,8 @@ def study_tables(cube, study_config=None) -> dict:
     raw = study_config if study_config is not None else json.loads(cube.attrs.get("study_config_json", "{}"))
     window = (raw.get("noise_scale") or {}).get("window", 3)
     result.update(study_noise_tables(cube, result["critical_batch"], window))
+    result["noise_vs_tuned"] = study_noise_vs_tuned(cube, result["noise_over_training"], result["critical_batch"],
+                                                    raw)
     return result
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from batchscale.report.branching_summary import branching_line
+from batchscale.report.noise_summary import noise_tuned_lines
 
 REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
                 "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
@@ -28,8 +29,10 @@ INTRODUCTION = (
     "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
     "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
     "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
-    "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
-    "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
+    "when outside the measured range. Where a study traces the noise scale, its lines set B_simple = tr Σ/|G|² at ε, "
+    "read from the smallest batch size's runs (noise_vs_tuned.csv), beside the tuned strategy's B_crit at the "
+    "same ε, with their ratio; for blr the fixed-rate relation B_crit(η) ≈ B_simple·x/(1 − x), x = η/η_max, is a "
+    "second check.\n\n")
 
 
 def _number(value) -> float:
@@ -167,7 +170,8 @@ def render_headline(h: dict) -> str:
         lines += [f"- {tuned_text(h['tuned'])}"]
     if h.get("eta0_check"):
         lines += [f"- {eta0_text(h['eta0_check'])}"]
-    lines += [f"- {line}" for line in noise_lines(h.get("noise", []))]
+    lines += [f"- {line}" for line in (noise_tuned_lines(h["noise_tuned"]) if "noise_tuned" in h
+                                       else noise_lines(h.get("noise", [])))]
     lines += [f"- {branching_line(h['branching'])}"] if h.get("branching") else []
     return "\n".join(lines) + "\n"
 

@@ -66,6 +66,7 @@ STUDY_TABLES = (
     Output("linear_error.csv", "linear_error_table", "linear approximation error"),
     Output("noise_scale.csv", "noise_scale_table", "noise scale at eps beside the critical batch"),
     Output("noise_over_training.csv"),
+    Output("noise_vs_tuned.csv", "noise_vs_tuned_table", "noise scale beside the tuned critical batch"),
     Output("analysis_record.json"),  # what the analysis wrote, which the next stages check (store.records)
 )
 # ... and for a study that runs `tuned`.

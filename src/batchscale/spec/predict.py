@@ -51,7 +51,7 @@ def predict_trace_paths(study_name: str, study: dict) -> list[str]:
 def predict_noise(study: dict) -> dict:
     """The noise-scale settings of the prediction runs: the study's, with `predict.noise` over them, on."""
     noise = {**study["noise_scale"], **study["predict"].get("noise", {}), "enabled": True}
-    return {k: v for k, v in noise.items() if k != "window"}  # the analysis window changes no trace
+    return {k: v for k, v in noise.items() if k not in ("window", "tuned_trials")}  # neither changes a trace
 
 
 def predict_run_config(config: dict, study_name: str, seed: int) -> dict:

@@ -119,8 +119,9 @@ def run_config(config: dict, key: RunKey) -> dict:
         "channels_last": study["channels_last"],
         "divergence_factor": study["divergence_factor"],
         "checkpoint_seconds": study["checkpoint_seconds"],
-        # the analysis window changes no trace, so it stays out of the run (and its hash)
-        "noise_scale": {k: v for k, v in study["noise_scale"].items() if k != "window"},
+        # the analysis window changes no trace, so it stays out of the run (and its hash); so does tuned_trials,
+        # which only says whether the tuned strategy's trial runs trace the noise scale (below)
+        "noise_scale": {k: v for k, v in study["noise_scale"].items() if k not in ("window", "tuned_trials")},
     }
     if study.get("warmup_steps") is not None:  # a warm-up in steps replaces the one in epochs
         run["warmup_epochs"] = 0
@@ -128,6 +129,8 @@ def run_config(config: dict, key: RunKey) -> dict:
             run["warmup_steps"] = int(study["warmup_steps"])  # only when set: other runs keep their config hash
     if key.trial is not None:
         run.update(trial_settings(study, key.trial, run))
+        if not study["noise_scale"].get("tuned_trials", False):
+            run["noise_scale"]["enabled"] = False
     return run
 
 

@@ -162,9 +162,13 @@ def _check_scaling_rules(name: str, study: dict) -> None:
 
 def _check_noise_and_branching(prefix: str, study: dict) -> None:
     noise = study["noise_scale"]
-    if noise["batch_small"] >= noise["batch_big"]:
+    subset = study["evaluation"]["train_subset"]
+    if noise["batch_big"] != "auto" and noise["batch_small"] >= noise["batch_big"]:
         raise ConfigError(f"config key {prefix}.noise_scale.batch_small: {noise['batch_small']} must be smaller "
                           f"than batch_big ({noise['batch_big']})")
+    if noise["enabled"] and noise["batch_small"] >= subset:
+        raise ConfigError(f"config key {prefix}.noise_scale.batch_small: {noise['batch_small']} must be smaller "
+                          f"than the evaluation subset (evaluation.train_subset {subset})")
     branching = study["branching"]
     if branching["enabled"] and 1 not in branching["k"]:
         raise ConfigError(f"config key {prefix}.branching.k: {branching['k']} must contain 1 (the reference branch)")

@@ -26,6 +26,8 @@ OPTIONAL_METRICS = {
     "noise_trace_sigma": "two-batch estimate of tr Sigma (n convention), (loss/parameter)^2 x examples",
     "noise_g2_exact": "|G|^2 from every per-example gradient of the subset; NaN where not computed",
     "noise_trace_sigma_exact": "tr Sigma from every per-example gradient of the subset; NaN where not computed",
+    "noise_batch_big": "examples in the big batch of that point's two-batch estimate (noise_scale.batch_big)",
+    "noise_draws": "two-batch draws averaged at that point (noise_scale.draws)",
 }
 
 
