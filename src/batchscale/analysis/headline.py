@@ -24,6 +24,7 @@ from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
 
@@ -213,6 +214,15 @@ def common_rule(study: dict) -> str:
     return study.get("common_threshold", "smallest")
 
 
+def threshold_rule_text(study: dict) -> str:
+    """The study's own-eps rule as the tables write it (``lower_quartile_of_largest``, ...); the summary names
+    it, since tuned and the fixed strategies share it."""
+    try:
+        return describe_threshold_rule(study.get("threshold", LOWER_QUARTILE))
+    except ValueError:
+        return str(study.get("threshold"))
+
+
 def strategy_headline(entry: dict, own: dict, rows: pd.DataFrame, own_rows: pd.DataFrame) -> dict:
     """One strategy's headline numbers.
 
@@ -274,6 +284,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         "study": name, "description": study.get("description", ""), "metric": metric,
         "common_threshold": common_doc.get("threshold"), "strategies": strategies,
         "common_rule": common_rule(study),
+        "threshold_rule": threshold_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
         "tuned": tuned_numbers(tuned_entry),

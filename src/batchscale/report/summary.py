@@ -143,10 +143,21 @@ def theory_line(t: dict) -> str:
             f"{t['measured_lsr_breakdown']}: {AGREEMENT_TEXT[t['agrees']]}.")
 
 
+def rule_line(rule: str | None) -> str:
+    """The own-eps rule in words: the same for every strategy, tuned included."""
+    if not rule:
+        return "Own ε: rule not recorded."
+    if rule.startswith("fixed"):
+        return f"Own ε: {rule}, the same value for every strategy."
+    return (f"Own ε: {rule} (each seed's curve at the source batch resampled uniformly in steps, its quantile, the "
+            "largest over seeds); tuned applies the same rule to its best trial's seeds at the largest m.")
+
+
 def render_headline(h: dict) -> str:
     """A study's section of summary.md from its headline numbers (`analysis.headline.study_headline`)."""
     lines = [f"## {h['study']}: {h['description']}", "",
-             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({COMMON_RULE_TEXT[h['common_rule']]})."]
+             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({COMMON_RULE_TEXT[h['common_rule']]}).",
+             "", rule_line(h.get("threshold_rule"))]
     if "theory" in h:
         lines += ["", theory_line(h["theory"])]
     lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
