@@ -107,7 +107,7 @@ def test_headline_with_theory_compares_prediction_and_measurement(tables):
     assert h["theory"]["agrees"] is True
     text = summary.render_headline(h)
     assert "predicted at m = 64, measured at m = 32: agrees" in text
-    assert "| lsr | 0.1 (32) | > 32 (percentile_bootstrap) | > 16 | 16 | — |" in text
+    assert "| lsr | 0.1 (32) | > 16 | > 32 (percentile_bootstrap) | 16 | — |" in text
 
 
 def test_least_squares_theory_on_a_hand_computed_design():

@@ -40,13 +40,14 @@ def critical_numbers(entry: dict) -> dict:
 
     Returns:
       {estimate, report (the analysis' text: "< 4", "> 128" or the value), bound, low, high, interval_kind,
-      fit_meaningful}.
+      fit_meaningful, rejected (the fit's log-RMSE is above the study's cut-off), log_rmse}.
     """
     b = entry.get("B_crit") or {}
     return {"estimate": b.get("estimate"), "report": b.get("report"), "bound": b.get("bound"),
             "low": b.get("low"), "high": b.get("high"),
             "interval_kind": b.get("interval_kind") or entry.get("interval_kind") or "none",
-            "fit_meaningful": bool(entry.get("fit_meaningful", False))}
+            "fit_meaningful": bool(entry.get("fit_meaningful", False)),
+            "rejected": bool(b.get("rejected", False)), "log_rmse": entry.get("log_rmse")}
 
 
 def overhead_numbers(entry: dict) -> dict:

@@ -17,7 +17,8 @@ from batchscale.report.branching_summary import branching_line
 
 REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
                 "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
-                "below_base": "below m0"}
+                "below_base": "below m0", "superlinear": "superlinear (efficiency > 1)",
+                "unresolved": "linear unresolved (interval below the cut-off)", "no_base": "no regime (k(m0) not reached)"}
 COMMON_RULE_TEXT = {"fixed": "a fixed ε, the same for every strategy",
                     "smallest": "the strictest of the strategies' own ε",
                     "largest": "the loosest of the strategies' own ε"}
@@ -26,9 +27,11 @@ AGREEMENT_TEXT = {True: "agrees (at the predicted batch size or one doubling ear
 INTRODUCTION = (
     "# batchscale: summary of the run\n\nOne section per study, from its critical_batch.json, speedup.csv "
     "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
-    "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
-    "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
-    "when outside the measured range. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
+    "to reach ε; regimes: linear while the lower bound of the efficiency k(m0) m0 / (k(m) m) "
+    "interval is ≥ 0.8 (efficiency above 1: superlinear), stagnation once doubling m cuts k by less than 10%, "
+    "none where k(m0) is not finite. The overhead-based critical batch (Zhang et al. 2024) comes first; B_crit is "
+    "the fit k = S_min (1 + B_crit/m), given as a bound when outside the measured range and rejected when its "
+    "log-RMSE is above the cut-off. Where a study traces the noise scale, its line sets B_simple = tr Σ/|G|² "
     "at ε (noise_scale.csv) beside B_crit at the same ε, with their ratio.\n\n")
 
 
@@ -52,6 +55,8 @@ def critical_text(critical: dict) -> str:
     """B_crit as the analysis wrote it ("< 4", "> 128" or a value), with its interval and interval kind."""
     if critical["report"] is None:
         return "not estimable"
+    if critical.get("rejected"):
+        return f"rejected (the hyperbola misses k(m): log-RMSE {_fmt(critical.get('log_rmse'), 2)})"
     text = _quoted(critical["report"])
     if critical["bound"] is None and critical["low"] is not None and critical["high"] is not None:
         text += f" [{_fmt(critical['low'])}, {_fmt(critical['high'])}]"
@@ -160,11 +165,11 @@ def render_headline(h: dict) -> str:
              "", rule_line(h.get("threshold_rule"))]
     if "theory" in h:
         lines += ["", theory_line(h["theory"])]
-    lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
+    lines += ["", "| strategy | own ε (source m) | overhead critical batch | B_crit at common ε | largest linear m "
               "| first stagnating m |", "|---|---|---|---|---|---|"]
     for s, v in h["strategies"].items():
         lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | "
-                     f"{critical_text(v['critical'])} | {overhead_text(v['overhead_critical'])} | "
+                     f"{overhead_text(v['overhead_critical'])} | {critical_text(v['critical'])} | "
                      f"{v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
     lines += [""] + [f"- {s} regimes (speedup) at common ε: "
                      + (regimes_text(v["regimes"]) if v["regimes"] is not None
