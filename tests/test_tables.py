@@ -199,9 +199,9 @@ def test_write_study_tables_roundtrip(tmp_path):
     result = write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "analysis_record.json",
-                                                    "critical_batch.json",
+                                                    "critical_batch.json", "critical_vs_threshold.csv",
                                                     "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
-                                                    "speedup.csv", "speedup_common.csv"]
+                                                    "speedup.csv", "speedup_common.csv", "warmup_check.csv"]
     assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows
     speed = pd.read_csv(out / "speedup.csv")
     assert list(speed.columns) == list(SPEEDUP_COLUMNS) and len(speed) == 24

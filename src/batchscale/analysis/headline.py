@@ -24,6 +24,7 @@ from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.analysis.robustness import warmup_headline
 from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
@@ -339,6 +340,8 @@ def read_study(results: Path, name: str, study: dict) -> dict:
                               read_csv(folder / "speedup_common.csv"), theory_doc)
     if noise_traced(study):
         headline["noise"] = noise_headlines(read_csv(folder / "noise_scale.csv"), critical)
+    if (folder / "warmup_check.csv").exists():  # k(m) against the warm-up (analysis.robustness)
+        headline["warmup"] = warmup_headline(read_csv(folder / "warmup_check.csv"))
     if (study.get("branching") or {}).get("enabled"):  # the local critical batch per checkpoint
         headline["branching"] = branching_headline(read_csv(folder / BRANCHING_TABLE.name), study["branching"])
     return headline

@@ -67,6 +67,9 @@ bound, report}, from_fit {estimate, low, high, interval_kind}} and the regime bo
 largest_linear_batch_size (null when only m0 qualifies) and first_stagnation_batch_size; ``null`` marks a
 quantity that cannot be estimated.
 
+``warmup_check.csv`` (k(m) against each run's warm-up) and ``critical_vs_threshold.csv`` (B_crit across a
+family of eps): columns in `batchscale.analysis.robustness`.
+
 ``accuracy.csv`` / ``accuracy.md`` -- the paper's Table 2 with the final train loss and train accuracy beside
 the final test accuracy (so under-training and a generalization gap can be told apart): columns strategy,
 batch_size, test_acc_mean_pct, test_acc_sd_pct, train_acc_mean_pct, train_acc_sd_pct, train_loss_mean,
@@ -102,13 +105,14 @@ from batchscale.analysis.curves import (
 )
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
+from batchscale.analysis.robustness import critical_vs_threshold_table, warmup_check_table
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.store.cube import open_cube
 from batchscale.store.records import write_record
 
 # The CSV files of a study, in the order they are written (critical_batch.json and accuracy.md beside them).
 TABLE_STEMS = ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
-               "tuned", "tuned_trials")
+               "warmup_check", "critical_vs_threshold", "tuned", "tuned_trials")
 
 
 def metric_thresholds(cube, study: dict, metric: str):
@@ -273,8 +277,9 @@ def study_tables(cube, study_config=None) -> dict:
       study_config: the study config (None: the cube's).
 
     Returns:
-      {"speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training" (and
-      with tuned trials "tuned", "tuned_trials"): DataFrame or None, "critical_batch": dict}.
+      {"speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
+      "warmup_check", "critical_vs_threshold" (`robustness`) (and with tuned trials "tuned", "tuned_trials"):
+      DataFrame or None, "critical_batch": dict}.
     """
     result = analyse_cube(cube, study_config)
     has_acc = "test_acc" in cube or "final_test_acc" in cube
@@ -285,6 +290,8 @@ def study_tables(cube, study_config=None) -> dict:
     raw = study_config if study_config is not None else json.loads(cube.attrs.get("study_config_json", "{}"))
     window = (raw.get("noise_scale") or {}).get("window", 3)
     result.update(study_noise_tables(cube, result["critical_batch"], window))
+    result["warmup_check"] = warmup_check_table(cube, raw, result["speedup_common"], result.get("tuned"))
+    result["critical_vs_threshold"] = critical_vs_threshold_table(cube, resolve_study(cube, study_config))
     return result
 
 

@@ -158,6 +158,24 @@ def rule_line(rule: str | None) -> str:
             "largest over seeds); tuned applies the same rule to its best trial's seeds at the largest m.")
 
 
+def warmup_lines(warmup: dict) -> list[str]:
+    """Per warmed-up strategy: the batch sizes where k(m) < factor x its warm-up, or that it is well past it."""
+    lines = []
+    for strategy, w in warmup.items():
+        factor = f"{w['factor']:g}×"
+        if not w["flagged"]:
+            lines.append(f"{strategy}: k(m) well past its warm-up at every m (≥ {factor} it)")
+            continue
+        steps = (f"{w['warmup_low']:.0f} steps" if w["warmup_low"] == w["warmup_high"]
+                 else f"{w['warmup_low']:.0f}–{w['warmup_high']:.0f} steps")
+        text = (f"{strategy} reaches ε within {factor} its warm-up ({steps}) at m = "
+                f"{', '.join(str(m) for m in w['flagged'])}")
+        if w["inside"]:
+            text += f" (inside it at m = {', '.join(str(m) for m in w['inside'])})"
+        lines.append(text + ": there k(m) measures the warm-up more than the scaling rule")
+    return lines
+
+
 def render_headline(h: dict) -> str:
     """A study's section of summary.md from its headline numbers (`analysis.headline.study_headline`)."""
     lines = [f"## {h['study']}: {h['description']}", "",
@@ -183,6 +201,7 @@ def render_headline(h: dict) -> str:
         lines += [f"- {tuned_text(h['tuned'])}"]
     if h.get("eta0_check"):
         lines += [f"- {eta0_text(h['eta0_check'])}"]
+    lines += [f"- warm-up check (common ε): {line}" for line in warmup_lines(h.get("warmup") or {})]
     lines += [f"- {line}" for line in noise_lines(h.get("noise", []))]
     lines += [f"- {branching_line(h['branching'])}"] if h.get("branching") else []
     return "\n".join(lines) + "\n"
