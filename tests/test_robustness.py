@@ -89,3 +89,20 @@ def test_critical_vs_threshold_has_the_figures_columns_and_the_family_of_eps():
     assert blr["threshold"] == pytest.approx(0.6, abs=2e-4)
     # accepted is the goodness-of-fit cut-off, 0.15 by default
     assert (table["accepted"] == (table["log_rmse"] <= 0.15)).all()
+
+
+def test_eta_star_interior_or_at_the_edge_per_batch_size():
+    from batchscale.report.summary import tuned_text
+
+    searched = {"min": 0.003, "max": 0.3}
+    eta = {"4": 0.02, "64": 0.3, "128": 1.2, "256": None}
+    edges = {"64": "high", "128": "high"}
+    ranges = {"4": [0.003, 0.3], "64": [0.003, 0.3], "128": [0.003, 1.2], "256": [0.003, 0.3]}
+    status = robustness.eta_edge_status(eta, edges, ranges, searched)
+    # 64 stopped at the configured edge 0.3; 128's range reaches 1.2 > 0.3: round 2 extended it, and eta*
+    # is still at its (new) edge: at the extension's cap
+    assert status == {"4": "interior", "64": "high edge", "128": "high edge, extended to its cap",
+                      "256": "none reached"}
+    text = tuned_text({"threshold": 0.1, "eta_star": eta, "lr_edge": edges, "edge_status": status,
+                       "B_noise": {}, "eta_fit_max_abs_log_residual": None})
+    assert "interior at m = 4; high edge at m = 64; high edge, extended to its cap at m = 128" in text

@@ -24,7 +24,7 @@ from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
-from batchscale.analysis.robustness import warmup_headline
+from batchscale.analysis.robustness import eta_edge_status, warmup_headline
 from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
@@ -96,19 +96,23 @@ def fastest_per_batch(common: pd.DataFrame) -> dict:
     return out
 
 
-def tuned_numbers(entry: dict) -> dict | None:
+def tuned_numbers(entry: dict, searched: dict | None = None) -> dict | None:
     """The tuned search's best learning rates of a critical_batch.json entry.
 
     Args:
       entry: tuned's entry at its own eps.
+      searched: the study's first-round learning-rate range {min, max} (tuning.lr), to tell an extended edge.
 
     Returns:
       {threshold, eta_star {m: rate}, lr_edge {m: "low"|"high"} (rates at the edge of the searched range),
+      edge_status {m: interior / low or high edge [, extended to its cap]} (`robustness.eta_edge_status`),
       B_noise {estimate, low, high, interval_kind}, eta_fit_max_abs_log_residual}; None without rates.
     """
     if not entry.get("eta_star"):
         return None
     return {"threshold": entry.get("threshold"), "eta_star": entry["eta_star"], "lr_edge": entry.get("lr_edge") or {},
+            "edge_status": eta_edge_status(entry["eta_star"], entry.get("lr_edge") or {}, entry.get("lr_range") or {},
+                                           searched),
             "B_noise": entry.get("B_noise") or {},
             "eta_fit_max_abs_log_residual": entry.get("eta_fit_max_abs_log_residual")}
 
@@ -289,7 +293,7 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         "threshold_rule": threshold_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
-        "tuned": tuned_numbers(tuned_entry),
+        "tuned": tuned_numbers(tuned_entry, (study.get("tuning") or {}).get("lr")),
         "eta0_check": (eta0_against_tuned(study["eta0"], study["base_batch"], tuned_entry.get("eta_star") or {})
                        if "eta0" in study and any(s != "tuned" for s in study["strategies"]) else None),
     }

@@ -155,6 +155,41 @@ def warmup_headline(table: pd.DataFrame) -> dict:
     return out
 
 
+def eta_edge_status(eta_star: dict, lr_edge: dict, lr_range: dict, searched: dict | None,
+                    rel_tol: float = 1e-6) -> dict:
+    """Per batch size, whether the tuned search's eta*(m) is interior or at an edge of what it tried.
+
+    The refine round extends the range past an edge (tuning.refine.extend_at_edge): a batch size whose
+    tried range reaches beyond the configured [lr.min, lr.max] was extended, and an eta* still at its edge
+    there sits at the extension's cap.
+
+    Args:
+      eta_star: {m: eta*(m)} (NaN: no trial reached eps).
+      lr_edge: {m: "low" | "high"} for the rates at an edge.
+      lr_range: {m: [lowest, highest] rate tried} (may be {}: older tables).
+      searched: the configured {min, max} of the first round (None: unknown).
+
+    Returns:
+      {m: "interior" | "low edge" | "high edge" | "low edge, extended to its cap" | "high edge, extended to
+      its cap" | "none reached"}.
+    """
+    out = {}
+    for m, rate in eta_star.items():
+        if rate is None or not np.isfinite(float(rate)):
+            out[str(m)] = "none reached"
+            continue
+        side = lr_edge.get(str(m), lr_edge.get(m, ""))
+        if not side:
+            out[str(m)] = "interior"
+            continue
+        low, high = (lr_range.get(str(m)) or [math.nan, math.nan])
+        extended = bool(searched) and (
+            (side == "high" and high > float(searched["max"]) * (1 + rel_tol))
+            or (side == "low" and low < float(searched["min"]) * (1 - rel_tol)))
+        out[str(m)] = f"{side} edge" + (", extended to its cap" if extended else "")
+    return out
+
+
 def number(value) -> float:
     """A value of a JSON-safe entry (None for NaN) as a float."""
     return math.nan if value is None else float(value)

@@ -184,6 +184,7 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     entry["eta_fit_max_abs_log_residual"] = fit["max_abs_log_residual"]
     entry["eta_star"] = {str(m): lr for m, lr in zip(sizes, best["lr"].to_numpy(dtype=float))}
     entry["lr_edge"] = {str(m): edge for m, edge in zip(sizes, best["lr_edge"]) if edge}
+    entry["lr_range"] = {str(m): [float(lo), float(hi)] for m, lo, hi in zip(sizes, best["lr_min"], best["lr_max"])}
     entry["interval"] = boot["interval"]
     entry["threshold"] = eps
     entry["threshold_batch_size"], entry["threshold_trial"] = source.get("batch_size"), source.get("trial")

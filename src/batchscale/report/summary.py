@@ -93,7 +93,15 @@ def tuned_text(tuned: dict | None) -> str | None:
         return None
     rates = ", ".join(f"{m}: {_fmt(rate, 3)}" for m, rate in tuned["eta_star"].items())
     text = f"tuned η*(m) at its own ε = {_fmt(tuned['threshold'], 4)}: {rates}"
-    if tuned["lr_edge"]:
+    status = tuned.get("edge_status") or {}
+    if status:
+        groups = {}
+        for m, state in status.items():
+            groups.setdefault(state, []).append(str(m))
+        text += "; η*(m) " + "; ".join(f"{state} at m = {', '.join(sizes)}" for state, sizes in groups.items())
+        if any("edge" in state for state in groups):
+            text += " (at an edge the optimum may lie outside the range tried: those k are upper bounds)"
+    elif tuned["lr_edge"]:
         edges = ", ".join(f"{m} ({side})" for m, side in tuned["lr_edge"].items())
         text += f"; η* at the edge of the searched range at m = {edges}, so those rates are bounds"
     noise = tuned["B_noise"]
