@@ -106,3 +106,29 @@ def test_eta_star_interior_or_at_the_edge_per_batch_size():
     text = tuned_text({"threshold": 0.1, "eta_star": eta, "lr_edge": edges, "edge_status": status,
                        "B_noise": {}, "eta_fit_max_abs_log_residual": None})
     assert "interior at m = 4; high edge at m = 64; high edge, extended to its cap at m = 128" in text
+
+
+def test_comparison_conclusion_only_where_intervals_are_disjoint():
+    from batchscale.report.summary import render_comparison
+
+    assert robustness.interval_verdict((10, 8, 12), (20, 13, 30)) == "lower"
+    assert robustness.interval_verdict((20, 13, 30), (10, 8, 12)) == "higher"
+    assert robustness.interval_verdict((10, 8, 14), (20, 13, 30)) == "not resolved"  # 13-14 overlap
+    assert robustness.interval_verdict((10, np.nan, np.nan), (20, 13, 30)) == "not resolved"
+    curves = [{"label": "SGD", "study": "s", "b_crit_report": "218", "b_crit": 218.0, "b_crit_low": 111.0,
+               "b_crit_high": 557.0, "interval_kind": "bootstrap_seeds_trials", "largest_batch": 128,
+               "speedup_at_largest": 18.2, "speedup_low_at_largest": 15.0, "speedup_high_at_largest": 24.1,
+               "ideal_at_largest": 32.0},
+              {"label": "AdamW", "study": "a", "b_crit_report": "40", "b_crit": 40.0, "b_crit_low": 30.0,
+               "b_crit_high": 60.0, "interval_kind": "bootstrap_seeds_trials", "largest_batch": 128,
+               "speedup_at_largest": 12.0, "speedup_low_at_largest": 10.0, "speedup_high_at_largest": 16.0,
+               "ideal_at_largest": 32.0}]
+    conclusions = robustness.comparison_conclusions(curves)
+    # B_crit: [111, 557] vs [30, 60] are disjoint; speedup: [15, 24.1] vs [10, 16] overlap
+    assert [c["verdict"] for c in conclusions] == ["higher", "not resolved"]
+    text = render_comparison({"comparison": "opt", "title": "SGD vs AdamW", "strategy": "tuned",
+                              "metric": "train_loss", "common_threshold": 0.01, "common_rule": "smallest",
+                              "curves": curves, "conclusions": conclusions})
+    assert "speedup at m = 128: 18.2 [15, 24.1] (ideal 32)" in text
+    assert "SGD's B_crit above AdamW's" in text
+    assert "speedup at m = 128, SGD vs AdamW: not resolved" in text

@@ -24,7 +24,7 @@ from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
-from batchscale.analysis.robustness import eta_edge_status, warmup_headline
+from batchscale.analysis.robustness import comparison_conclusions, eta_edge_status, warmup_headline
 from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
@@ -316,7 +316,8 @@ def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
     Returns:
       {comparison, title, strategy, metric, common_threshold, common_rule, curves [{label, study,
       b_crit_report, b_crit, b_crit_low, b_crit_high, interval_kind, largest_batch, speedup_at_largest,
-      ideal_at_largest}]}.
+      speedup_low_at_largest, speedup_high_at_largest, ideal_at_largest}], conclusions (each pair told apart
+      only where the intervals are disjoint: `robustness.comparison_conclusions`)}.
     """
     common = table[table["threshold_scope"].astype(str) == "common"]
     curves = []
@@ -328,11 +329,14 @@ def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
                        "b_crit": float(row["b_crit"]), "b_crit_low": float(row["b_crit_low"]),
                        "b_crit_high": float(row["b_crit_high"]), "interval_kind": str(row["b_crit_interval_kind"]),
                        "largest_batch": int(largest["batch_size"]), "speedup_at_largest": float(largest["speedup"]),
+                       "speedup_low_at_largest": float(largest.get("speedup_low", math.nan)),
+                       "speedup_high_at_largest": float(largest.get("speedup_high", math.nan)),
                        "ideal_at_largest": float(largest["ideal_speedup"])})
     first = common.iloc[0] if len(common) else {}
     return {"comparison": name, "title": spec.get("title") or name, "strategy": str(first.get("strategy", "")),
             "metric": str(first.get("metric", "")), "common_threshold": float(first.get("threshold", math.nan)),
-            "common_rule": spec.get("common_threshold", "smallest"), "curves": curves}
+            "common_rule": spec.get("common_threshold", "smallest"), "curves": curves,
+            "conclusions": comparison_conclusions(curves)}
 
 
 def read_study(results: Path, name: str, study: dict) -> dict:

@@ -190,6 +190,51 @@ def eta_edge_status(eta_star: dict, lr_edge: dict, lr_range: dict, searched: dic
     return out
 
 
+def interval_verdict(a: tuple, b: tuple) -> str:
+    """Whether two estimates with intervals are told apart.
+
+    Args:
+      a: (estimate, low, high) of the first.
+      b: the same of the second.
+
+    Returns:
+      ``higher`` / ``lower`` (a against b) when both intervals exist and are disjoint; ``not resolved`` when
+      they overlap or either has no interval (NaN bounds).
+    """
+    (_ea, a_low, a_high), (_eb, b_low, b_high) = a, b
+    bounds = np.array([a_low, a_high, b_low, b_high], dtype=float)
+    if np.isnan(bounds).any():
+        return "not resolved"
+    if a_low > b_high:
+        return "higher"
+    if a_high < b_low:
+        return "lower"
+    return "not resolved"
+
+
+def comparison_conclusions(curves: list[dict]) -> list[dict]:
+    """B_crit and the speedup at the largest batch size of each pair of curves of a comparison, told apart
+    only where their intervals are disjoint.
+
+    Args:
+      curves: the comparison headline's curves (label, b_crit, b_crit_low, b_crit_high, speedup_at_largest,
+        speedup_low_at_largest, speedup_high_at_largest, largest_batch).
+
+    Returns:
+      [{quantity ("B_crit" | "speedup at m = M"), a, b (labels), verdict (`interval_verdict`, a against b)}].
+    """
+    out = []
+    for i, a in enumerate(curves):
+        for b in curves[i + 1:]:
+            out.append({"quantity": "B_crit", "a": a["label"], "b": b["label"], "verdict": interval_verdict(
+                (a["b_crit"], a["b_crit_low"], a["b_crit_high"]), (b["b_crit"], b["b_crit_low"], b["b_crit_high"]))})
+            if a["largest_batch"] == b["largest_batch"]:
+                keys = ("speedup_at_largest", "speedup_low_at_largest", "speedup_high_at_largest")
+                out.append({"quantity": f"speedup at m = {a['largest_batch']}", "a": a["label"], "b": b["label"],
+                            "verdict": interval_verdict(tuple(a[k] for k in keys), tuple(b[k] for k in keys))})
+    return out
+
+
 def number(value) -> float:
     """A value of a JSON-safe entry (None for NaN) as a float."""
     return math.nan if value is None else float(value)

@@ -223,9 +223,23 @@ def render_comparison(h: dict) -> str:
     for c in h["curves"]:
         fit = f"fit {_fmt(c['b_crit'])}, interval [{_fmt(c['b_crit_low'])}, {_fmt(c['b_crit_high'])}] ({c['interval_kind']})"
         report = c["b_crit_report"] or "not estimable"
+        speed = _fmt(c["speedup_at_largest"])
+        if all(math.isfinite(_number(c.get(k))) for k in ("speedup_low_at_largest", "speedup_high_at_largest")):
+            speed += f" [{_fmt(c['speedup_low_at_largest'])}, {_fmt(c['speedup_high_at_largest'])}]"
         lines.append(f"- {c['label']} ({c['study']}): B_crit {report} ({fit}); speedup at m = {c['largest_batch']}: "
-                     f"{_fmt(c['speedup_at_largest'])} (ideal {_fmt(c['ideal_at_largest'])})")
+                     f"{speed} (ideal {_fmt(c['ideal_at_largest'])})")
+    verdicts = [conclusion_text(c) for c in h.get("conclusions", [])]
+    if verdicts:
+        lines += ["", "Conclusion (told apart only where the intervals are disjoint): " + "; ".join(verdicts) + "."]
     return "\n".join(lines) + "\n"
+
+
+def conclusion_text(c: dict) -> str:
+    """One pair's verdict: "SGD's B_crit above AdamW's" or "B_crit, SGD vs AdamW: not resolved (intervals overlap)"."""
+    if c["verdict"] == "not resolved":
+        return f"{c['quantity']}, {c['a']} vs {c['b']}: not resolved (the intervals overlap or one is missing)"
+    side = "above" if c["verdict"] == "higher" else "below"
+    return f"{c['a']}'s {c['quantity']} {side} {c['b']}'s"
 
 
 def render_summary(doc: dict) -> str:
