@@ -97,7 +97,7 @@ def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: 
     rows["k_low"] = boot.loc[rows["batch_size"], "k_low"].to_numpy(dtype=float)
     rows["k_high"] = boot.loc[rows["batch_size"], "k_high"].to_numpy(dtype=float)
     rows["interval_kind"] = tuned_tables.INTERVAL_KIND
-    rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if kind != "none" else kind
+    rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if not kind.startswith("none") else kind
                                      for kind in rows["speedup_interval_kind"].astype(str)]
     rows = with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
                                      describe_threshold_rule(study["threshold"]), source.get("batch_size"),

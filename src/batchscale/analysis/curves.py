@@ -25,7 +25,8 @@ from batchscale.analysis.critical import (
     overhead_batch_from_fit,
 )
 from batchscale.analysis.documents import json_safe
-from batchscale.analysis.intervals import seed_interval, seed_mean
+from batchscale.analysis.intervals import percentile_interval, seed_interval, seed_mean
+from batchscale.analysis.many_seeds import many, mean_curve_draws
 from batchscale.analysis.speedup import (
     base_index,
     efficiency,
@@ -176,7 +177,7 @@ def speedup_rows(batch_sizes, k_per_seed, status_per_seed, base_batch: int, regi
     low = table["speedup_low"].to_numpy(dtype=float) * float(base_batch) / m
     table["regime"] = interval_regimes(labels, m, table["efficiency"], low, k_base,
                                        float(regimes_cfg.get("linear_efficiency", 0.8)),
-                                       (table["speedup_interval_kind"] != "none").to_numpy())
+                                       ~table["speedup_interval_kind"].str.startswith("none").to_numpy())
     return table
 
 
@@ -228,12 +229,18 @@ def overhead_entry(batch_sizes: np.ndarray, k: np.ndarray, k_mean: np.ndarray, f
     samples = int(bootstrap_cfg.get("samples", 1000))
     confidence = float(bootstrap_cfg.get("confidence", 0.9))
     direct = overhead_batch_direct(batch_sizes, k_mean, base, overhead)
-    per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"] for j in range(k.shape[1])
-                if np.any(~np.isnan(k[:, j]))]
-    direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
+    if many(k.shape[1]):  # too many seeds to read one by one: the batch read off normal draws of the mean curve
+        drawn = [overhead_batch_direct(batch_sizes, d, base, overhead)["estimate"] for d in mean_curve_draws(k)]
+        low, high = percentile_interval(np.asarray(drawn), confidence)
+        direct_int = {"low": low, "high": high, "interval_kind": "normal_bootstrap", "n": len(drawn)}
+        per_seed = drawn
+    else:
+        per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"]
+                    for j in range(k.shape[1]) if np.any(~np.isnan(k[:, j]))]
+        direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
     direct.update({"low": direct_int["low"], "high": direct_int["high"],
                    "interval_kind": direct_int["interval_kind"] if len(per_seed) == direct_int["n"] else "none"})
-    if direct["interval_kind"] == "none":
+    if direct["interval_kind"].startswith("none"):
         direct["low"] = direct["high"] = None
     from_fit = {
         "estimate": overhead_batch_from_fit(fit["S_min"], fit["B_crit"], base, overhead),

@@ -17,8 +17,11 @@ import math
 
 import numpy as np
 
+from batchscale.analysis.many_seeds import many, normal_speedup_interval
 from batchscale.analysis.intervals import (
+    ONE_VALUE,
     interval_kind_for,
+    one_distinct_value,
     percentile_interval,
     resample_indices,
     seed_mean,
@@ -106,7 +109,9 @@ def speedup_interval(k_per_seed, k_base_per_seed, samples: int = 1000, confidenc
 
     Percentile bootstrap (paired, `bootstrap_speedup`) from 5 seeds; with 2-4 seeds a Student-t interval of
     the mean of the per-seed log speedups log(k_base[s] / k[s]), exponentiated (ratios are multiplicative);
-    NaN bounds when a seed never reached eps; one seed: no interval.
+    NaN bounds when a seed never reached eps; one seed, or every seed the same speedup: no interval (kind
+    ``none: one distinct value`` for the latter); past `many_seeds.MAX_BOOTSTRAP_SEEDS` seeds the delta
+    method (``normal_approximation``).
 
     Args:
       k_per_seed: k at m, one per seed (NaN: missing).
@@ -124,7 +129,13 @@ def speedup_interval(k_per_seed, k_base_per_seed, samples: int = 1000, confidenc
     both = ~np.isnan(k) & ~np.isnan(kb)
     kind = interval_kind_for(int(both.sum()))
     low = high = float("nan")
-    if kind == "percentile_bootstrap":
+    ratios = np.asarray(speedup(k[both], kb[both]), dtype=float).ravel()
+    if both.sum() >= 2 and not np.array_equal(k[both], kb[both]) and one_distinct_value(ratios):
+        kind = ONE_VALUE  # every seed gave the same speedup: no spread (m0 itself keeps its exact [1, 1])
+    elif many(int(both.sum())):
+        kind = "normal_approximation"
+        low, high = normal_speedup_interval(k[both], kb[both], confidence)
+    elif kind == "percentile_bootstrap":
         _e, low, high = bootstrap_speedup(k[both], kb[both], samples, confidence, seed)
     elif kind == "student_t":
         ratios = np.asarray(speedup(k[both], kb[both]), dtype=float)
