@@ -37,6 +37,7 @@ from batchscale.analysis.curves import (
     speedup_rows,
     with_curve_columns,
 )
+from batchscale.analysis.steps import smooth_cube
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.errors import ConfigError
 from batchscale.store.cube import open_cube
@@ -123,12 +124,14 @@ def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFra
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
     labels = list(spec.get("labels") or names)
+    cubes = dict(cubes)
     own, configs = {}, {}
     for name in names:
         cube = cubes[name]
         if not tuned_tables.has_tuned(cube):
             raise ConfigError(f"comparison: study {name!r} has no strategy 'tuned' (it has {_strategies_of(cube)})")
         configs[name] = resolve_study(cube, studies.get(name))
+        cube = cubes[name] = smooth_cube(cube, float(configs[name]["k_smoothing_decades"]))  # as the study's k
         source = tuned_tables.own_threshold(cube, metric, configs[name]["threshold"])
         own[name] = (source["eps"], source)
     common = common_threshold(own, spec.get("common_threshold", "smallest"))
@@ -172,6 +175,7 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
             raise ConfigError(f"comparison: study {name!r} has no strategy {strategy!r} "
                               f"(it has {_strategies_of(cube)})")
         configs[name] = resolve_study(cube, studies.get(name))
+        cube = cubes[name] = smooth_cube(cube, float(configs[name]["k_smoothing_decades"]))  # as the study's k
         own[name] = study_thresholds(cube.sel(strategy=[strategy]), metric,
                                             configs[name]["threshold"])[strategy]
     common = common_threshold(own, spec.get("common_threshold", "smallest"))

@@ -54,6 +54,7 @@ DEFAULT_STUDY = {
     "bootstrap": {"samples": 1000, "confidence": 0.9},
     "critical_batch": {"overhead": 0.2, "max_log_rmse": 0.15},
     "common_threshold": "smallest",
+    "k_smoothing_decades": 0.1,
 }
 BOOTSTRAP_SEED = 0
 EXCLUDED_NOTE = ("a seed diverged, did not train or rose again (learning-rate instability), or has no step "

@@ -106,6 +106,7 @@ from batchscale.analysis.curves import (
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
 from batchscale.analysis.robustness import critical_vs_threshold_table, warmup_check_table
+from batchscale.analysis.steps import smooth_cube
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.store.cube import open_cube
 from batchscale.store.records import write_record
@@ -208,6 +209,7 @@ def analyse_cube(cube, study=None) -> dict:
       the module docstring).
     """
     study = resolve_study(cube, study)
+    cube = smooth_cube(cube, float(study["k_smoothing_decades"]))  # k (and eps) on the smoothed loss
     rule_text = describe_threshold_rule(study["threshold"])
     out = {}
     summary, common_entries, thresholds = {}, {}, {}
@@ -291,7 +293,9 @@ def study_tables(cube, study_config=None) -> dict:
     window = (raw.get("noise_scale") or {}).get("window", 3)
     result.update(study_noise_tables(cube, result["critical_batch"], window))
     result["warmup_check"] = warmup_check_table(cube, raw, result["speedup_common"], result.get("tuned"))
-    result["critical_vs_threshold"] = critical_vs_threshold_table(cube, resolve_study(cube, study_config))
+    resolved = resolve_study(cube, study_config)
+    result["critical_vs_threshold"] = critical_vs_threshold_table(
+        smooth_cube(cube, float(resolved["k_smoothing_decades"])), resolved)
     return result
 
 
