@@ -85,3 +85,12 @@ def test_regimes_from_the_efficiency_interval():
     # k(m0) not finite: no regime anywhere (missing stays missing)
     assert interval_regimes(["not_reached", "diminishing", "missing"], [4, 8, 16], [np.nan] * 3, [np.nan] * 3,
                             np.inf) == ["no_base", "no_base", "missing"]
+
+
+def test_the_analyze_lines_say_a_rejected_fit_is_rejected():
+    from batchscale.report.critical_lines import critical_batch_lines
+
+    k = 100.0 * np.exp(np.array([-0.3, 0.3, -0.3, 0.3]))
+    entry = critical_entry(M, k, ["base"] * 4, BOOT, base_batch=4, critical_cfg={"max_log_rmse": 0.15})
+    lines = critical_batch_lines({"strategies": {"lsr": {"train_loss": {"threshold": 0.1, **entry}}}})
+    assert "REJECTED" in lines[0] and "log-RMSE 0.3" in lines[0]
