@@ -132,3 +132,14 @@ def test_comparison_conclusion_only_where_intervals_are_disjoint():
     assert "speedup at m = 128: 18.2 [15, 24.1] (ideal 32)" in text
     assert "SGD's B_crit above AdamW's" in text
     assert "speedup at m = 128, SGD vs AdamW: not resolved" in text
+
+
+def test_warmup_in_epochs_from_each_runs_steps_per_epoch():
+    study = {**STUDY, "warmup_steps": None, "warmup_epochs": 5.0}
+    # steps_total 800 over 20 epochs: 40 steps an epoch, 5 epochs of warm-up = 200 steps; factor 2 -> 400
+    check = study_tables(make_cube(study), study)["warmup_check"]
+    lsr = check[check["strategy"] == "lsr"]
+    assert lsr["warmup_steps"].tolist() == [200.0] * 4
+    # k = 400, 200, 100: 400 is not below 2 x 200; 200 and 100 are; 100 is inside the warm-up
+    assert lsr["flagged"].tolist() == [False, True, True, False]
+    assert lsr["inside_warmup"].tolist() == [False, False, True, False]

@@ -121,7 +121,9 @@ def warmup_check_table(cube, study: dict, common: pd.DataFrame, tuned: pd.DataFr
         best = tuned[(tuned["metric"] == WARMUP_METRIC) & (tuned["threshold_scope"] == "common")].sort_values("batch_size")
         if len(best):
             warmup = np.zeros(len(best))
-            if "tuned" in warmed and "tuned_steps_total" in cube:
+            if "tuned" in warmed and "tuned_steps_total" not in cube:  # a cube without run lengths
+                warmup[:] = float(args[0]) if args[0] is not None else math.nan
+            elif "tuned" in warmed:
                 for i, (m, trial) in enumerate(zip(best["batch_size"], best["best_trial"])):
                     run = cube.sel(batch_size=int(m), trial=max(int(trial), int(cube["trial"].min())))
                     warmup[i] = np.nanmean(warmup_length(*args, run["tuned_steps_total"].values, run["tuned_epochs"].values))
