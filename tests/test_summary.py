@@ -107,7 +107,7 @@ def test_headline_with_theory_compares_prediction_and_measurement(tables):
     assert h["theory"]["agrees"] is True
     text = summary.render_headline(h)
     assert "predicted at m = 64, measured at m = 32: agrees" in text
-    assert "| lsr | 0.1 (32) | > 32 (percentile_bootstrap) | > 16 | 16 | — |" in text
+    assert "| lsr | 0.1 (32) | > 16 | > 32 (percentile_bootstrap) | 16 | — |" in text
 
 
 def test_least_squares_theory_on_a_hand_computed_design():
@@ -157,9 +157,9 @@ def test_tuned_text_names_rates_edges_and_b_noise():
              "B_noise": {"estimate": 54.74, "low": 11.72, "high": 222.3, "interval_kind": "bootstrap_seeds_trials"},
              "eta_fit_max_abs_log_residual": 0.378}
     assert summary.tuned_text(headline.tuned_numbers(entry)) == (
-        "tuned η*(m) at its own ε = 0.0237: 4: 0.0198, 128: 0.17; η* at the edge of the searched range at "
-        "m = 128 (high), so those rates are bounds; B_noise = 54.7 [11.7, 222] (bootstrap_seeds_trials, "
-        "fit max |log residual| 0.38)")
+        "tuned η*(m) at its own ε = 0.0237: 4: 0.0198, 128: 0.17; η*(m) interior at m = 4; high edge at m = 128 "
+        "(at an edge the optimum may lie outside the range tried: those k are upper bounds); B_noise = 54.7 "
+        "[11.7, 222] (bootstrap_seeds_trials, fit max |log residual| 0.38)")
     assert headline.tuned_numbers({}) is None and summary.tuned_text(None) is None
 
 

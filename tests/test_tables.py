@@ -89,7 +89,9 @@ def test_speedup_table_fixed_threshold():
     assert pd.isna(r.threshold_batch_size)
     r = row(df, "blr", 32)
     assert (r.k_mean, r.speedup, r.ideal_speedup, r.efficiency, r.regime) == (200.0, 2.0, 2.0, 1.0, "linear")
-    assert (r.speedup_low, r.speedup_high) == (2.0, 2.0)  # both seeds exactly twice as fast
+    # both seeds exactly twice as fast: no spread, so no interval (not a zero-width one)
+    assert math.isnan(r.speedup_low) and math.isnan(r.speedup_high)
+    assert r.speedup_interval_kind == "none: one distinct value"
     r = row(df, "blr", 64)  # seeds 100 and 200: a Student-t interval (log scale), not the seed range
     assert r.k_mean == 150.0 and r.interval_kind == "student_t"
     # logs 4.6052 and 5.2983: sd 0.4901, se 0.3466, t(0.95, 1 dof) = 6.3138 -> half-width 2.1882
@@ -156,7 +158,8 @@ def test_critical_batch_summary_is_json_safe():
     s_min, e_min = lsr["S_min"]["estimate"], lsr["E_min"]["estimate"]
     assert s_min > 0 and s_min + e_min / 128 > 50
     assert lsr["largest_linear_batch_size"] == 64 and lsr["first_stagnation_batch_size"] is None
-    assert lsr["log_rmse"] > 0 and lsr["interval_kind"] == "student_t"
+    # both seeds trace the same curves: no spread, so no interval of the fit
+    assert lsr["log_rmse"] > 0 and lsr["interval_kind"] == "none: one distinct value"
     blr = summary["strategies"]["blr"]["train_loss"]
     assert blr["n_points"] == 3 and blr["largest_linear_batch_size"] == 32
     assert "128" in blr["excluded"] and "diverged" in blr["excluded"]["128"]  # excluded, with the reason
@@ -199,9 +202,10 @@ def test_write_study_tables_roundtrip(tmp_path):
     result = write_study_tables(cube_path, None, tmp_path / "out")  # config from the cube attrs
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["accuracy.csv", "accuracy.md", "analysis_record.json",
-                                                    "critical_batch.json",
+                                                    "critical_batch.json", "critical_vs_threshold.csv",
                                                     "linear_error.csv", "noise_over_training.csv", "noise_scale.csv",
-                                                    "noise_vs_tuned.csv", "speedup.csv", "speedup_common.csv"]
+                                                    "noise_vs_tuned.csv", "speedup.csv", "speedup_common.csv",
+                                                    "warmup_check.csv"]
     assert len(pd.read_csv(out / "noise_scale.csv")) == 0  # no noise traced: the columns, no rows
     speed = pd.read_csv(out / "speedup.csv")
     assert list(speed.columns) == list(SPEEDUP_COLUMNS) and len(speed) == 24

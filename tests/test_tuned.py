@@ -203,15 +203,43 @@ def test_tuned_threshold_uses_the_best_trial_of_the_largest_batch():
                 rows.append({"batch_size": 64, "trial": trial, "seed": seed, "step": step, "loss": value})
                 rows.append({"batch_size": 8, "trial": trial, "seed": seed, "step": step, "loss": value / 10})
     traces = pd.DataFrame(rows)
-    # trial 2 ends lowest (its last finite value, 0.1) at the largest batch; the rule sees its finite
-    # values [1, 0.1, 1, 0.1] (both seeds): sorted [0.1, 0.1, 1, 1], the 25% quantile is 0.1
+    # trial 2 ends lowest (its last finite value, 0.1) at the largest batch; the rule is the fixed
+    # strategies': each seed's finite curve (1 at step 0, 0.1 at step 10) resampled uniformly in steps is a
+    # straight line from 1 to 0.1, whose 25% quantile is 0.1 + 0.25 * 0.9 = 0.325 (the pooled raw points,
+    # [1, 0.1, 1, 0.1], would give 0.1)
     result = tuned.tuned_threshold(traces, "lower_quartile_of_largest")
     assert result["trial"] == 2 and result["batch_size"] == 64
-    assert result["eps"] == pytest.approx(np.quantile([1.0, 0.1, 1.0, 0.1], 0.25))
+    assert result["eps"] == pytest.approx(0.325)
     traces.loc[traces["trial"] == 2, "loss"] = np.nan  # trial 2 diverged at once: trial 1 is best
+    # trial 1 resampled on steps 0..100: the median is the value at step 50, on the stretch from 0.4 (step
+    # 10) to 0.2 (step 100): 0.4 - 0.2 * 40/90 (the pooled raw median would be 0.4)
     result = tuned.tuned_threshold(traces, {"quantile_of_largest": 0.5})
-    assert result["trial"] == 1 and result["eps"] == pytest.approx(np.median([1.0, 0.4, 0.2] * 2))
+    assert result["trial"] == 1 and result["eps"] == pytest.approx(0.4 - 0.2 * 40 / 90, rel=1e-6)
     assert tuned.tuned_threshold(traces, {"fixed": 0.3})["eps"] == 0.3
+
+
+def test_tuned_and_a_fixed_strategy_get_the_same_eps_from_the_same_curves():
+    """One eps rule for every strategy: tuned's best trial and a fixed strategy's source batch, given the
+    same per-seed curves, give the same eps (the largest per-seed lower quartile of the curve resampled
+    uniformly in steps)."""
+    import xarray as xr
+    from batchscale.analysis.thresholds import study_thresholds
+
+    steps = np.array([0, 1, 2, 3, 4])
+    curves = {0: [4.0, 3.0, 2.0, 1.0, 0.0], 1: [8.0, 6.0, 4.0, 2.0, 0.0]}
+    # seed 0 is a line from 4 to 0: lower quartile 1; seed 1 from 8 to 0: lower quartile 2; eps = max = 2
+    # (the pooled raw points would give np.quantile([4, 3, 2, 1, 0, 8, 6, 4, 2, 0], 0.25) = 1.25)
+    rows = [{"batch_size": 64, "trial": 0, "seed": seed, "step": int(step), "loss": value}
+            for seed, curve in curves.items() for step, value in zip(steps, curve)]
+    got = tuned.tuned_threshold(pd.DataFrame(rows), "lower_quartile_of_largest")
+    assert got["eps"] == pytest.approx(2.0, rel=1e-9)
+    values = np.array([[curves[0], curves[1]]])  # (batch_size, seed, step), the source batch 64
+    cube = xr.Dataset({"train_loss": (("strategy", "batch_size", "seed", "step"), values[None]),
+                       "status": (("strategy", "batch_size", "seed"), np.full((1, 1, 2), "completed"))},
+                      coords={"strategy": ["blr"], "batch_size": [64], "seed": [0, 1], "step": steps})
+    fixed = study_thresholds(cube, "train_loss", "lower_quartile_of_largest")["blr"]
+    assert fixed == (pytest.approx(2.0, rel=1e-9), 64)
+    assert fixed[0] == pytest.approx(got["eps"], rel=1e-12)
 
 
 # ------------------------------------------------------------------ what it must show, on least squares

@@ -155,7 +155,7 @@ def summary_inputs():
     inputs = []
     for study in STUDIES:
         inputs += [study_file(study, name) for name in ("critical_batch.json", "speedup.csv", "speedup_common.csv",
-                                                         "analysis_record.json")]
+                                                         "warmup_check.csv", "analysis_record.json")]
         if study in NOISE_STUDIES:
             inputs.append(study_file(study, "noise_scale.csv"))  # its B_simple-to-B_crit line
         if study in BRANCHING_STUDIES:

@@ -183,7 +183,7 @@ def _tables(df, batch_size, steps, seed, base_batch, settings: dict) -> tuple[pd
 
 
 def fit_critical_batch(df, batch_size: str = "batch_size", steps: str = "steps", seed: str | None = None, *,
-                       base_batch: int | None = None, overhead: float = 0.2, max_log_rmse: float = 0.25,
+                       base_batch: int | None = None, overhead: float = 0.2, max_log_rmse: float = 0.15,
                        samples: int = 1000, confidence: float = 0.9, linear_efficiency: float = 0.8,
                        stagnation_gain: float = 0.1) -> CriticalBatch:
     """The critical batch size of steps to a target per batch size, as the workflow measures it.
@@ -269,7 +269,7 @@ def speedup_table(df, batch_size: str = "batch_size", steps: str = "steps", seed
       >>> table["regime"].tolist()
       ['base', 'linear', 'diminishing', 'diminishing']
     """
-    settings = {"overhead": 0.2, "max_log_rmse": 0.25, "samples": samples, "confidence": confidence,
+    settings = {"overhead": 0.2, "max_log_rmse": 0.15, "samples": samples, "confidence": confidence,
                 "linear_efficiency": linear_efficiency, "stagnation_gain": stagnation_gain}
     rows, _, _ = _tables(df, batch_size, steps, seed, base_batch, settings)
     rows = rows.sort_values("batch_size", kind="stable").reset_index(drop=True)

@@ -37,6 +37,7 @@ from batchscale.analysis.curves import (
     speedup_rows,
     with_curve_columns,
 )
+from batchscale.analysis.steps import smooth_cube
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.errors import ConfigError
 from batchscale.store.cube import open_cube
@@ -97,7 +98,7 @@ def tuned_curve(cube, study: dict, metric: str, eps: float, scope: str, source: 
     rows["k_low"] = boot.loc[rows["batch_size"], "k_low"].to_numpy(dtype=float)
     rows["k_high"] = boot.loc[rows["batch_size"], "k_high"].to_numpy(dtype=float)
     rows["interval_kind"] = tuned_tables.INTERVAL_KIND
-    rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if kind != "none" else kind
+    rows["speedup_interval_kind"] = [f"{kind}_of_best_trial" if not kind.startswith("none") else kind
                                      for kind in rows["speedup_interval_kind"].astype(str)]
     rows = with_curve_columns(rows, tuned_tables.TUNED, metric, eps,
                                      describe_threshold_rule(study["threshold"]), source.get("batch_size"),
@@ -123,12 +124,14 @@ def tuned_comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFra
     metric = spec.get("metric", "train_loss")
     names = list(spec["studies"])
     labels = list(spec.get("labels") or names)
+    cubes = dict(cubes)
     own, configs = {}, {}
     for name in names:
         cube = cubes[name]
         if not tuned_tables.has_tuned(cube):
             raise ConfigError(f"comparison: study {name!r} has no strategy 'tuned' (it has {_strategies_of(cube)})")
         configs[name] = resolve_study(cube, studies.get(name))
+        cube = cubes[name] = smooth_cube(cube, float(configs[name]["k_smoothing_decades"]))  # as the study's k
         source = tuned_tables.own_threshold(cube, metric, configs[name]["threshold"])
         own[name] = (source["eps"], source)
     common = common_threshold(own, spec.get("common_threshold", "smallest"))
@@ -172,6 +175,7 @@ def comparison_table(cubes: dict, spec: dict, studies: dict) -> pd.DataFrame:
             raise ConfigError(f"comparison: study {name!r} has no strategy {strategy!r} "
                               f"(it has {_strategies_of(cube)})")
         configs[name] = resolve_study(cube, studies.get(name))
+        cube = cubes[name] = smooth_cube(cube, float(configs[name]["k_smoothing_decades"]))  # as the study's k
         own[name] = study_thresholds(cube.sel(strategy=[strategy]), metric,
                                             configs[name]["threshold"])[strategy]
     common = common_threshold(own, spec.get("common_threshold", "smallest"))

@@ -15,7 +15,9 @@ import math
 import numpy as np
 from scipy.optimize import least_squares, nnls
 
+from batchscale.analysis.many_seeds import NORMAL_DRAWS, many, mean_curve_draws
 from batchscale.analysis.intervals import (
+    ONE_VALUE,
     interval_kind_for,
     percentile_interval,
     resample_indices,
@@ -277,11 +279,21 @@ def critical_batch_interval(batch_sizes, k_per_seed, steps_per_seed=None, sample
     k, steps = k[:, seeds], steps[:, seeds]
     fit_columns = column_fitter(m, k, steps)
     n_seeds = len(seeds)
-    result = dict(fit_columns(list(range(n_seeds))))
+    result = dict(seed_mean_fit(m, k, steps))
     kind = "none" if np.isnan(result["S_min"]) else interval_kind_for(n_seeds)
+    if kind != "none" and n_seeds >= 2 and all(
+            np.allclose(k[:, 0], k[:, j], rtol=1e-9, atol=0.0, equal_nan=True) for j in range(n_seeds)):
+        kind = ONE_VALUE  # every seed gave the same curve: no spread to make an interval of
+    elif kind != "none" and many(n_seeds):
+        kind = "normal_bootstrap"
     collected = {name: [] for name in FIT_QUANTITIES}
     bounds = {}
-    if kind == "percentile_bootstrap":
+    if kind == "normal_bootstrap":
+        bound = np.array([mean_censoring_bound(k[i], steps[i]) for i in range(m.size)])
+        for draw in mean_curve_draws(k, min(int(samples), NORMAL_DRAWS), seed):
+            _collect(collected, fit_critical_batch(m, draw, bound))
+        bounds = {name: percentile_interval(np.asarray(collected[name]), confidence) for name in FIT_QUANTITIES}
+    elif kind == "percentile_bootstrap":
         for index in resample_indices(n_seeds, samples, seed):
             _collect(collected, fit_columns(list(index)))
         bounds = {name: percentile_interval(np.asarray(collected[name]), confidence) for name in FIT_QUANTITIES}

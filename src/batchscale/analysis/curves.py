@@ -25,18 +25,20 @@ from batchscale.analysis.critical import (
     overhead_batch_from_fit,
 )
 from batchscale.analysis.documents import json_safe
-from batchscale.analysis.intervals import seed_interval, seed_mean
+from batchscale.analysis.intervals import percentile_interval, seed_interval, seed_mean
+from batchscale.analysis.many_seeds import many, mean_curve_draws
 from batchscale.analysis.speedup import (
     base_index,
     efficiency,
     ideal_speedup,
+    interval_regimes,
     regime_boundaries,
     regimes,
     speedup,
     speedup_interval,
 )
 from batchscale.analysis.steps import k_per_run, last_steps
-from batchscale.analysis.thresholds import LOWER_QUARTILE
+from batchscale.analysis.thresholds import LOWER_QUARTILE, unstable_runs
 
 METRICS = ("train_loss", "test_loss", "test_error")
 SPEEDUP_COLUMNS = (
@@ -50,12 +52,13 @@ DEFAULT_STUDY = {
     "metrics": list(METRICS),
     "regimes": {"linear_efficiency": 0.8, "stagnation_gain": 0.1},
     "bootstrap": {"samples": 1000, "confidence": 0.9},
-    "critical_batch": {"overhead": 0.2, "max_log_rmse": 0.25},
+    "critical_batch": {"overhead": 0.2, "max_log_rmse": 0.15},
     "common_threshold": "smallest",
+    "k_smoothing_decades": 0.1,
 }
 BOOTSTRAP_SEED = 0
-EXCLUDED_NOTE = ("a seed diverged or has no step count: k has no lower bound, so the size is left out rather "
-                 "than censored")
+EXCLUDED_NOTE = ("a seed diverged, did not train or rose again (learning-rate instability), or has no step "
+                 "count: k has no lower bound, so the size is left out of the fit rather than censored")
 
 
 def resolve_study(cube, study) -> dict:
@@ -145,6 +148,7 @@ def speedup_rows(batch_sizes, k_per_seed, status_per_seed, base_batch: int, regi
                      float(regimes_cfg.get("stagnation_gain", 0.1)))
     k_base = k_mean[base]
     rows = []
+    # the interval of e(m) is the speedup's scaled by m0/m; no interval with one seed (the point decides)
     for i, size in enumerate(m):
         k_int = seed_interval(k[i], samples, confidence, BOOTSTRAP_SEED)
         s_int = speedup_interval(k[i], k_base_seeds, samples, confidence, BOOTSTRAP_SEED)
@@ -170,7 +174,12 @@ def speedup_rows(batch_sizes, k_per_seed, status_per_seed, base_batch: int, regi
             "regime": labels[i],
             "status": row_status(n_seeds, n_diverged, k_mean[i]),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    low = table["speedup_low"].to_numpy(dtype=float) * float(base_batch) / m
+    table["regime"] = interval_regimes(labels, m, table["efficiency"], low, k_base,
+                                       float(regimes_cfg.get("linear_efficiency", 0.8)),
+                                       ~table["speedup_interval_kind"].str.startswith("none").to_numpy())
+    return table
 
 
 def quantity(fit: dict, name: str, kind: str) -> dict:
@@ -221,12 +230,18 @@ def overhead_entry(batch_sizes: np.ndarray, k: np.ndarray, k_mean: np.ndarray, f
     samples = int(bootstrap_cfg.get("samples", 1000))
     confidence = float(bootstrap_cfg.get("confidence", 0.9))
     direct = overhead_batch_direct(batch_sizes, k_mean, base, overhead)
-    per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"] for j in range(k.shape[1])
-                if np.any(~np.isnan(k[:, j]))]
-    direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
+    if many(k.shape[1]):  # too many seeds to read one by one: the batch read off normal draws of the mean curve
+        drawn = [overhead_batch_direct(batch_sizes, d, base, overhead)["estimate"] for d in mean_curve_draws(k)]
+        low, high = percentile_interval(np.asarray(drawn), confidence)
+        direct_int = {"low": low, "high": high, "interval_kind": "normal_bootstrap", "n": len(drawn)}
+        per_seed = drawn
+    else:
+        per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"]
+                    for j in range(k.shape[1]) if np.any(~np.isnan(k[:, j]))]
+        direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
     direct.update({"low": direct_int["low"], "high": direct_int["high"],
                    "interval_kind": direct_int["interval_kind"] if len(per_seed) == direct_int["n"] else "none"})
-    if direct["interval_kind"] == "none":
+    if direct["interval_kind"].startswith("none"):
         direct["low"] = direct["high"] = None
     from_fit = {
         "estimate": overhead_batch_from_fit(fit["S_min"], fit["B_crit"], base, overhead),
@@ -241,13 +256,15 @@ def critical_note(fit: dict, bound: str | None, report: str | None, meaningful: 
     """Why a curve's fit is not drawn, in words; None when it is."""
     if fit["n_points"] < 3:
         return f"only {fit['n_points']} batch size(s) reached the threshold; the fit needs 3"
+    if np.isfinite(fit["log_rmse"]) and fit["log_rmse"] > max_log_rmse:
+        return (f"log-RMSE {fit['log_rmse']:.3g} above {max_log_rmse:g}: the hyperbola is rejected (it does not "
+                "describe k(m)); the fit is not drawn, the overhead-based critical batch stands")
     if math.isinf(fit["B_crit"]):
         return "S_min fitted as 0: k still falls as 1/m, the critical batch size is above the range"
     if bound is not None:
         return f"B_crit {report}: outside the measured range, reported as a bound"
     if not meaningful:
-        return (f"log-RMSE {fit['log_rmse']:.3g} above {max_log_rmse:g}: the model does not "
-                "describe k(m); the fit is not drawn")
+        return "the fit is not drawn"
     return None
 
 
@@ -287,6 +304,9 @@ def critical_entry(batch_sizes, k_per_seed, regime_labels, bootstrap_cfg: dict, 
     b_crit.update(where)
     meaningful = bool(np.isfinite(fit["S_min"]) and fit["S_min"] > 0 and where["bound"] is None
                       and np.isfinite(fit["log_rmse"]) and fit["log_rmse"] <= float(cfg["max_log_rmse"]))
+    # a hyperbola that misses k(m) by more than the cut-off is rejected, bound or not: its B_crit is kept for
+    # the figures (drawn hollow) but the summary reports it as rejected, the overhead-based batch first
+    b_crit["rejected"] = bool(np.isfinite(fit["log_rmse"]) and fit["log_rmse"] > float(cfg["max_log_rmse"]))
     base = float(base_batch if base_batch is not None else m.min())
     entry = {
         "B_crit": b_crit,
@@ -328,7 +348,9 @@ def k_at(cube, strategy: str, metric: str, eps: float):
     per = metric_values(cube, metric).sel(strategy=strategy).transpose("batch_size", "seed", "step")
     stat = run_status(cube).sel(strategy=strategy).transpose("batch_size", "seed")
     k = k_per_run(per, eps, stat).transpose("batch_size", "seed").values
-    last = np.where(stat.values.astype(str) == "completed", last_steps(per, cube["step"].values), np.nan)
+    # an unstable run (did not train, or rose again) would never reach eps: no censoring bound, left out
+    stable = ~unstable_runs(per.values)
+    last = np.where((stat.values.astype(str) == "completed") & stable, last_steps(per, cube["step"].values), np.nan)
     return sizes, k, stat.values, last
 
 

@@ -5,7 +5,14 @@ Two CSV layouts are accepted (column order free, extra columns ignored):
 - traces: ``batch_size, step, loss`` and optionally ``seed``, ``strategy`` -- one row per evaluation
   point. k(m; eps) is measured exactly as for a study cube (log-step interpolation, threshold rule).
 - steps-to-target: ``batch_size, steps`` and optionally ``seed``, ``strategy`` -- k measured already;
-  ``inf`` in ``steps`` means the target was never reached.
+  ``inf`` in ``steps`` means the target was never reached (not a completed run: status ``not_reached``).
+
+``inf`` in ``loss`` means the run blew up there: it never reaches eps from that point and is not a completed
+run (status ``diverged``). Every row is accounted for: a row with an empty strategy, an empty batch size
+or an empty value is refused (naming its line numbers), never dropped. An interval that cannot exist (one
+seed, or seeds that all gave the same value) is said as such (NaN bounds, interval_kind ``none`` or ``none:
+one distinct value``); past 1000 seeds per batch size the intervals come from the normal approximation
+(`batchscale.analysis.many_seeds`), so 125,000 seeds per batch size take seconds.
 
 Missing ``seed`` means one seed (0); missing ``strategy`` means ``external``. Output: speedup.csv (and, for
 traces, speedup_common.csv at one eps shared by the strategies) and critical_batch.json with the columns and layout of `batchscale.analysis.study` (metric ``loss`` for
@@ -23,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from batchscale.analysis.curves import (
     DEFAULT_STUDY,
@@ -91,11 +99,27 @@ def _layout(df: pd.DataFrame, path: Path) -> str:
     return kind
 
 
+def row_numbers(mask: pd.Series, most: int = 10) -> str:
+    """The file's line numbers (header = line 1) of the rows in `mask`, the first `most` of them and a count."""
+    lines = [str(int(i) + 2) for i in np.flatnonzero(mask.to_numpy())]
+    shown = ", ".join(lines[:most])
+    return shown + (f" and {len(lines) - most} more" if len(lines) > most else "")
+
+
 def _run_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """strategy, batch_size (positive integers) and seed (integers, 0 without the column), checked."""
     out = pd.DataFrame(index=df.index)
-    out["strategy"] = (df["strategy"].astype(str).str.strip() if "strategy" in df.columns
-                       else DEFAULT_STRATEGY)
+    if df.replace(r"^\s*$", np.nan, regex=True).isna().all(axis=None):
+        _fail(path, f"every one of its {len(df)} row(s) is empty: there is no data to analyse")
+    if "strategy" in df.columns:
+        names = df["strategy"].astype(str).str.strip()
+        empty = df["strategy"].isna() | (names == "")
+        if empty.any():
+            _fail(path, f"column 'strategy' is empty in row(s) {row_numbers(empty)} (line numbers, the header is "
+                        "line 1): name the strategy of every row, or drop the column for a single sweep")
+        out["strategy"] = names
+    else:
+        out["strategy"] = DEFAULT_STRATEGY
     sizes = _numeric(df, "batch_size", path)
     if sizes.isna().any():
         _fail(path, "column 'batch_size' has empty values")
@@ -126,6 +150,8 @@ def _add_values(df: pd.DataFrame, out: pd.DataFrame, kind: str, path: Path) -> l
             _fail(path, f"column 'step' must be >= 0, got {steps[steps < 0].iloc[0]:g}")
         out["step"] = steps.astype(float)
         out["loss"] = _numeric(df, "loss", path).astype(float)
+        if np.isneginf(out["loss"]).any():
+            _fail(path, f"column 'loss' is -inf in row(s) {row_numbers(np.isneginf(out['loss']))}")
         return ["strategy", "batch_size", "seed", "step"]
     steps = _numeric(df, "steps", path)
     if steps.isna().any():
@@ -185,9 +211,16 @@ def load_external_csv(path) -> tuple[str, pd.DataFrame]:
 
 
 def traces_to_cube(df: pd.DataFrame):
-    """A cube (strategy, batch_size, seed, step) with one variable ``loss`` from a traces DataFrame."""
+    """A cube (strategy, batch_size, seed, step) with ``loss`` and ``status`` from a traces DataFrame.
+
+    A run with an ``inf`` loss blew up: it never reaches eps from there on and is not a completed run
+    (status ``diverged``: it cannot be the source batch of eps, and its batch size is left out of the fit).
+    """
     indexed = df.set_index(["strategy", "batch_size", "seed", "step"])["loss"]
-    return indexed.to_xarray().to_dataset(name="loss")
+    cube = indexed.to_xarray().to_dataset(name="loss")
+    blew_up = np.isposinf(cube["loss"]).any("step")
+    cube["status"] = xr.where(blew_up, "diverged", "completed").astype(str)
+    return cube
 
 
 def _steps_curves(df: pd.DataFrame):
@@ -224,7 +257,8 @@ def steps_tables(df: pd.DataFrame, study: dict) -> tuple[pd.DataFrame, dict]:
     base = study["base_batch"]
     frames, summary = [], {}
     for strategy, batch_sizes, k in _steps_curves(df):
-        status = np.where(np.isnan(k), "missing", "completed").astype(object)
+        # inf = never reached: not a completed run
+        status = np.where(np.isnan(k), "missing", np.where(np.isinf(k), "not_reached", "completed")).astype(object)
         rows = speedup_rows(batch_sizes, k, status, base, study["regimes"], study["bootstrap"])
         frames.append(with_curve_columns(rows, strategy, "steps", np.nan, "given", None, "given"))
         entry = critical_entry(batch_sizes, k, rows["regime"].tolist(), study["bootstrap"],

@@ -25,6 +25,8 @@ from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
 from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
 from batchscale.analysis.noise_tuned import noise_tuned_headlines
+from batchscale.analysis.robustness import comparison_conclusions, eta_edge_status, warmup_headline
+from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
 from batchscale.spec.manifest import BRANCHING_TABLE
 from batchscale.spec.studies import has_theory
 
@@ -40,13 +42,14 @@ def critical_numbers(entry: dict) -> dict:
 
     Returns:
       {estimate, report (the analysis' text: "< 4", "> 128" or the value), bound, low, high, interval_kind,
-      fit_meaningful}.
+      fit_meaningful, rejected (the fit's log-RMSE is above the study's cut-off), log_rmse}.
     """
     b = entry.get("B_crit") or {}
     return {"estimate": b.get("estimate"), "report": b.get("report"), "bound": b.get("bound"),
             "low": b.get("low"), "high": b.get("high"),
             "interval_kind": b.get("interval_kind") or entry.get("interval_kind") or "none",
-            "fit_meaningful": bool(entry.get("fit_meaningful", False))}
+            "fit_meaningful": bool(entry.get("fit_meaningful", False)),
+            "rejected": bool(b.get("rejected", False)), "log_rmse": entry.get("log_rmse")}
 
 
 def overhead_numbers(entry: dict) -> dict:
@@ -94,19 +97,23 @@ def fastest_per_batch(common: pd.DataFrame) -> dict:
     return out
 
 
-def tuned_numbers(entry: dict) -> dict | None:
+def tuned_numbers(entry: dict, searched: dict | None = None) -> dict | None:
     """The tuned search's best learning rates of a critical_batch.json entry.
 
     Args:
       entry: tuned's entry at its own eps.
+      searched: the study's first-round learning-rate range {min, max} (tuning.lr), to tell an extended edge.
 
     Returns:
       {threshold, eta_star {m: rate}, lr_edge {m: "low"|"high"} (rates at the edge of the searched range),
+      edge_status {m: interior / low or high edge [, extended to its cap]} (`robustness.eta_edge_status`),
       B_noise {estimate, low, high, interval_kind}, eta_fit_max_abs_log_residual}; None without rates.
     """
     if not entry.get("eta_star"):
         return None
     return {"threshold": entry.get("threshold"), "eta_star": entry["eta_star"], "lr_edge": entry.get("lr_edge") or {},
+            "edge_status": eta_edge_status(entry["eta_star"], entry.get("lr_edge") or {}, entry.get("lr_range") or {},
+                                           searched),
             "B_noise": entry.get("B_noise") or {},
             "eta_fit_max_abs_log_residual": entry.get("eta_fit_max_abs_log_residual")}
 
@@ -214,6 +221,15 @@ def common_rule(study: dict) -> str:
     return study.get("common_threshold", "smallest")
 
 
+def threshold_rule_text(study: dict) -> str:
+    """The study's own-eps rule as the tables write it (``lower_quartile_of_largest``, ...); the summary names
+    it, since tuned and the fixed strategies share it."""
+    try:
+        return describe_threshold_rule(study.get("threshold", LOWER_QUARTILE))
+    except ValueError:
+        return str(study.get("threshold"))
+
+
 def strategy_headline(entry: dict, own: dict, rows: pd.DataFrame, own_rows: pd.DataFrame) -> dict:
     """One strategy's headline numbers.
 
@@ -275,9 +291,10 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         "study": name, "description": study.get("description", ""), "metric": metric,
         "common_threshold": common_doc.get("threshold"), "strategies": strategies,
         "common_rule": common_rule(study),
+        "threshold_rule": threshold_rule_text(study),
         "fastest": fastest_per_batch(common_rows),
         "tuned_present": "tuned" in study["strategies"],
-        "tuned": tuned_numbers(tuned_entry),
+        "tuned": tuned_numbers(tuned_entry, (study.get("tuning") or {}).get("lr")),
         "eta0_check": (eta0_against_tuned(study["eta0"], study["base_batch"], tuned_entry.get("eta_star") or {})
                        if "eta0" in study and any(s != "tuned" for s in study["strategies"]) else None),
     }
@@ -300,7 +317,8 @@ def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
     Returns:
       {comparison, title, strategy, metric, common_threshold, common_rule, curves [{label, study,
       b_crit_report, b_crit, b_crit_low, b_crit_high, interval_kind, largest_batch, speedup_at_largest,
-      ideal_at_largest}]}.
+      speedup_low_at_largest, speedup_high_at_largest, ideal_at_largest}], conclusions (each pair told apart
+      only where the intervals are disjoint: `robustness.comparison_conclusions`)}.
     """
     common = table[table["threshold_scope"].astype(str) == "common"]
     curves = []
@@ -312,11 +330,14 @@ def comparison_headline(name: str, spec: dict, table: pd.DataFrame) -> dict:
                        "b_crit": float(row["b_crit"]), "b_crit_low": float(row["b_crit_low"]),
                        "b_crit_high": float(row["b_crit_high"]), "interval_kind": str(row["b_crit_interval_kind"]),
                        "largest_batch": int(largest["batch_size"]), "speedup_at_largest": float(largest["speedup"]),
+                       "speedup_low_at_largest": float(largest.get("speedup_low", math.nan)),
+                       "speedup_high_at_largest": float(largest.get("speedup_high", math.nan)),
                        "ideal_at_largest": float(largest["ideal_speedup"])})
     first = common.iloc[0] if len(common) else {}
     return {"comparison": name, "title": spec.get("title") or name, "strategy": str(first.get("strategy", "")),
             "metric": str(first.get("metric", "")), "common_threshold": float(first.get("threshold", math.nan)),
-            "common_rule": spec.get("common_threshold", "smallest"), "curves": curves}
+            "common_rule": spec.get("common_threshold", "smallest"), "curves": curves,
+            "conclusions": comparison_conclusions(curves)}
 
 
 def read_study(results: Path, name: str, study: dict) -> dict:
@@ -330,6 +351,8 @@ def read_study(results: Path, name: str, study: dict) -> dict:
         headline["noise"] = noise_headlines(read_csv(folder / "noise_scale.csv"), critical)
         if (folder / "noise_vs_tuned.csv").exists():  # the summary's lines; results from before it: the old line
             headline["noise_tuned"] = noise_tuned_headlines(read_csv(folder / "noise_vs_tuned.csv"))
+    if (folder / "warmup_check.csv").exists():  # k(m) against the warm-up (analysis.robustness)
+        headline["warmup"] = warmup_headline(read_csv(folder / "warmup_check.csv"))
     if (study.get("branching") or {}).get("enabled"):  # the local critical batch per checkpoint
         headline["branching"] = branching_headline(read_csv(folder / BRANCHING_TABLE.name), study["branching"])
     return headline

@@ -17,8 +17,14 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from batchscale.analysis.many_seeds import many, normal_mean_interval
+
 MIN_SEEDS_BOOTSTRAP = 5
-INTERVAL_KINDS = ("percentile_bootstrap", "student_t", "residual_bootstrap", "none")
+# ``none: one distinct value``: every seed gave the same value, so there is no spread to make an interval of
+# (never low = high = estimate); normal_approximation / normal_bootstrap: past many_seeds.MAX_BOOTSTRAP_SEEDS
+ONE_VALUE = "none: one distinct value"
+INTERVAL_KINDS = ("percentile_bootstrap", "student_t", "residual_bootstrap", "none", ONE_VALUE,
+                  "normal_approximation", "normal_bootstrap")
 
 
 def seed_mean(values, axis: int = -1):
@@ -148,6 +154,20 @@ def student_t_interval(values, confidence: float = 0.9, log: bool = False) -> tu
     return mean - half, mean + half
 
 
+def one_distinct_value(values, rel_tol: float = 1e-9) -> bool:
+    """Whether every value is the same, up to float rounding (a relative 1e-9): then there is no spread to
+    make an interval of.
+
+    Args:
+      values: the values (infinities compare equal only to themselves).
+
+    Returns:
+      True for values that all agree (NaN-free input expected).
+    """
+    values = np.asarray(values, dtype=float).ravel()
+    return bool(values.size and np.allclose(values, values[0], rtol=rel_tol, atol=0.0))
+
+
 def interval_kind_for(n_seeds: int) -> str:
     """The kind of interval `seed_interval` gives.
 
@@ -168,7 +188,9 @@ def seed_interval(values_per_seed, samples: int = 1000, confidence: float = 0.9,
     From `MIN_SEEDS_BOOTSTRAP` seeds up a percentile bootstrap of the mean (`bootstrap_interval`); with 2 to
     4 seeds a Student-t interval on the log scale (`student_t_interval(log=True)`: the values are positive;
     NaN bounds when a seed is infinite: a t interval of a mean that is infinite says nothing); one seed gives
-    no interval (NaN bounds, kind ``none``), never low = high = estimate.
+    no interval (NaN bounds, kind ``none``), never low = high = estimate; nor do seeds that all gave the same
+    value (kind ``none: one distinct value``). Past `many_seeds.MAX_BOOTSTRAP_SEEDS` seeds the normal
+    approximation of the mean replaces the bootstrap (``normal_approximation``).
 
     Args:
       values_per_seed: one value per seed; NaN entries (missing runs) are dropped first.
@@ -185,7 +207,12 @@ def seed_interval(values_per_seed, samples: int = 1000, confidence: float = 0.9,
     kind = interval_kind_for(n)
     estimate = float(seed_mean(values)) if n else float("nan")
     low = high = float("nan")
-    if kind == "percentile_bootstrap":
+    if n >= 2 and one_distinct_value(values):
+        kind = ONE_VALUE
+    elif many(n):
+        kind = "normal_approximation"
+        low, high = normal_mean_interval(values, confidence)
+    elif kind == "percentile_bootstrap":
         estimate, low, high = bootstrap_interval(values, seed_mean, samples, confidence, seed)
     elif kind == "student_t":
         low, high = student_t_interval(values, confidence, log=True)

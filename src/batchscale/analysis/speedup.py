@@ -5,6 +5,10 @@
   was measured, not a speedup of 0.
 - Regimes (`regimes`): base, linear, diminishing, stagnation, not_reached, trivial (k = 0: eps met at step
   0), missing, below_base. Cut-offs compare with a relative tolerance of 1e-9 (`at_least`).
+- Regimes with their uncertainty (`interval_regimes`): ``linear`` only where the efficiency interval's lower
+  bound clears the cut-off (``unresolved`` where only the point estimate does), ``superlinear`` where the
+  efficiency is above 1 (flagged, not linear: seed noise or an eps that favours large batches), and
+  ``no_base`` everywhere when k(m0) is not finite (no speedup, so no regime, is defined).
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ import math
 
 import numpy as np
 
+from batchscale.analysis.many_seeds import many, normal_speedup_interval
 from batchscale.analysis.intervals import (
+    ONE_VALUE,
     interval_kind_for,
+    one_distinct_value,
     percentile_interval,
     resample_indices,
     seed_mean,
@@ -22,7 +29,7 @@ from batchscale.analysis.intervals import (
 )
 
 REGIME_LABELS = ("base", "linear", "diminishing", "stagnation", "not_reached", "trivial", "missing",
-                 "below_base")
+                 "below_base", "superlinear", "unresolved", "no_base")
 CUTOFF_REL_TOL = 1e-9
 
 
@@ -102,7 +109,9 @@ def speedup_interval(k_per_seed, k_base_per_seed, samples: int = 1000, confidenc
 
     Percentile bootstrap (paired, `bootstrap_speedup`) from 5 seeds; with 2-4 seeds a Student-t interval of
     the mean of the per-seed log speedups log(k_base[s] / k[s]), exponentiated (ratios are multiplicative);
-    NaN bounds when a seed never reached eps; one seed: no interval.
+    NaN bounds when a seed never reached eps; one seed, or every seed the same speedup: no interval (kind
+    ``none: one distinct value`` for the latter); past `many_seeds.MAX_BOOTSTRAP_SEEDS` seeds the delta
+    method (``normal_approximation``).
 
     Args:
       k_per_seed: k at m, one per seed (NaN: missing).
@@ -120,7 +129,13 @@ def speedup_interval(k_per_seed, k_base_per_seed, samples: int = 1000, confidenc
     both = ~np.isnan(k) & ~np.isnan(kb)
     kind = interval_kind_for(int(both.sum()))
     low = high = float("nan")
-    if kind == "percentile_bootstrap":
+    ratios = np.asarray(speedup(k[both], kb[both]), dtype=float).ravel()
+    if both.sum() >= 2 and not np.array_equal(k[both], kb[both]) and one_distinct_value(ratios):
+        kind = ONE_VALUE  # every seed gave the same speedup: no spread (m0 itself keeps its exact [1, 1])
+    elif many(int(both.sum())):
+        kind = "normal_approximation"
+        low, high = normal_speedup_interval(k[both], kb[both], confidence)
+    elif kind == "percentile_bootstrap":
         _e, low, high = bootstrap_speedup(k[both], kb[both], samples, confidence, seed)
     elif kind == "student_t":
         ratios = np.asarray(speedup(k[both], kb[both]), dtype=float)
@@ -239,6 +254,47 @@ def regimes(batch_sizes, k, base_batch, linear_efficiency: float = 0.8,
         flat.append((i, small_gain))
         previous = i
     return mark_stagnation(labels, flat)
+
+
+def interval_regimes(labels, batch_sizes, efficiency_estimate, efficiency_low, k_base,
+                     linear_efficiency: float = 0.8, interval_known=None) -> list[str]:
+    """`regimes`' labels checked against the efficiency interval.
+
+    A point estimate of the efficiency above the cut-off says little when its interval reaches far below
+    it (one lucky seed), and an efficiency above 1 is not linear scaling but faster than it.
+
+    Args:
+      labels: `regimes`' labels, one per batch size.
+      batch_sizes: the batch sizes m (the linear prefix is walked in increasing m).
+      efficiency_estimate: e(m) per batch size.
+      efficiency_low: the lower bound of e(m)'s interval (speedup_low m0/m); NaN where none was computed.
+      k_base: k(m0) (the seed mean).
+      linear_efficiency: the cut-off.
+      interval_known: per batch size, whether an interval exists (False: one seed, no interval; the point
+        estimate then decides, as without intervals); None: wherever efficiency_low is finite.
+
+    Returns:
+      the labels with: every label but ``missing`` and ``trivial`` replaced by ``no_base`` when k_base is
+      not finite (k_base = 0 is `regimes`' case: nothing is linear); a ``linear`` size with e(m) > 1 (beyond 1e-9) as ``superlinear``; a ``linear`` size whose
+      interval's lower bound is below the cut-off (or NaN while an interval exists) as ``unresolved``, and
+      every ``linear`` size after it too (the linear regime is a prefix).
+    """
+    labels = list(labels)
+    if not np.isfinite(k_base):
+        return [label if label in ("missing", "trivial") else "no_base" for label in labels]
+    m = np.asarray(batch_sizes, dtype=float).ravel()
+    est = np.asarray(efficiency_estimate, dtype=float).ravel()
+    low = np.asarray(efficiency_low, dtype=float).ravel()
+    known = np.isfinite(low) if interval_known is None else np.asarray(interval_known, dtype=bool).ravel()
+    broken = False
+    for i in np.argsort(m, kind="stable"):
+        if labels[i] != "linear":
+            continue
+        if broken or (known[i] and not (np.isfinite(low[i]) and at_least(low[i], linear_efficiency))):
+            labels[i], broken = "unresolved", True
+        elif est[i] > 1.0 and not at_least(1.0, est[i]):
+            labels[i] = "superlinear"
+    return labels
 
 
 def base_index(batch_sizes: np.ndarray, base_batch) -> int:

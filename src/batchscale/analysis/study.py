@@ -67,6 +67,9 @@ bound, report}, from_fit {estimate, low, high, interval_kind}} and the regime bo
 largest_linear_batch_size (null when only m0 qualifies) and first_stagnation_batch_size; ``null`` marks a
 quantity that cannot be estimated.
 
+``warmup_check.csv`` (k(m) against each run's warm-up) and ``critical_vs_threshold.csv`` (B_crit across a
+family of eps): columns in `batchscale.analysis.robustness`.
+
 ``accuracy.csv`` / ``accuracy.md`` -- the paper's Table 2 with the final train loss and train accuracy beside
 the final test accuracy (so under-training and a generalization gap can be told apart): columns strategy,
 batch_size, test_acc_mean_pct, test_acc_sd_pct, train_acc_mean_pct, train_acc_sd_pct, train_loss_mean,
@@ -103,14 +106,15 @@ from batchscale.analysis.curves import (
 from batchscale.analysis.documents import critical_document, json_safe
 from batchscale.analysis.noise import study_noise_tables
 from batchscale.analysis.noise_tuned import study_noise_vs_tuned
+from batchscale.analysis.robustness import critical_vs_threshold_table, warmup_check_table
+from batchscale.analysis.steps import smooth_cube
 from batchscale.analysis.thresholds import common_threshold, describe_threshold_rule, study_thresholds
 from batchscale.store.cube import open_cube
 from batchscale.store.records import write_record
 
 # The CSV files of a study, in the order they are written (critical_batch.json and accuracy.md beside them).
 TABLE_STEMS = ("speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
-               "noise_vs_tuned",
-               "tuned", "tuned_trials")
+               "noise_vs_tuned", "warmup_check", "critical_vs_threshold", "tuned", "tuned_trials")
 
 
 def metric_thresholds(cube, study: dict, metric: str):
@@ -206,6 +210,7 @@ def analyse_cube(cube, study=None) -> dict:
       the module docstring).
     """
     study = resolve_study(cube, study)
+    cube = smooth_cube(cube, float(study["k_smoothing_decades"]))  # k (and eps) on the smoothed loss
     rule_text = describe_threshold_rule(study["threshold"])
     out = {}
     summary, common_entries, thresholds = {}, {}, {}
@@ -276,8 +281,8 @@ def study_tables(cube, study_config=None) -> dict:
 
     Returns:
       {"speedup", "speedup_common", "accuracy", "linear_error", "noise_scale", "noise_over_training",
-      "noise_vs_tuned" (and
-      with tuned trials "tuned", "tuned_trials"): DataFrame or None, "critical_batch": dict}.
+      "noise_vs_tuned", "warmup_check", "critical_vs_threshold" (`robustness`) (and with tuned trials "tuned",
+      "tuned_trials"): DataFrame or None, "critical_batch": dict}.
     """
     result = analyse_cube(cube, study_config)
     has_acc = "test_acc" in cube or "final_test_acc" in cube
@@ -290,6 +295,10 @@ def study_tables(cube, study_config=None) -> dict:
     result.update(study_noise_tables(cube, result["critical_batch"], window))
     result["noise_vs_tuned"] = study_noise_vs_tuned(cube, result["noise_over_training"], result["critical_batch"],
                                                     raw)
+    result["warmup_check"] = warmup_check_table(cube, raw, result["speedup_common"], result.get("tuned"))
+    resolved = resolve_study(cube, study_config)
+    result["critical_vs_threshold"] = critical_vs_threshold_table(
+        smooth_cube(cube, float(resolved["k_smoothing_decades"])), resolved)
     return result
 
 

@@ -192,6 +192,30 @@ def trained(curves) -> bool:
     return True
 
 
+def unstable_runs(values) -> np.ndarray:
+    """Which runs show learning-rate instability: they did not train, or their loss rose again.
+
+    A run that fails to drop `TRAINED_DROP` below its first value, or ends more than `TRAINED_DROP` above its
+    own lowest value, is not a slow run that would reach eps given more steps: its k has no lower bound, so
+    the critical-batch fit leaves its batch size out rather than censoring it.
+
+    Args:
+      values: traced values over (..., step); NaN past a run's end.
+
+    Returns:
+      a bool array over the leading dims; False for a run without finite values.
+    """
+    values = np.asarray(values, dtype=float)
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.zeros(flat.shape[0], dtype=bool)
+    for i, curve in enumerate(flat):
+        finite = curve[np.isfinite(curve)]
+        if finite.size:
+            out[i] = (not finite[-1] <= (1.0 - TRAINED_DROP) * finite[0]
+                      or finite[-1] > (1.0 + TRAINED_DROP) * finite.min())
+    return out.reshape(values.shape[:-1])
+
+
 def threshold_source_batch(status_of_strategy, values_of_strategy):
     """The batch size whose curves set a strategy's quantile threshold.
 

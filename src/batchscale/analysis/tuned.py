@@ -16,9 +16,10 @@ the trial's hyperparameters (``lr`` and, where searched, ``momentum``, ``beta2``
   minimum over all trials: the interval sits at or above the point estimate where trials matter.
 - η*(m) = η_max / (1 + B_noise/m), McCandlish et al.'s optimal-step law, fitted as the linear model
   1/η* = 1/η_max + (B_noise/η_max)·(1/m) with relative residuals.
-- The threshold of a tuned study: the configured rule applied to the traced values of the best trial
-  of the largest batch size (the trial whose seeds end at the lowest mean loss, as ε is not known yet),
-  or a fixed target.
+- The threshold of a tuned study: the same rule as the fixed strategies' (`thresholds.threshold_from_seeds`:
+  each seed's curve resampled uniformly in steps, its q-quantile, the largest over seeds), applied to the
+  seeds of the best trial of the largest batch size (the trial whose seeds end at the lowest mean loss, as ε
+  is not known yet), or a fixed target. One rule for every strategy, so own ε are comparable.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from scipy.optimize import nnls
 
 from batchscale.analysis.critical import fit_critical_batch
 from batchscale.analysis.intervals import sample_quantile
-from batchscale.analysis.thresholds import threshold_from_rule
+from batchscale.analysis.thresholds import resample_uniform_in_steps, threshold_from_seeds
 
 KEY_COLUMNS = ("strategy", "batch_size", "trial", "seed", "k", "round")
 EDGE_LABELS = ("low", "high", "")
@@ -317,12 +318,14 @@ def bootstrap_tuned(table: pd.DataFrame, samples: int = 1000, confidence: float 
 
 
 def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> dict:
-    """ε of a tuned study: `rule` applied to the best trial of the largest batch size.
+    """ε of a tuned study: the fixed strategies' rule applied to the best trial of the largest batch size.
 
     The best trial of the largest batch is the one whose seeds end at the lowest mean final value (each
     seed's last finite value; a trial with a seed that has none is out), since the steps to ε cannot rank
-    trials before ε is known. The rule then sees every value traced by that trial's seeds, as
-    `thresholds.threshold_from_rule` expects.
+    trials before ε is known. Its seeds' curves then go through the rule of the fixed strategies
+    (`thresholds.study_thresholds`): each seed's curve resampled uniformly in steps, its quantile, and the
+    largest of the per-seed quantiles, so every seed of that trial reaches ε. (Pooling the raw log-spaced
+    evaluation points instead weights early training heavily and gave a looser ε than the fixed rules'.)
 
     Args:
       traces: a long table with columns batch_size, trial, seed, step and `value_column` (NaN past a run's
@@ -338,8 +341,11 @@ def tuned_threshold(traces: pd.DataFrame, rule, value_column: str = "loss") -> d
     best = lowest_final_trial(at_largest, value_column)
     if best is None:
         return {"eps": math.nan, "batch_size": int(largest), "trial": -1}
-    values = at_largest.sort_values("step").loc[at_largest["trial"] == best, value_column].to_numpy(dtype=float)
-    return {"eps": threshold_from_rule(values, rule), "batch_size": int(largest), "trial": best}
+    chosen = at_largest[at_largest["trial"] == best].sort_values("step")
+    curves = [resample_uniform_in_steps(group["step"].to_numpy(dtype=float), group[value_column].to_numpy(dtype=float))
+              for _, group in chosen.groupby("seed", sort=True)]
+    curves = [curve for curve in curves if curve.size]
+    return {"eps": threshold_from_seeds(curves, rule), "batch_size": int(largest), "trial": best}
 
 
 def lowest_final_trial(at_size: pd.DataFrame, value_column: str = "loss") -> int | None:

@@ -4,7 +4,8 @@ the cube's tuned_ variables (dims batch_size, trial, seed [, step]; see batchsca
 
 ``tuned.csv`` -- one row per metric x threshold scope x batch size: ``strategy`` (tuned), ``metric``,
 ``batch_size``, ``threshold`` (eps), ``threshold_scope`` (``strategy``: tuned's own eps, the configured
-rule applied to the best trial of the largest batch size, `tuned.tuned_threshold`; ``common``: the
+rule applied as for the fixed strategies (per-seed quantile of the curve resampled uniformly in steps, the
+largest over seeds) to the seeds of the best trial of the largest batch size, `tuned.tuned_threshold`; ``common``: the
 metric's one common eps shared with the fixed rules), ``threshold_rule``, ``threshold_batch_size`` and
 ``threshold_trial`` (the source of tuned's own eps), ``base_batch``, ``k`` (steps to result: the fewest
 steps any trial needs, a trial's k being its mean over seeds; inf when no trial reached eps), ``k_low``,
@@ -183,6 +184,7 @@ def tuned_at(cube, study: dict, metric: str, eps: float, scope: str, source: dic
     entry["eta_fit_max_abs_log_residual"] = fit["max_abs_log_residual"]
     entry["eta_star"] = {str(m): lr for m, lr in zip(sizes, best["lr"].to_numpy(dtype=float))}
     entry["lr_edge"] = {str(m): edge for m, edge in zip(sizes, best["lr_edge"]) if edge}
+    entry["lr_range"] = {str(m): [float(lo), float(hi)] for m, lo, hi in zip(sizes, best["lr_min"], best["lr_max"])}
     entry["interval"] = boot["interval"]
     entry["threshold"] = eps
     entry["threshold_batch_size"], entry["threshold_trial"] = source.get("batch_size"), source.get("trial")

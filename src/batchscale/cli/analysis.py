@@ -129,17 +129,24 @@ Two layouts, told apart by the header:
   traces           batch_size,step,loss[,seed][,strategy]
                    one row per evaluation point of a run; k(m) is the first step with loss <= eps,
                    interpolated in log(step), eps set by --threshold; an empty loss is skipped; a run
-                   whose loss never reaches eps counts as never reached
+                   whose loss never reaches eps counts as never reached; inf in loss means the run
+                   blew up there: never reached from that point, and not a completed run (diverged)
   steps-to-target  batch_size,steps[,seed][,strategy]
                    k(m) measured already, one row per batch size and seed; write inf in steps for a
                    target never reached (an empty cell is refused); --threshold is ignored
 
   batch_size  a positive integer; at least 2 per strategy, the base batch among them
   seed        an integer, one run per (strategy, batch_size, seed); without the column, one seed, 0
-  strategy    a name; without the column every row belongs to strategy "external"
+  strategy    a name; without the column every row belongs to strategy "external"; a row with an
+              empty strategy is refused (its line number named), never dropped
+
+inf (steps or loss) means "never reached", not a completed run: such a batch size has k_mean inf and
+no speedup.
 
 Seeds: k_mean is the mean over the seeds of a batch size, with an interval over them
-(interval_kind: percentile_bootstrap from 5 seeds, student_t with 2-4, none with one). A batch size
+(interval_kind: percentile_bootstrap from 5 seeds, student_t with 2-4, none with one, "none: one
+distinct value" when every seed gave the same value: no interval, never low = high = estimate;
+normal_approximation past 1000 seeds, so 125,000 seeds per batch size take seconds). A batch size
 where any seed never reached the target has k_mean inf; a (batch_size, seed) absent from the file is
 missing, not never reached (n_seeds counts the seeds with data). The base batch is --base-batch,
 default the smallest; in a steps-to-target CSV at least one of its seeds must reach the target.

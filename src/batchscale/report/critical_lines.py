@@ -10,7 +10,7 @@ def interval_text(quantity: dict | None) -> str:
     """``[low, high] (kind)`` of a quantity of the document, ``(no interval)`` without one."""
     quantity = quantity or {}
     kind = quantity.get("interval_kind") or "none"
-    if kind == "none" or quantity.get("low") is None and quantity.get("high") is None:
+    if kind.startswith("none") or quantity.get("low") is None and quantity.get("high") is None:
         return "(no interval)"
     low = "?" if quantity.get("low") is None else f"{quantity['low']:.4g}"
     high = "inf" if quantity.get("high") is None else f"{quantity['high']:.4g}"
@@ -47,7 +47,9 @@ def critical_batch_lines(document: dict) -> list[str]:
                 s_text = "S_min = n/a" if s_min.get("estimate") is None else f"S_min = {s_min['estimate']:.4g}"
                 rmse = entry.get("log_rmse")
                 lines.append(f"{where}: {b_text} {interval_text(b_crit)}, {s_text} {interval_text(s_min)}"
-                             + (f", log-RMSE {rmse:.3g}" if rmse is not None else ""))
+                             + (f", log-RMSE {rmse:.3g}" if rmse is not None else "")
+                             + (" -- REJECTED: the hyperbola misses k(m) by more than the cut-off; quote the "
+                                "overhead-based critical batch" if b_crit.get("rejected") else ""))
             overhead = (entry.get("overhead_critical_batch") or {})
             direct = overhead.get("direct") or {}
             linear = entry.get("largest_linear_batch_size")

@@ -18,7 +18,8 @@ from batchscale.report.noise_summary import noise_tuned_lines
 
 REGIME_SHORT = {"base": "base", "linear": "linear", "diminishing": "diminishing", "stagnation": "stagnation",
                 "not_reached": "not reached", "trivial": "trivial", "missing": "missing",
-                "below_base": "below m0"}
+                "below_base": "below m0", "superlinear": "superlinear (efficiency > 1)",
+                "unresolved": "linear unresolved (interval below the cut-off)", "no_base": "no regime (k(m0) not reached)"}
 COMMON_RULE_TEXT = {"fixed": "a fixed ε, the same for every strategy",
                     "smallest": "the strictest of the strategies' own ε",
                     "largest": "the loosest of the strategies' own ε"}
@@ -27,12 +28,14 @@ AGREEMENT_TEXT = {True: "agrees (at the predicted batch size or one doubling ear
 INTRODUCTION = (
     "# batchscale: summary of the run\n\nOne section per study, from its critical_batch.json, speedup.csv "
     "and speedup_common.csv (and theory.json for least squares). k(m) is the mean over seeds of the steps "
-    "to reach ε; regimes: linear while the efficiency k(m0) m0 / (k(m) m) ≥ 0.8, stagnation once "
-    "doubling m cuts k by less than 10%. B_crit is the fit k = S_min (1 + B_crit/m), given as a bound "
-    "when outside the measured range. Where a study traces the noise scale, its lines set B_simple = tr Σ/|G|² at ε, "
-    "read from the smallest batch size's runs (noise_vs_tuned.csv), beside the tuned strategy's B_crit at the "
-    "same ε, with their ratio; for blr the fixed-rate relation B_crit(η) ≈ B_simple·x/(1 − x), x = η/η_max, is a "
-    "second check.\n\n")
+    "to reach ε; regimes: linear while the lower bound of the efficiency k(m0) m0 / (k(m) m) "
+    "interval is ≥ 0.8 (efficiency above 1: superlinear), stagnation once doubling m cuts k by less than 10%, "
+    "none where k(m0) is not finite. The overhead-based critical batch (Zhang et al. 2024) comes first; B_crit is "
+    "the fit k = S_min (1 + B_crit/m), given as a bound when outside the measured range and rejected when its "
+    "log-RMSE is above the cut-off. Where a study traces the noise scale, its lines set "
+    "B_simple = tr Σ/|G|² at ε, read from the smallest batch size's runs (noise_vs_tuned.csv), beside the tuned "
+    "strategy's B_crit at the same ε, with their ratio; for blr the fixed-rate relation B_crit(η) ≈ B_simple·x/(1 − x), "
+    "x = η/η_max, is a second check.\n\n")
 
 
 def _number(value) -> float:
@@ -55,6 +58,8 @@ def critical_text(critical: dict) -> str:
     """B_crit as the analysis wrote it ("< 4", "> 128" or a value), with its interval and interval kind."""
     if critical["report"] is None:
         return "not estimable"
+    if critical.get("rejected"):
+        return f"rejected (the hyperbola misses k(m): log-RMSE {_fmt(critical.get('log_rmse'), 2)})"
     text = _quoted(critical["report"])
     if critical["bound"] is None and critical["low"] is not None and critical["high"] is not None:
         text += f" [{_fmt(critical['low'])}, {_fmt(critical['high'])}]"
@@ -91,7 +96,15 @@ def tuned_text(tuned: dict | None) -> str | None:
         return None
     rates = ", ".join(f"{m}: {_fmt(rate, 3)}" for m, rate in tuned["eta_star"].items())
     text = f"tuned η*(m) at its own ε = {_fmt(tuned['threshold'], 4)}: {rates}"
-    if tuned["lr_edge"]:
+    status = tuned.get("edge_status") or {}
+    if status:
+        groups = {}
+        for m, state in status.items():
+            groups.setdefault(state, []).append(str(m))
+        text += "; η*(m) " + "; ".join(f"{state} at m = {', '.join(sizes)}" for state, sizes in groups.items())
+        if any("edge" in state for state in groups):
+            text += " (at an edge the optimum may lie outside the range tried: those k are upper bounds)"
+    elif tuned["lr_edge"]:
         edges = ", ".join(f"{m} ({side})" for m, side in tuned["lr_edge"].items())
         text += f"; η* at the edge of the searched range at m = {edges}, so those rates are bounds"
     noise = tuned["B_noise"]
@@ -146,17 +159,46 @@ def theory_line(t: dict) -> str:
             f"{t['measured_lsr_breakdown']}: {AGREEMENT_TEXT[t['agrees']]}.")
 
 
+def rule_line(rule: str | None) -> str:
+    """The own-eps rule in words: the same for every strategy, tuned included."""
+    if not rule:
+        return "Own ε: rule not recorded."
+    if rule.startswith("fixed"):
+        return f"Own ε: {rule}, the same value for every strategy."
+    return (f"Own ε: {rule} (each seed's curve at the source batch resampled uniformly in steps, its quantile, the "
+            "largest over seeds); tuned applies the same rule to its best trial's seeds at the largest m.")
+
+
+def warmup_lines(warmup: dict) -> list[str]:
+    """Per warmed-up strategy: the batch sizes where k(m) < factor x its warm-up, or that it is well past it."""
+    lines = []
+    for strategy, w in warmup.items():
+        factor = f"{w['factor']:g}×"
+        if not w["flagged"]:
+            lines.append(f"{strategy}: k(m) well past its warm-up at every m (≥ {factor} it)")
+            continue
+        steps = (f"{w['warmup_low']:.0f} steps" if w["warmup_low"] == w["warmup_high"]
+                 else f"{w['warmup_low']:.0f}–{w['warmup_high']:.0f} steps")
+        text = (f"{strategy} reaches ε within {factor} its warm-up ({steps}) at m = "
+                f"{', '.join(str(m) for m in w['flagged'])}")
+        if w["inside"]:
+            text += f" (inside it at m = {', '.join(str(m) for m in w['inside'])})"
+        lines.append(text + ": there k(m) measures the warm-up more than the scaling rule")
+    return lines
+
+
 def render_headline(h: dict) -> str:
     """A study's section of summary.md from its headline numbers (`analysis.headline.study_headline`)."""
     lines = [f"## {h['study']}: {h['description']}", "",
-             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({COMMON_RULE_TEXT[h['common_rule']]})."]
+             f"Training loss; common ε = {_fmt(h['common_threshold'], 4)} ({COMMON_RULE_TEXT[h['common_rule']]}).",
+             "", rule_line(h.get("threshold_rule"))]
     if "theory" in h:
         lines += ["", theory_line(h["theory"])]
-    lines += ["", "| strategy | own ε (source m) | B_crit at common ε | overhead critical batch | largest linear m "
+    lines += ["", "| strategy | own ε (source m) | overhead critical batch | B_crit at common ε | largest linear m "
               "| first stagnating m |", "|---|---|---|---|---|---|"]
     for s, v in h["strategies"].items():
         lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | "
-                     f"{critical_text(v['critical'])} | {overhead_text(v['overhead_critical'])} | "
+                     f"{overhead_text(v['overhead_critical'])} | {critical_text(v['critical'])} | "
                      f"{v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
     lines += [""] + [f"- {s} regimes (speedup) at common ε: "
                      + (regimes_text(v["regimes"]) if v["regimes"] is not None
@@ -170,6 +212,7 @@ def render_headline(h: dict) -> str:
         lines += [f"- {tuned_text(h['tuned'])}"]
     if h.get("eta0_check"):
         lines += [f"- {eta0_text(h['eta0_check'])}"]
+    lines += [f"- warm-up check (common ε): {line}" for line in warmup_lines(h.get("warmup") or {})]
     lines += [f"- {line}" for line in (noise_tuned_lines(h["noise_tuned"]) if "noise_tuned" in h
                                        else noise_lines(h.get("noise", [])))]
     lines += [f"- {branching_line(h['branching'])}"] if h.get("branching") else []
@@ -184,9 +227,23 @@ def render_comparison(h: dict) -> str:
     for c in h["curves"]:
         fit = f"fit {_fmt(c['b_crit'])}, interval [{_fmt(c['b_crit_low'])}, {_fmt(c['b_crit_high'])}] ({c['interval_kind']})"
         report = c["b_crit_report"] or "not estimable"
+        speed = _fmt(c["speedup_at_largest"])
+        if all(math.isfinite(_number(c.get(k))) for k in ("speedup_low_at_largest", "speedup_high_at_largest")):
+            speed += f" [{_fmt(c['speedup_low_at_largest'])}, {_fmt(c['speedup_high_at_largest'])}]"
         lines.append(f"- {c['label']} ({c['study']}): B_crit {report} ({fit}); speedup at m = {c['largest_batch']}: "
-                     f"{_fmt(c['speedup_at_largest'])} (ideal {_fmt(c['ideal_at_largest'])})")
+                     f"{speed} (ideal {_fmt(c['ideal_at_largest'])})")
+    verdicts = [conclusion_text(c) for c in h.get("conclusions", [])]
+    if verdicts:
+        lines += ["", "Conclusion (told apart only where the intervals are disjoint): " + "; ".join(verdicts) + "."]
     return "\n".join(lines) + "\n"
+
+
+def conclusion_text(c: dict) -> str:
+    """One pair's verdict: "SGD's B_crit above AdamW's" or "B_crit, SGD vs AdamW: not resolved (intervals overlap)"."""
+    if c["verdict"] == "not resolved":
+        return f"{c['quantity']}, {c['a']} vs {c['b']}: not resolved (the intervals overlap or one is missing)"
+    side = "above" if c["verdict"] == "higher" else "below"
+    return f"{c['a']}'s {c['quantity']} {side} {c['b']}'s"
 
 
 def render_summary(doc: dict) -> str:

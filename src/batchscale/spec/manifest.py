@@ -67,6 +67,8 @@ STUDY_TABLES = (
     Output("noise_scale.csv", "noise_scale_table", "noise scale at eps beside the critical batch"),
     Output("noise_over_training.csv"),
     Output("noise_vs_tuned.csv", "noise_vs_tuned_table", "noise scale beside the tuned critical batch"),
+    Output("warmup_check.csv"),  # k(m) against each run's warm-up (analysis.robustness)
+    Output("critical_vs_threshold.csv"),  # B_crit across a family of eps (figure critical_vs_threshold)
     Output("analysis_record.json"),  # what the analysis wrote, which the next stages check (store.records)
 )
 # ... and for a study that runs `tuned`.

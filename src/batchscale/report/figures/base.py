@@ -35,7 +35,9 @@ STRATEGY_STYLES = {
     "longer": {"color": "#CC79A7", "marker": "D", "label": "longer (m/m0 \u00d7 epochs)"},
 }
 REGIME_STYLES = {
-    "linear": {"color": "#009E73", "label": "linear regime (efficiency \u2265 cut-off)"},
+    "linear": {"color": "#009E73", "label": "linear regime (efficiency interval \u2265 cut-off)"},
+    "superlinear": {"color": "#56B4E9", "label": "superlinear (efficiency > 1)"},
+    "unresolved": {"color": "#DDDDDD", "label": "linear unresolved (interval below the cut-off)"},
     "diminishing": {"color": "#E69F00", "label": "diminishing returns"},
     "stagnation": {"color": "#CC79A7", "label": "stagnation"},
     "not_reached": {"color": "#999999", "label": "threshold not reached"},

@@ -52,9 +52,13 @@ def bound_of(text) -> tuple[str, float] | None:
 
 
 def error_bars(values, low, high) -> np.ndarray:
-    """Asymmetric bar lengths from (low, high) columns; 0 where an end is missing."""
+    """Asymmetric bar lengths from (low, high) columns; 0 where an end is missing, or where the estimate lies
+    outside its interval on that side (a Student-t interval of per-seed fits need not contain the fit of the
+    seed means; the bar then reaches the far end only)."""
     values, low, high = (np.asarray(a, dtype=float) for a in (values, low, high))
-    return np.vstack([np.where(np.isfinite(low), values - low, 0.0), np.where(np.isfinite(high), high - values, 0.0)])
+    below = np.where(np.isfinite(low), values - low, 0.0)
+    above = np.where(np.isfinite(high), high - values, 0.0)
+    return np.clip(np.vstack([below, above]), 0.0, None)
 
 
 def plot_critical_vs_threshold(ax, rows: pd.DataFrame, index: int = 0) -> None:
