@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchscale.analysis.prediction import cpu_seconds, phase_of, prediction_document, read_prediction, trace_points
+from batchscale.analysis.prediction import (cpu_seconds, phase_of, prediction_document, read_prediction,
+                                           target_from_critical, trace_points)
 from batchscale.analysis.prediction_validation import validation_table
 from batchscale.errors import ConfigError
 from batchscale.jobs.packs import runs_from_json
@@ -133,6 +134,21 @@ def test_validation_table_against_hand_values():
     assert page.startswith("# title\n\n## Predicted critical batch") and page.index("intro") > page.index("| a |")
     axes = validation_figure(table).axes[0]
     assert axes.get_xscale() == "log" and axes.get_yscale() == "log"
+
+
+def test_a_prediction_read_at_the_common_eps_is_validated_against_tuned_at_the_common_eps():
+    critical = critical_document(500.0, 400.0, 600.0, threshold=0.05)  # tuned at its own, stricter eps
+    critical["common"] = {"train_loss": {"threshold": 0.2, "strategies": {"tuned": {"B_crit": {
+        "estimate": 60.0, "low": 50.0, "high": 75.0, "report": "60", "interval_kind": "bootstrap_seeds_trials"}}}}}
+    assert target_from_critical(critical, "tuned", scope="common") == 0.2
+    assert target_from_critical(critical, "tuned", scope="own") == 0.05
+    prediction = {"B_pred": 90.0, "low": 75.0, "high": 100.0, "target_loss": 0.2, "target_scope": "common",
+                  "verdict": "trusted"}
+    row = validation_table({"a": {}}, {"a": prediction}, {"a": critical}).iloc[0]
+    assert row["B_crit"] == 60.0 and row["tuned_threshold"] == 0.2 and row["ratio"] == pytest.approx(1.5)
+    assert row["ratio_low"] == pytest.approx(75 / 75) and row["ratio_high"] == pytest.approx(100 / 50)
+    own = validation_table({"a": {}}, {"a": {**prediction, "target_scope": "own"}}, {"a": critical}).iloc[0]
+    assert own["B_crit"] == 500.0 and own["ratio"] == pytest.approx(0.18)
 
 
 CONFIG = tiny_tuned_config("tiny", (16, 32, 64), (0, 1), 3,

@@ -178,11 +178,16 @@ def cpu_seconds(traces) -> float:
     return total
 
 
-def target_from_critical(document: dict | None, strategy: str, metric: str = "train_loss") -> float:
-    """The own eps of `strategy` in a critical_batch.json document (NaN when absent)."""
+def target_from_critical(document: dict | None, strategy: str, metric: str = "train_loss",
+                         scope: str = "own") -> float:
+    """The target eps from a critical_batch.json document: the study's common eps (`scope` "common") or the own
+    eps of `strategy` ("own"); NaN when absent."""
     if document is None:
         return float("nan")
-    value = ((document.get("strategies", {}).get(strategy) or {}).get(metric) or {}).get("threshold")
+    if scope == "common":
+        value = ((document.get("common") or {}).get(metric) or {}).get("threshold")
+    else:
+        value = ((document.get("strategies", {}).get(strategy) or {}).get(metric) or {}).get("threshold")
     return float("nan") if value is None else float(value)
 
 
@@ -215,14 +220,17 @@ def prediction_document(study_name: str, study: dict, traces: list, grid_traces:
     if settings.get("target_loss") is not None:
         target, source = float(settings["target_loss"]), "predict.target_loss"
     else:
-        strategy = target_strategy(study)
-        target, source = target_from_critical(critical, strategy), f"own eps of {strategy} (critical_batch.json)"
+        strategy, scope = target_strategy(study), settings.get("target_threshold", "own")
+        target = target_from_critical(critical, strategy, scope=scope)
+        source = ("the study's common eps (critical_batch.json)" if scope == "common"
+                  else f"own eps of {strategy} (critical_batch.json)")
     points = pd.concat([trace_points(trace, window) for trace in traces], ignore_index=True)
     reading = read_prediction(points, target, settings)
     spent, grid = cpu_seconds(traces), cpu_seconds(grid_traces)
     first = traces[0]["attrs"]
     return _json_safe({
         "study": study_name, **reading, "target_source": source,
+        "target_scope": "given" if settings.get("target_loss") is not None else settings.get("target_threshold", "own"),
         "read_at": (f"median over seeds x evaluation points with training loss in [target/{reading['loss_band']:g}, "
                     f"target x {reading['loss_band']:g}]"),
         "runs": {"batch_size": int(first["batch_size"]), "lr": float(first["lr"]),

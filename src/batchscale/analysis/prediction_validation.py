@@ -1,13 +1,14 @@
 """The prediction validated against the grid: predicted B_crit (prediction.json) against the measured B_crit of
-the tuned strategy at its own eps (critical_batch.json), one row per study (results/prediction_validation.csv).
+the tuned strategy at the same eps (critical_batch.json), one row per study (results/prediction_validation.csv).
 
 Columns (units: examples per step for every B; CPU seconds for the cost):
 
 ======================  ===================================================================================
 study                   the study
 optimizer               its optimizer (sgd, adamw)
-target_loss             eps the prediction read B_simple at (the tuned eps unless predict.target_loss is set)
-tuned_threshold         the tuned strategy's own eps (where the measured B_crit was fitted)
+target_loss             eps the prediction read B_simple at (predict.target_threshold: the study's common eps
+                        or tuned's own, unless predict.target_loss is set)
+tuned_threshold         the eps at which the measured tuned B_crit was fitted (the same eps as the target)
 estimator, quantity     how the prediction was read (exact or two_batch; B_simple)
 B_pred, B_pred_low,     the prediction and its bootstrap interval
 B_pred_high
@@ -55,6 +56,11 @@ def _divide(numerator: float, denominator: float) -> float:
 def validation_row(study_name: str, study: dict, prediction: dict, critical: dict, metric: str = "train_loss") -> dict:
     """One row of the validation table (VALIDATION_COLUMNS) from a study's prediction.json and
     critical_batch.json documents."""
+    common = prediction.get("target_scope") == "common"
+    if common:  # B_crit fitted at the study's common eps, where the prediction was read
+        entry = (critical.get("common") or {}).get(metric) or {}
+        critical = {"strategies": {name: {metric: {**fit, "threshold": entry.get("threshold")}}
+                                   for name, fit in (entry.get("strategies") or {}).items()}}
     measured = critical_from_document(critical, metric)
     measured = measured[measured["strategy"] == TUNED]
     m = measured.iloc[0].to_dict() if len(measured) else {}

@@ -9,7 +9,8 @@ import pandas as pd
 
 HEADER = ("## Predicted critical batch against the measured grid\n\n"
           "B_pred is B_simple = tr Σ/|G|² read from short runs at a small batch where their training loss crosses "
-          "the target ε (tuned's own ε, where the measured B_crit was fitted); the measured B_crit is the tuned "
+          "the target ε (the study's common ε unless the config says otherwise; the measured B_crit is fitted at "
+          "the same ε); the measured B_crit is the tuned "
           "strategy's (learning rate re-tuned at every batch size). ratio = B_pred / B_crit, its range from both "
           "intervals; cost = CPU seconds of the prediction runs against the study's grid.\n\n"
           "| study | B_pred [interval] (estimator) | measured tuned B_crit [interval] | ratio [range] | within 2× "
