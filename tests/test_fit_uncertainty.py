@@ -70,12 +70,14 @@ def test_unstable_runs_did_not_train_or_rose_again():
 def test_regimes_from_the_efficiency_interval():
     m = [4, 8, 16, 32, 64]
     labels = ["base", "linear", "linear", "linear", "diminishing"]
-    # efficiency estimates and interval lower bounds: 8 clears 0.8 (low 0.85); 16 has e = 1.07 above 1;
-    # 32's estimate 0.81 clears the cut-off but its interval reaches 0.60: not shown to be linear
+    # efficiency estimates and interval lower bounds: 8 clears 0.8 (low 0.85); 16's whole interval lies above 1
+    # (low 1.02); 32's estimate 0.81 clears the cut-off but its interval reaches 0.60: not shown to be linear
     est = [1.0, 0.9, 1.07, 0.81, 0.5]
-    low = [1.0, 0.85, 0.95, 0.60, 0.4]
+    low = [1.0, 0.85, 1.02, 0.60, 0.4]
     assert interval_regimes(labels, m, est, low, 100.0, 0.8) == [
         "base", "linear", "superlinear", "unresolved", "diminishing"]
+    # an estimate above 1 whose interval reaches below it is linear scaling, not faster than it
+    assert interval_regimes(["base", "linear"], [4, 8], [1, 1.07], [1, 0.95], 100.0) == ["base", "linear"]
     # once the interval fails, the later point-linear sizes are unresolved too (the regime is a prefix)
     assert interval_regimes(["base", "linear", "linear"], [4, 8, 16], [1, 0.81, 0.9], [1, 0.6, 0.85], 10.0) == [
         "base", "unresolved", "unresolved"]

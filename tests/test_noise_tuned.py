@@ -127,3 +127,16 @@ def test_tuned_trial_runs_trace_the_noise_scale_only_when_asked():
     assert "tuned_trials" not in fixed["noise_scale"] and "window" not in fixed["noise_scale"]
     fixed_on, trial_on = runs(tuned_trials=True)
     assert trial_on["noise_scale"]["enabled"] and fixed_on == fixed
+
+
+def test_rows_from_the_same_runs_at_m0_make_one_line():
+    from batchscale.report.noise_summary import noise_tuned_lines
+
+    base = {"eps_scope": "common", "source_batch": 4, "threshold": 0.1, "b_simple": 48.0, "b_simple_low": 13.0,
+            "b_simple_high": 71.0, "n_runs": 5, "b_simple_exact": None, "invalid_fraction": 0.001,
+            "comparison": "needs_tuned", "x": None}
+    rows = [{**base, "strategy": "blr", "b_simple_median_all_batches": 122.0},
+            {**base, "strategy": "lsr", "b_simple_median_all_batches": 76.1}]
+    (line,) = noise_tuned_lines(rows)
+    assert line.startswith("noise scale (blr, lsr runs at m = 4 (the same runs: the strategies coincide at m0)")
+    assert "median over every batch size 122 (blr), 76.1 (lsr)" in line

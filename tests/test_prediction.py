@@ -14,7 +14,7 @@ import pytest
 
 from batchscale.analysis.prediction import (cpu_seconds, phase_of, prediction_document, read_prediction,
                                            target_from_critical, trace_points)
-from batchscale.analysis.prediction_validation import validation_table
+from batchscale.analysis.prediction_validation import ratio_bound, validation_table
 from batchscale.errors import ConfigError
 from batchscale.jobs.packs import runs_from_json
 from batchscale.jobs.predict_packs import predict_packs, predict_runs_json
@@ -127,9 +127,14 @@ def test_validation_table_against_hand_values():
     assert a["ratio"] == pytest.approx(2.0) and a["within_2x"] is True
     assert a["ratio_low"] == pytest.approx(80 / 62.5) and a["ratio_high"] == pytest.approx(125 / 40)
     assert a["tuned_threshold"] == 0.3 and a["cost_fraction"] == 0.05 and a["optimizer"] == "sgd"
+    # B_crit > 128: the ratio is below 100/128 = 0.78, which does not settle within 2x
     assert math.isnan(b["ratio"]) and b["within_2x"] is None and b["B_crit_report"] == "> 128"
+    assert b["ratio_bound"] == "< 0.781"
+    assert ratio_bound(50.0, "> 128") == ("< 0.391", False) and ratio_bound(50.0, "< 4") == ("> 12.5", False)
+    assert ratio_bound(50.0, "< 40") == ("> 1.25", None) and ratio_bound(50.0, "64.2") == ("", None)
     section = validation_section(table)
     assert "| a | 100 [80, 125] (exact) | 50 [40, 62.5]" in section and "| yes |" in section
+    assert "| < 0.781 (B_crit a bound) |" in section
     page = lead_with("# title\n\nintro\n\n## study\n", section)
     assert page.startswith("# title\n\n## Predicted critical batch") and page.index("intro") > page.index("| a |")
     axes = validation_figure(table).axes[0]

@@ -19,7 +19,8 @@ B_crit_interval_kind,
 B_crit_report
 ratio                   B_pred / B_crit (NaN when B_crit is a bound or not estimable)
 ratio_low, ratio_high   B_pred_low / B_crit_high and B_pred_high / B_crit_low: both intervals at once
-within_2x               0.5 <= ratio <= 2 (empty where ratio is NaN)
+ratio_bound             where B_crit is a bound: what it says of the ratio (``< 0.42`` for B_crit > 128), else ""
+within_2x               0.5 <= ratio <= 2; where B_crit is a bound, False if the bound excludes [0.5, 2], else empty
 prediction_cpu_seconds  CPU seconds of the prediction runs
 grid_cpu_seconds        CPU seconds of the study's grid runs
 cost_fraction           their ratio
@@ -38,7 +39,8 @@ from batchscale.spec.strategies import TUNED
 VALIDATION_COLUMNS = (
     "study", "optimizer", "target_loss", "tuned_threshold", "estimator", "quantity", "B_pred", "B_pred_low",
     "B_pred_high", "verdict", "B_crit", "B_crit_low", "B_crit_high", "B_crit_interval_kind", "B_crit_report",
-    "ratio", "ratio_low", "ratio_high", "within_2x", "prediction_cpu_seconds", "grid_cpu_seconds", "cost_fraction",
+    "ratio", "ratio_low", "ratio_high", "ratio_bound", "within_2x", "prediction_cpu_seconds", "grid_cpu_seconds",
+    "cost_fraction",
 )
 WITHIN = (0.5, 2.0)
 
@@ -51,6 +53,26 @@ def _divide(numerator: float, denominator: float) -> float:
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0:
         return float("nan")
     return numerator / denominator
+
+
+def ratio_bound(predicted: float, report: str) -> tuple[str, bool | None]:
+    """What a bound on B_crit says of the ratio B_pred / B_crit, and whether it settles `within_2x`.
+
+    Args:
+      predicted: B_pred.
+      report: the analysis' text of B_crit (``> 128``: above the measured range; ``< 4``: below it).
+
+    Returns:
+      (text, within): ``< 0.416`` for B_crit > 128 (ratio below B_pred/128), ``> 2.5`` for B_crit < 4, "" when
+      B_crit is no bound; within is False when the bound lies outside [0.5, 2] entirely, else None.
+    """
+    if not report.startswith(("<", ">")) or not math.isfinite(predicted):
+        return "", None
+    edge = float(report.lstrip("<> "))
+    value = predicted / edge
+    if report.startswith(">"):  # B_crit above the range: the ratio below B_pred / edge
+        return f"< {value:.3g}", (False if value < WITHIN[0] else None)
+    return f"> {value:.3g}", (False if value > WITHIN[1] else None)
 
 
 def validation_row(study_name: str, study: dict, prediction: dict, critical: dict, metric: str = "train_loss") -> dict:
@@ -82,7 +104,9 @@ def validation_row(study_name: str, study: dict, prediction: dict, critical: dic
         "ratio": ratio,
         "ratio_low": float("nan") if bound else _divide(_number(prediction.get("low")), _number(m.get("B_crit_high"))),
         "ratio_high": float("nan") if bound else _divide(_number(prediction.get("high")), _number(m.get("B_crit_low"))),
-        "within_2x": (WITHIN[0] <= ratio <= WITHIN[1]) if math.isfinite(ratio) else None,
+        "ratio_bound": ratio_bound(predicted, report)[0],
+        "within_2x": (WITHIN[0] <= ratio <= WITHIN[1]) if math.isfinite(ratio)
+        else ratio_bound(predicted, report)[1],
         "prediction_cpu_seconds": _number(cost.get("prediction_cpu_seconds")),
         "grid_cpu_seconds": _number(cost.get("grid_cpu_seconds")),
         "cost_fraction": _number(cost.get("fraction_of_grid")),

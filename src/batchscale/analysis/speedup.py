@@ -275,7 +275,8 @@ def interval_regimes(labels, batch_sizes, efficiency_estimate, efficiency_low, k
 
     Returns:
       the labels with: every label but ``missing`` and ``trivial`` replaced by ``no_base`` when k_base is
-      not finite (k_base = 0 is `regimes`' case: nothing is linear); a ``linear`` size with e(m) > 1 (beyond 1e-9) as ``superlinear``; a ``linear`` size whose
+      not finite (k_base = 0 is `regimes`' case: nothing is linear); a ``linear`` size whose interval's
+      lower bound is above 1 (beyond 1e-9; the estimate where no interval exists) as ``superlinear``; a ``linear`` size whose
       interval's lower bound is below the cut-off (or NaN while an interval exists) as ``unresolved``, and
       every ``linear`` size after it too (the linear regime is a prefix).
     """
@@ -292,8 +293,8 @@ def interval_regimes(labels, batch_sizes, efficiency_estimate, efficiency_low, k
             continue
         if broken or (known[i] and not (np.isfinite(low[i]) and at_least(low[i], linear_efficiency))):
             labels[i], broken = "unresolved", True
-        elif est[i] > 1.0 and not at_least(1.0, est[i]):
-            labels[i] = "superlinear"
+        elif (low[i] if known[i] else est[i]) > 1.0 and not at_least(1.0, low[i] if known[i] else est[i]):
+            labels[i] = "superlinear"  # the whole interval above 1: an estimate of 1.005 is linear scaling
     return labels
 
 

@@ -25,7 +25,8 @@ def _b_simple_text(r: dict) -> str:
             f"(seed range of {r['n_runs']} runs)")
     if r.get("b_simple_exact") is not None:
         text += f", exact {_fmt(r['b_simple_exact'])}"
-    return (text + f"; median over every batch size {_fmt(r['b_simple_median_all_batches'])}; "
+    medians = r.get("_medians") or _fmt(r["b_simple_median_all_batches"])
+    return (text + f"; median over every batch size {medians}; "
             f"{_fmt(100 * r['invalid_fraction'] if r.get('invalid_fraction') is not None else None, 2)}% of "
             f"windows invalid")
 
@@ -46,7 +47,7 @@ def _tuned_text(r: dict) -> str:
 
 def noise_tuned_line(r: dict) -> str:
     """One row of noise_vs_tuned.csv in words."""
-    head = (f"noise scale ({r['strategy']} runs at m = {r['source_batch']}, two-batch, at "
+    head = (f"noise scale ({r['strategy']} runs at m = {r['source_batch']}{r.get('_same', '')}, two-batch, at "
             f"{SCOPE_TEXT.get(r['eps_scope'], r['eps_scope'])} = {_fmt(r['threshold'], 4)}): ")
     if r.get("b_simple") is None:
         return head + "no run at that batch size reached ε with a valid B_simple; no comparison"
@@ -75,7 +76,26 @@ def _measured(r: dict) -> str:
     return str(report) if report not in (None, "") else "not estimable"
 
 
+def _merge_same_runs(rows: list[dict]) -> list[dict]:
+    """Rows whose B_simple comes from the same runs (at m0 every fixed strategy trains the same run) as one row
+    naming every strategy, with the per-strategy medians over every batch size and invalid fractions."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["eps_scope"], r["source_batch"], r.get("b_simple"), r.get("b_simple_low"), r.get("b_simple_high"))
+        groups.setdefault(key, []).append(r)
+    merged = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        names = ", ".join(str(r["strategy"]) for r in group)
+        medians = ", ".join(f"{_fmt(r['b_simple_median_all_batches'])} ({r['strategy']})" for r in group)
+        merged.append({**group[0], "strategy": names, "_same": " (the same runs: the strategies coincide at m0)",
+                       "_medians": medians})
+    return merged
+
+
 def noise_tuned_lines(rows: list[dict]) -> list[str]:
-    """The study's noise lines: each row, then blr's fixed-rule check."""
-    lines = [noise_tuned_line(r) for r in rows]
+    """The study's noise lines: each row (rows from the same runs merged), then blr's fixed-rule check."""
+    lines = [noise_tuned_line(r) for r in _merge_same_runs(rows)]
     return lines + [line for line in (fixed_rule_line(r) for r in rows) if line is not None]
