@@ -247,3 +247,16 @@ def test_comparison_section_gives_the_common_eps_and_each_b_crit():
     assert "common ε = 0.2 (the smallest of the studies' own ε)" in text
     assert "- SGD (a): B_crit 12 (fit 12, interval [8, 15] (bootstrap_seeds_trials)); speedup at m = 16: 2.5 (ideal 4)" in text
     assert "- AdamW (b): B_crit > 16 (fit 40, interval [20, n/a] (bootstrap_seeds_trials)); speedup at m = 16: 3.5" in text
+
+
+def test_the_theory_line_states_the_recursions_agreement():
+    from batchscale.report.summary import theory_line
+
+    t = {"lambda_max": 1.012, "beta": 19.1, "stability_limit": 1.976, "mbb_critical_batch": 19.9,
+         "predicted_lsr_breakdown": 80, "measured_lsr_breakdown": 76, "agrees": True,
+         "recursion_agreement": {"blr": {"max_deviation": 0.0204, "up_to": 64},
+                                 "lsr": {"max_deviation": 0.026, "up_to": 64}}}
+    line = theory_line(t)
+    assert line.endswith("Recursion's k(m) against the measured k(m): blr within 2.0% up to m = 64; "
+                         "lsr within 2.6% up to m = 64.")
+    assert "Recursion" not in theory_line({**t, "recursion_agreement": {}})

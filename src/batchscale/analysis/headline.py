@@ -23,7 +23,7 @@ import pandas as pd
 from batchscale.store.records import read_csv, read_json
 from batchscale.analysis.branching import branching_headline
 from batchscale.analysis.documents import json_safe
-from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown
+from batchscale.analysis.least_squares import breakdown_agrees, measured_breakdown, theory_figure_numbers
 from batchscale.analysis.noise_tuned import noise_tuned_headlines
 from batchscale.analysis.robustness import comparison_conclusions, eta_edge_status, warmup_headline
 from batchscale.analysis.thresholds import LOWER_QUARTILE, describe_threshold_rule
@@ -302,7 +302,8 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         measured = measured_breakdown(common_rows[common_rows["strategy"] == "lsr"], study["base_batch"])
         predicted = theory_doc.get("predicted_lsr_breakdown")
         headline["theory"] = {**{k: theory_doc[k] for k in THEORY_KEYS}, "measured_lsr_breakdown": measured,
-                              "agrees": breakdown_agrees(predicted, measured)}
+                              "agrees": breakdown_agrees(predicted, measured),
+                              "recursion_agreement": theory_figure_numbers(theory_doc, common)["agreement"]}
     return headline
 
 

@@ -156,7 +156,14 @@ def theory_line(t: dict) -> str:
     return (f"Theory: λ₁ = {_fmt(t['lambda_max'], 4)}, β = {_fmt(t['beta'], 4)}, 2/λ₁ = "
             f"{_fmt(t['stability_limit'], 4)}, Ma et al.'s m* = β/λ₁ + 1 = {_fmt(t['mbb_critical_batch'], 3)}. "
             f"LSR breakdown predicted at m = {t['predicted_lsr_breakdown']}, measured at m = "
-            f"{t['measured_lsr_breakdown']}: {AGREEMENT_TEXT[t['agrees']]}.")
+            f"{t['measured_lsr_breakdown']}: {AGREEMENT_TEXT[t['agrees']]}." + _recursion_text(t))
+
+
+def _recursion_text(t: dict) -> str:
+    """The expected-loss recursion's k(m) against the measured one (the theory figure's middle panel)."""
+    found = t.get("recursion_agreement") or {}
+    parts = [f"{strategy} within {100 * a['max_deviation']:.1f}% up to m = {a['up_to']}" for strategy, a in found.items()]
+    return f" Recursion's k(m) against the measured k(m): {'; '.join(parts)}." if parts else ""
 
 
 def rule_line(rule: str | None) -> str:
