@@ -303,7 +303,8 @@ def study_headline(name: str, study: dict, critical: dict, speedup: pd.DataFrame
         predicted = theory_doc.get("predicted_lsr_breakdown")
         headline["theory"] = {**{k: theory_doc[k] for k in THEORY_KEYS}, "measured_lsr_breakdown": measured,
                               "agrees": breakdown_agrees(predicted, measured),
-                              "recursion_agreement": theory_figure_numbers(theory_doc, common)["agreement"]}
+                              "recursion_agreement": (theory_figure_numbers(theory_doc, common)["agreement"]
+                                                      if theory_doc.get("predicted_k") else {})}
     return headline
 
 
