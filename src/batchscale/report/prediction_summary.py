@@ -12,10 +12,11 @@ HEADER = ("## Predicted critical batch against the measured grid\n\n"
           "the target ε (the study's common ε unless the config says otherwise; the measured B_crit is fitted at "
           "the same ε); the measured B_crit is the tuned "
           "strategy's (learning rate re-tuned at every batch size). ratio = B_pred / B_crit, its range from both "
-          "intervals (where B_crit is a bound, the bound it puts on the ratio); cost = CPU seconds of the "
-          "prediction runs against the study's grid.\n\n"
+          "intervals (where B_crit is a bound, the bound it puts on the ratio). The CPU seconds of the prediction "
+          "runs against the study's grid are in the validation table's CSV (timings: they differ from run to run, "
+          "so this page, the same for the same config and code, leaves them out).\n\n"
           "| study | B_pred [interval] (estimator) | measured tuned B_crit [interval] | ratio [range] | within 2× "
-          "| verdict | cost (CPU s: prediction / grid) |\n|---|---|---|---|---|---|---|\n")
+          "| verdict |\n|---|---|---|---|---|---|\n")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -32,11 +33,6 @@ def _within(value) -> str:
     return "yes" if str(value).lower() in ("true", "1", "1.0") else "NO"
 
 
-def _percent(value) -> str:
-    text = _fmt(value)
-    return "n/a" if text == "n/a" else f"{100 * float(value):.2g}%"
-
-
 def _ratio(row: dict) -> str:
     """The ratio with its range, or what a bound on B_crit says of it (``< 0.42 (B_crit a bound)``)."""
     bound = row.get("ratio_bound")
@@ -50,9 +46,7 @@ def validation_line(row: dict) -> str:
     measured = report if report.startswith(("<", ">")) else _fmt(row["B_crit"])  # a bound as the analysis wrote it
     return (f"| {row['study']} | {_fmt(row['B_pred'])} [{_fmt(row['B_pred_low'])}, {_fmt(row['B_pred_high'])}] "
             f"({row['estimator']}) | {measured} [{_fmt(row['B_crit_low'])}, {_fmt(row['B_crit_high'])}] "
-            f"({row['B_crit_interval_kind']}) | {_ratio(row)} | {_within(row['within_2x'])} | {row['verdict']} | "
-            f"{_fmt(row['prediction_cpu_seconds'])} / {_fmt(row['grid_cpu_seconds'])} "
-            f"({_percent(row['cost_fraction'])}) |")
+            f"({row['B_crit_interval_kind']}) | {_ratio(row)} | {_within(row['within_2x'])} | {row['verdict']} |")
 
 
 def validation_section(table: pd.DataFrame) -> str:
