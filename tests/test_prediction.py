@@ -193,7 +193,8 @@ def test_workflow_writes_the_prediction_the_validation_and_leads_the_summary_wit
     write_config(tmp_path / "tiny.yaml", CONFIG)
     snakemake(tmp_path, "--cores", "2", "-q", configfile="tiny.yaml")
     document = json.loads((tmp_path / "results/tiny/prediction.json").read_text())
-    assert document["target_source"].startswith("own eps of tuned") and document["n_points"] > 0
+    assert document["target_source"] == "the study's common eps (critical_batch.json)"
+    assert document["target_scope"] == "common" and document["n_points"] > 0
     assert document["verdict"] == "trusted" or document["verdict"].startswith("cannot be trusted here: ")
     assert document["cost"]["grid_runs"] == 24 and document["cost"]["prediction_cpu_seconds"] > 0
     table = pd.read_csv(tmp_path / "results/prediction_validation-tiny.csv")

@@ -24,6 +24,7 @@ import pytest
 from batchscale.spec.runs import iter_runs
 from batchscale.validate import load_config
 from batchscale.jobs.packs import all_packs
+from batchscale.jobs.predict_packs import predict_packs
 from conftest import REPO, VENV_BIN, copy_repository, tiny_config, workflow_env, write_config
 
 pytestmark = pytest.mark.slow
@@ -68,8 +69,9 @@ def planned_traces(dry_run_output: str) -> int:
 
 
 def runs_in(config_path: Path) -> int:
-    """Training runs a config asks for: (fixed strategies + tuned trials, both rounds) x batch sizes x seeds,
-    summed over its studies, counted here from the config itself rather than through iter_runs."""
+    """Training runs a config asks for: (fixed strategies + tuned trials, both rounds) x batch sizes x seeds, and
+    the prediction runs, summed over its studies, counted here from the config itself rather than through
+    iter_runs."""
     config = load_config(config_path, check_data=False)
     total = 0
     for study in config["studies"].values():
@@ -77,13 +79,16 @@ def runs_in(config_path: Path) -> int:
         trials = tuning.get("trials", 0) + ((tuning.get("refine") or {}).get("trials") or 0)
         per_seed = sum(trials if s == "tuned" else 1 for s in study["strategies"])
         total += per_seed * len(study["batch_sizes"]) * len(study["seeds"])
+        predict = study.get("predict") or {}
+        total += len(predict.get("seeds") or []) if predict.get("enabled") else 0  # one short run per seed
     return total
 
 
 def train_jobs_for(config_path: Path) -> int:
-    """Pack jobs the workflow plans for a config: one per pack (workflow/rules/common.smk's PACKS)."""
+    """Pack jobs the workflow plans for a config: one per pack (workflow/rules/common.smk's PACKS) and one per
+    study that predicts (PREDICT_PACKS)."""
     config = load_config(config_path, check_data=False)
-    return len(all_packs(config))
+    return len(all_packs(config)) + len(predict_packs(config))
 
 
 def run(workdir: Path, *command: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -126,7 +131,7 @@ def plan_count(root: Path, config: str) -> tuple[int, int]:
 @pytest.mark.parametrize("name", SHIPPED_CONFIGS)
 def test_planned_train_jobs_equal_plan_and_the_runs_of_the_config(fresh, dry_runs, name):
     runs = runs_in(REPO / name)
-    assert planned_jobs(dry_runs[name]) == train_jobs_for(REPO / name)
+    assert planned_jobs(dry_runs[name]) + planned_jobs(dry_runs[name], "predict_train_") == train_jobs_for(REPO / name)
     assert planned_traces(dry_runs[name]) == runs
     assert plan_count(fresh, name) == (runs, train_jobs_for(REPO / name))
     # only this config's studies are planned: no default study leaks into a preset

@@ -49,8 +49,10 @@ import torch
 from batchscale.engine.grid import evaluation_steps
 from batchscale.errors import ConfigError
 from batchscale.jobs.packs import all_packs
+from batchscale.jobs.predict_packs import predict_packs
 from batchscale.models import build_model
 from batchscale.models.flops import forward_flops_per_example
+from batchscale.spec.predict import predict_run_config
 from batchscale.spec.runs import iter_runs, run_config
 from batchscale.spec.strategies import TUNED
 from batchscale.validate import DataShape, data_shape, load_config
@@ -207,6 +209,11 @@ def make_plan(source, gpu_tflops: float = 400.0, utilisation: float = 0.4) -> Pl
         plan.runs.append(run_cost(run_config(config, key), plan.data, plan.forward_flops))
     for pack in all_packs(config):
         studies[pack.study].packs += 1
+    for pack in predict_packs(config):  # the short runs of `predict`, one job per study
+        plan = studies[pack.study]
+        plan.runs += [run_cost(predict_run_config(config, pack.study, seed), plan.data, plan.forward_flops)
+                      for seed in pack.keys]
+        plan.packs += 1
     return Plan(str(source) if isinstance(source, (str, Path)) else "(config)", list(studies.values()),
                 len(config.get("comparisons", {})), gpu_tflops, utilisation)
 
