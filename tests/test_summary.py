@@ -260,3 +260,12 @@ def test_the_theory_line_states_the_recursions_agreement():
     assert line.endswith("Recursion's k(m) against the measured k(m): blr within 2.0% up to m = 64; "
                          "lsr within 2.6% up to m = 64.")
     assert "Recursion" not in theory_line({**t, "recursion_agreement": {}})
+
+
+def test_an_own_eps_without_a_source_batch_says_why():
+    from batchscale.report.summary import _source_text
+
+    assert _source_text({"own_source_batch": 128}, {"threshold_rule": "lower_quartile_of_largest"}) == "128"
+    assert _source_text({"own_source_batch": None}, {"threshold_rule": "fixed:0.016"}) == "fixed"
+    assert _source_text({"own_source_batch": None}, {"threshold_rule": "lower_quartile_of_largest"}) == \
+        "no batch size trained"

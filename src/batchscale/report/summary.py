@@ -166,6 +166,14 @@ def _recursion_text(t: dict) -> str:
     return f" Recursion's k(m) against the measured k(m): {'; '.join(parts)}." if parts else ""
 
 
+def _source_text(v: dict, h: dict) -> str:
+    """Where a strategy's own eps came from: its source batch size, a fixed rule, or no batch size that trained
+    (every seed's loss must fall 10% for its curve to set a quantile)."""
+    if v.get("own_source_batch"):
+        return str(v["own_source_batch"])
+    return "fixed" if str(h.get("threshold_rule") or "").startswith("fixed") else "no batch size trained"
+
+
 def rule_line(rule: str | None) -> str:
     """The own-eps rule in words: the same for every strategy, tuned included."""
     if not rule:
@@ -204,7 +212,7 @@ def render_headline(h: dict) -> str:
     lines += ["", "| strategy | own ε (source m) | overhead critical batch | B_crit at common ε | largest linear m "
               "| first stagnating m |", "|---|---|---|---|---|---|"]
     for s, v in h["strategies"].items():
-        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({v['own_source_batch'] or 'fixed'}) | "
+        lines.append(f"| {s} | {_fmt(v['own_threshold'], 4)} ({_source_text(v, h)}) | "
                      f"{overhead_text(v['overhead_critical'])} | {critical_text(v['critical'])} | "
                      f"{v['largest_linear'] or '—'} | {v['first_stagnation'] or '—'} |")
     lines += [""] + [f"- {s} regimes (speedup) at common ε: "
