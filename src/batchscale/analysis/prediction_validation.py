@@ -91,6 +91,7 @@ def validation_row(study_name: str, study: dict, prediction: dict, critical: dic
     bound = report.startswith(("<", ">"))
     predicted = _number(prediction.get("B_pred"))
     ratio = float("nan") if bound else _divide(predicted, b_crit)
+    bound_text, bound_within = ratio_bound(predicted, report)
     cost = prediction.get("cost") or {}
     tuned_eps = ((critical.get("strategies", {}).get(TUNED) or {}).get(metric) or {}).get("threshold")
     return {
@@ -104,9 +105,8 @@ def validation_row(study_name: str, study: dict, prediction: dict, critical: dic
         "ratio": ratio,
         "ratio_low": float("nan") if bound else _divide(_number(prediction.get("low")), _number(m.get("B_crit_high"))),
         "ratio_high": float("nan") if bound else _divide(_number(prediction.get("high")), _number(m.get("B_crit_low"))),
-        "ratio_bound": ratio_bound(predicted, report)[0],
-        "within_2x": (WITHIN[0] <= ratio <= WITHIN[1]) if math.isfinite(ratio)
-        else ratio_bound(predicted, report)[1],
+        "ratio_bound": bound_text,
+        "within_2x": (WITHIN[0] <= ratio <= WITHIN[1]) if math.isfinite(ratio) else bound_within,
         "prediction_cpu_seconds": _number(cost.get("prediction_cpu_seconds")),
         "grid_cpu_seconds": _number(cost.get("grid_cpu_seconds")),
         "cost_fraction": _number(cost.get("fraction_of_grid")),
