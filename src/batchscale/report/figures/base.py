@@ -225,6 +225,10 @@ def save_figure(fig: Figure, out_dir, name: str, close: bool = True) -> list[Pat
     paths = [out / f"{name}.png", out / f"{name}.svg"]
     with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path"}):
         fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
+        if fig.get_layout_engine() is not None:
+            # the SVG keeps the PNG's panel positions: the constrained layout, most of a figure's drawing
+            # time, is not solved a second time
+            fig.set_layout_engine("none")
         fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
     if close:
         fig.clear()
