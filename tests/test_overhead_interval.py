@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from batchscale.analysis.critical import overhead_batch_direct
-from batchscale.analysis.curves import overhead_entry
+from batchscale.analysis.overhead import overhead_entry
 from batchscale.analysis.intervals import ONE_VALUE
 
 M = np.array([4.0, 8.0, 16.0, 32.0, 64.0, 128.0])

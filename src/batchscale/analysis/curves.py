@@ -21,14 +21,10 @@ from batchscale.analysis.critical import (
     critical_batch_bound,
     critical_batch_interval,
     mean_censoring_bound,
-    overhead_batch_direct,
-    overhead_batch_from_fit,
 )
 from batchscale.analysis.documents import json_safe
-from batchscale.analysis.intervals import (
-    ONE_VALUE, interval_kind_for, percentile_interval, resample_indices, seed_interval, seed_mean,
-)
-from batchscale.analysis.many_seeds import many, mean_curve_draws
+from batchscale.analysis.intervals import seed_interval, seed_mean
+from batchscale.analysis.overhead import overhead_entry
 from batchscale.analysis.speedup import (
     base_index,
     efficiency,
@@ -211,74 +207,6 @@ def excluded_sizes(batch_sizes: np.ndarray, k: np.ndarray, k_mean: np.ndarray, s
     return excluded
 
 
-def overhead_draws(batch_sizes, curves, base: float, overhead: float) -> np.ndarray:
-    """The overhead-based critical batch read off each of several k(m) curves (one per row of `curves`), as
-    the data's is read off its seed means; a curve whose walk passes the grid counts as +inf (its crossing
-    lies above the largest batch size), not as missing."""
-    drawn = []
-    for curve in np.atleast_2d(np.asarray(curves, dtype=float)):
-        read = overhead_batch_direct(batch_sizes, curve, base, overhead)
-        drawn.append(math.inf if read["bound"] == "above_range" else read["estimate"])
-    return np.asarray(drawn, dtype=float)
-
-
-def overhead_entry(batch_sizes: np.ndarray, k: np.ndarray, k_mean: np.ndarray, fit: dict, base: float,
-                   overhead: float, bootstrap_cfg: dict) -> dict:
-    """The overhead-based critical batch of a curve, read directly off k(m) and from the fit.
-
-    Args:
-      batch_sizes: the batch sizes m.
-      k: k per (batch size, seed).
-      k_mean: its seed means.
-      fit: `critical.critical_batch_interval` of the curve.
-      base: m0.
-      overhead: the relative overhead over linear scaling.
-      bootstrap_cfg: {samples, confidence}.
-
-    Returns:
-      ``{"overhead", "direct": {estimate, bound, report, low, high, interval_kind}, "from_fit": {estimate,
-      low, high, interval_kind}}``. The direct estimate is read off the seed-mean curve, so its interval is
-      too: from 5 seeds a percentile bootstrap that resamples seeds (the same at every m) and reads each
-      resample's mean curve (an interval of the per-seed crossings would describe another quantity, which
-      Jensen's inequality puts above the estimate); with 2-4 seeds a Student-t interval of the per-seed
-      crossings (none unless every seed has one).
-    """
-    samples = int(bootstrap_cfg.get("samples", 1000))
-    confidence = float(bootstrap_cfg.get("confidence", 0.9))
-    direct = overhead_batch_direct(batch_sizes, k_mean, base, overhead)
-    if many(k.shape[1]):  # too many seeds to read one by one or resample: normal draws of the mean curve
-        drawn = overhead_draws(batch_sizes, mean_curve_draws(k), base, overhead)
-        low, high = percentile_interval(drawn, confidence)
-        direct.update({"low": low, "high": high, "interval_kind": "normal_bootstrap"})
-        return {"overhead": overhead, "direct": direct, "from_fit": overhead_from_fit(fit, base, overhead)}
-    seeds = [j for j in range(k.shape[1]) if np.any(~np.isnan(k[:, j]))]
-    if interval_kind_for(len(seeds)) == "percentile_bootstrap":
-        index = np.asarray(seeds)[resample_indices(len(seeds), samples, BOOTSTRAP_SEED)]
-        resampled_means = seed_mean(k[:, index], axis=-1)  # (batch sizes, resamples)
-        drawn = overhead_draws(batch_sizes, resampled_means.T, base, overhead)
-        low, high = percentile_interval(drawn, confidence)
-        kind = ONE_VALUE if low == high else "percentile_bootstrap"  # seeds that agree: no spread to show
-    else:
-        per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"] for j in seeds]
-        direct_int = seed_interval(per_seed, samples, confidence, BOOTSTRAP_SEED)
-        low, high = direct_int["low"], direct_int["high"]
-        kind = direct_int["interval_kind"] if len(per_seed) == direct_int["n"] else "none"
-    direct.update({"low": low, "high": high, "interval_kind": kind})
-    if kind.startswith("none"):
-        direct["low"] = direct["high"] = None
-    return {"overhead": overhead, "direct": direct, "from_fit": overhead_from_fit(fit, base, overhead)}
-
-
-def overhead_from_fit(fit: dict, base: float, overhead: float) -> dict:
-    """The overhead-based critical batch of the fitted hyperbola, with the fit's B_crit interval."""
-    return {
-        "estimate": overhead_batch_from_fit(fit["S_min"], fit["B_crit"], base, overhead),
-        "low": overhead_batch_from_fit(fit["S_min"], fit["B_crit_low"], base, overhead),
-        "high": overhead_batch_from_fit(fit["S_min"], fit["B_crit_high"], base, overhead),
-        "interval_kind": fit["interval_kind"],
-    }
-
-
 def critical_note(fit: dict, bound: str | None, report: str | None, meaningful: bool, max_log_rmse: float):
     """Why a curve's fit is not drawn, in words; None when it is."""
     if fit["n_points"] < 3:
@@ -349,7 +277,8 @@ def critical_entry(batch_sizes, k_per_seed, regime_labels, bootstrap_cfg: dict, 
         "fit_meaningful": meaningful,
         "measured_range": [float(measured.min()) if measured.size else None,
                            float(reached.max()) if reached.size else None],
-        "overhead_critical_batch": overhead_entry(m, k, k_mean, fit, base, float(cfg["overhead"]), bootstrap_cfg),
+        "overhead_critical_batch": overhead_entry(m, k, k_mean, fit, base, float(cfg["overhead"]), bootstrap_cfg,
+                                                  BOOTSTRAP_SEED),
         "largest_linear_batch_size": bounds["largest_linear"],
         "first_stagnation_batch_size": bounds["first_stagnation"],
     }
