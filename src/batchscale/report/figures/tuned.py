@@ -79,7 +79,8 @@ def plot_eta_star(ax, tuned_rows: pd.DataFrame, entry: dict, base_batch: int) ->
     ax.set_yscale("log")
     batch_axis(ax, m)
     ax.set_ylabel("peak learning rate η*(m)")
-    ax.legend(fontsize=8)
+    # under the panel: inside, it hid the top of the searched range where round 2 extended it
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
 def plot_trials(ax, trials: pd.DataFrame, best_trial: int, title: str) -> None:
