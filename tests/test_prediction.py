@@ -141,6 +141,12 @@ def test_validation_table_against_hand_values():
     assert page.startswith("# title\n\n## Predicted critical batch") and page.index("intro") > page.index("| a |")
     axes = validation_figure(table).axes[0]
     assert axes.get_xscale() == "log" and axes.get_yscale() == "log"
+    # b's measured B_crit is a bound: drawn at 128 with an arrow to the right, not at the fit's 130
+    drawn_x = sorted(float(line.get_xdata()[0]) for line in axes.lines  # the points, not the caps ("|", "_")
+                     if line.get_marker() not in ("None", "", None, "|", "_") and len(line.get_xdata()) == 1)
+    assert drawn_x == [50.0, 128.0]
+    arrows = [text for text in axes.texts if getattr(text, "arrow_patch", None) is not None]
+    assert len(arrows) == 1 and arrows[0].xy[0] > 128.0 and arrows[0].xyann[0] == 128.0
 
 
 def test_a_prediction_read_at_the_common_eps_is_validated_against_tuned_at_the_common_eps():

@@ -2,7 +2,8 @@
 predicted B_crit (B_simple from the short runs) against the measured tuned B_crit, log-log, one point per
 study with both intervals as error bars, the line y = x and the band of a factor 2 around it. A prediction
 that cannot be trusted is drawn hollow; a measured B_crit that is a bound (outside the measured batch sizes)
-is drawn as an arrow-less marker at the bound with its text in the legend.
+is drawn at the bound, with an arrow towards where it lies and its text in the legend, not at the fit's
+extrapolated value and without the fit's interval.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def _error(value: float, low: float, high: float) -> list[float]:
     return [max(below, 0.0), max(above, 0.0)]
 
 
+def _bound_value(report) -> float | None:
+    """The batch size of a bound's text ("> 128" gives 128.0); None for an estimate."""
+    text = str(report).strip()
+    if not text.startswith(("<", ">")):
+        return None
+    try:
+        return float(text.lstrip("<> "))
+    except ValueError:
+        return None
+
+
 def _limits(table: pd.DataFrame) -> tuple[float, float]:
     values = pd.concat([table[c] for c in ("B_pred", "B_pred_low", "B_pred_high", "B_crit", "B_crit_low",
                                            "B_crit_high")]).to_numpy(float)
@@ -37,7 +49,9 @@ def _limits(table: pd.DataFrame) -> tuple[float, float]:
 
 def validation_figure(table: pd.DataFrame, title: str = "Predicted vs measured critical batch") -> Figure:
     """The figure of the validation table (columns of analysis.prediction_validation.VALIDATION_COLUMNS)."""
-    drawable = table[np.isfinite(table["B_pred"].astype(float)) & np.isfinite(table["B_crit"].astype(float))]
+    bounds = table["B_crit_report"].map(_bound_value)
+    measured = np.isfinite(table["B_crit"].astype(float)) | bounds.notna()
+    drawable = table[np.isfinite(table["B_pred"].astype(float)) & measured]
     if drawable.empty:
         return message_figure(title, "no study has both a prediction and a measured tuned B_crit")
     fig, axes = new_figure(1, 1, panel=(5.5, 5.0))
@@ -49,14 +63,19 @@ def validation_figure(table: pd.DataFrame, title: str = "Predicted vs measured c
     for i, row in enumerate(drawable.itertuples(index=False)):
         colour, marker = OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]
         trusted = str(row.verdict) == "trusted"
-        bound = str(row.B_crit_report).startswith(("<", ">"))
+        bound = _bound_value(row.B_crit_report)
         label = f"{row.study} ({row.estimator}{'' if trusted else ', not trusted'}" \
-                f"{', measured ' + str(row.B_crit_report) if bound else ''})"
-        ax.errorbar([row.B_crit], [row.B_pred],
-                    xerr=np.array([_error(row.B_crit, row.B_crit_low, row.B_crit_high)]).T,
+                f"{', measured ' + str(row.B_crit_report) if bound is not None else ''})"
+        x = row.B_crit if bound is None else bound
+        xerr = None if bound is not None else np.array([_error(row.B_crit, row.B_crit_low, row.B_crit_high)]).T
+        ax.errorbar([x], [row.B_pred], xerr=xerr,
                     yerr=np.array([_error(row.B_pred, row.B_pred_low, row.B_pred_high)]).T,
                     marker=marker, color=colour, mfc=colour if trusted else "white", ms=8, capsize=3, lw=1.2,
                     ls="none", label=label)
+        if bound is not None:  # the measured B_crit lies beyond the bound, in the arrow's direction
+            reach = 2.0 if str(row.B_crit_report).strip().startswith(">") else 0.5
+            ax.annotate("", xy=(bound * reach, row.B_pred), xytext=(bound, row.B_pred),
+                        arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2})
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(low, high)
