@@ -15,7 +15,9 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from scipy.special import stdtrit  # the t quantile that scipy.stats.t.ppf calls, without importing scipy.stats (0.8 s)
+
+# the t quantile that scipy.stats.t.ppf calls, without importing scipy.stats (0.8 s)
+from scipy.special import stdtrit
 
 from batchscale.analysis.many_seeds import many, normal_mean_interval
 

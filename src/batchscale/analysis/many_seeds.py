@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import ndtri  # the normal quantile scipy.stats.norm.ppf calls, without scipy.stats's 0.8 s import
+
+# the normal quantile scipy.stats.norm.ppf calls, without scipy.stats's 0.8 s import
+from scipy.special import ndtri
 
 MAX_BOOTSTRAP_SEEDS = 1000
 NORMAL_DRAWS = 200

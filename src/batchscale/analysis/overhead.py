@@ -12,7 +12,12 @@ import numpy as np
 
 from batchscale.analysis.critical import overhead_batch_direct, overhead_batch_from_fit
 from batchscale.analysis.intervals import (
-    ONE_VALUE, interval_kind_for, percentile_interval, resample_indices, seed_interval, seed_mean,
+    ONE_VALUE,
+    interval_kind_for,
+    percentile_interval,
+    resample_indices,
+    seed_interval,
+    seed_mean,
 )
 from batchscale.analysis.many_seeds import many, mean_curve_draws
 
