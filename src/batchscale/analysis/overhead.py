@@ -58,17 +58,14 @@ def overhead_entry(batch_sizes: np.ndarray, k: np.ndarray, k_mean: np.ndarray, f
     samples = int(bootstrap_cfg.get("samples", 1000))
     confidence = float(bootstrap_cfg.get("confidence", 0.9))
     direct = overhead_batch_direct(batch_sizes, k_mean, base, overhead)
+    seeds = np.flatnonzero(np.any(~np.isnan(k), axis=0))  # the seeds with data
     if many(k.shape[1]):  # too many seeds to read one by one or resample: normal draws of the mean curve
-        drawn = overhead_draws(batch_sizes, mean_curve_draws(k), base, overhead)
-        low, high = percentile_interval(drawn, confidence)
-        direct.update({"low": low, "high": high, "interval_kind": "normal_bootstrap"})
-        return {"overhead": overhead, "direct": direct, "from_fit": overhead_from_fit(fit, base, overhead)}
-    seeds = [j for j in range(k.shape[1]) if np.any(~np.isnan(k[:, j]))]
-    if interval_kind_for(len(seeds)) == "percentile_bootstrap":
-        index = np.asarray(seeds)[resample_indices(len(seeds), samples, seed)]
+        low, high = percentile_interval(overhead_draws(batch_sizes, mean_curve_draws(k), base, overhead), confidence)
+        kind = "normal_bootstrap"
+    elif interval_kind_for(seeds.size) == "percentile_bootstrap":
+        index = seeds[resample_indices(seeds.size, samples, seed)]
         resampled_means = seed_mean(k[:, index], axis=-1)  # (batch sizes, resamples)
-        drawn = overhead_draws(batch_sizes, resampled_means.T, base, overhead)
-        low, high = percentile_interval(drawn, confidence)
+        low, high = percentile_interval(overhead_draws(batch_sizes, resampled_means.T, base, overhead), confidence)
         kind = ONE_VALUE if low == high else "percentile_bootstrap"  # seeds that agree: no spread to show
     else:
         per_seed = [overhead_batch_direct(batch_sizes, k[:, j], base, overhead)["estimate"] for j in seeds]
