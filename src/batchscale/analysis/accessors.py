@@ -1,4 +1,5 @@
-"""Read-only access to a study cube: the traced values of a metric, each run's status, final values.
+"""Read-only access to a study cube: the traced values of a metric, each run's status, final values; and the
+bound text the analysis writes for a critical batch outside the measured sizes.
 
 No measurement happens here (no thresholds, fits or intervals): the figures use these to draw raw traces,
 and the analysis (`batchscale.analysis.steps`, `thresholds`) to measure them.
@@ -52,3 +53,12 @@ def last_finite(values):
     out = np.where(finite.any(axis=-1), out, np.nan)
     dims = [d for d in data.dims if d != "step"]
     return xr.DataArray(out, dims=dims, coords={d: data[d] for d in dims})
+
+
+def report_bound(report) -> tuple[str, float] | None:
+    """A B_crit report that is a bound, as (direction, edge): ``> 128`` gives (">", 128.0), ``< 4`` gives
+    ("<", 4.0); None for an estimate."""
+    text = str(report).strip()
+    if not text.startswith(("<", ">")):
+        return None
+    return text[0], float(text.lstrip("<> "))

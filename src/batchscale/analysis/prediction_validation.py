@@ -33,6 +33,7 @@ import math
 
 import pandas as pd
 
+from batchscale.analysis.accessors import report_bound
 from batchscale.analysis.noise import critical_from_document
 from batchscale.spec.strategies import TUNED
 
@@ -66,11 +67,12 @@ def ratio_bound(predicted: float, report: str) -> tuple[str, bool | None]:
       (text, within): ``< 0.416`` for B_crit > 128 (ratio below B_pred/128), ``> 2.5`` for B_crit < 4, "" when
       B_crit is no bound; within is False when the bound lies outside [0.5, 2] entirely, else None.
     """
-    if not report.startswith(("<", ">")) or not math.isfinite(predicted):
+    bound = report_bound(report)
+    if bound is None or not math.isfinite(predicted):
         return "", None
-    edge = float(report.lstrip("<> "))
+    direction, edge = bound
     value = predicted / edge
-    if report.startswith(">"):  # B_crit above the range: the ratio below B_pred / edge
+    if direction == ">":  # B_crit above the range: the ratio below B_pred / edge
         return f"< {value:.3g}", (False if value < WITHIN[0] else None)
     return f"> {value:.3g}", (False if value > WITHIN[1] else None)
 
@@ -88,7 +90,7 @@ def validation_row(study_name: str, study: dict, prediction: dict, critical: dic
     m = measured.iloc[0].to_dict() if len(measured) else {}
     b_crit = _number(m.get("B_crit"))
     report = str(m.get("B_crit_report") or "")
-    bound = report.startswith(("<", ">"))
+    bound = report_bound(report) is not None
     predicted = _number(prediction.get("B_pred"))
     ratio = float("nan") if bound else _divide(predicted, b_crit)
     bound_text, bound_within = ratio_bound(predicted, report)

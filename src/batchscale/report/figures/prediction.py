@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from batchscale.analysis.accessors import report_bound
 from batchscale.report.figures.base import MARKERS, OKABE_ITO, message_figure, new_figure, save_figure
 from batchscale.report.figures.registry import FigureInputs, figure
 
@@ -27,17 +28,6 @@ def _error(value: float, low: float, high: float) -> list[float]:
     return [max(below, 0.0), max(above, 0.0)]
 
 
-def _bound_value(report) -> float | None:
-    """The batch size of a bound's text ("> 128" gives 128.0); None for an estimate."""
-    text = str(report).strip()
-    if not text.startswith(("<", ">")):
-        return None
-    try:
-        return float(text.lstrip("<> "))
-    except ValueError:
-        return None
-
-
 def _limits(table: pd.DataFrame) -> tuple[float, float]:
     values = pd.concat([table[c] for c in ("B_pred", "B_pred_low", "B_pred_high", "B_crit", "B_crit_low",
                                            "B_crit_high")]).to_numpy(float)
@@ -49,7 +39,7 @@ def _limits(table: pd.DataFrame) -> tuple[float, float]:
 
 def validation_figure(table: pd.DataFrame, title: str = "Predicted vs measured critical batch") -> Figure:
     """The figure of the validation table (columns of analysis.prediction_validation.VALIDATION_COLUMNS)."""
-    bounds = table["B_crit_report"].map(_bound_value)
+    bounds = table["B_crit_report"].map(report_bound)
     measured = np.isfinite(table["B_crit"].astype(float)) | bounds.notna()
     drawable = table[np.isfinite(table["B_pred"].astype(float)) & measured]
     if drawable.empty:
@@ -63,18 +53,18 @@ def validation_figure(table: pd.DataFrame, title: str = "Predicted vs measured c
     for i, row in enumerate(drawable.itertuples(index=False)):
         colour, marker = OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]
         trusted = str(row.verdict) == "trusted"
-        bound = _bound_value(row.B_crit_report)
+        bound = report_bound(row.B_crit_report)
         label = f"{row.study} ({row.estimator}{'' if trusted else ', not trusted'}" \
                 f"{', measured ' + str(row.B_crit_report) if bound is not None else ''})"
-        x = row.B_crit if bound is None else bound
+        x = row.B_crit if bound is None else bound[1]
         xerr = None if bound is not None else np.array([_error(row.B_crit, row.B_crit_low, row.B_crit_high)]).T
         ax.errorbar([x], [row.B_pred], xerr=xerr,
                     yerr=np.array([_error(row.B_pred, row.B_pred_low, row.B_pred_high)]).T,
                     marker=marker, color=colour, mfc=colour if trusted else "white", ms=8, capsize=3, lw=1.2,
                     ls="none", label=label)
         if bound is not None:  # the measured B_crit lies beyond the bound, in the arrow's direction
-            reach = 2.0 if str(row.B_crit_report).strip().startswith(">") else 0.5
-            ax.annotate("", xy=(bound * reach, row.B_pred), xytext=(bound, row.B_pred),
+            direction, edge = bound
+            ax.annotate("", xy=(edge * (2.0 if direction == ">" else 0.5), row.B_pred), xytext=(edge, row.B_pred),
                         arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2})
     ax.set_xscale("log")
     ax.set_yscale("log")
